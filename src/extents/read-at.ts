@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Serves bytes of a Layout: find the first extent by binary search, then clamp-and-loop over
+ * extents, filling the caller's buffer directly (`bytes` copy, `file` positional read, `zero`
+ * fill). No intermediate buffers.
+ */
+import { type Layout, extentEnd, findExtentIndex } from './extent.js';
+import type { SourceFiles } from './source-files.js';
+import { internalError } from '../errors/synthvhd-error.js';
+
+/**
+ * Reads up to `length` bytes at `position` into `into[intoOffset...]`; returns the number of
+ * bytes read (short only at the end of the layout). Independent `file` pieces are read
+ * concurrently.
+ */
+export async function readAt(
+  layout: Layout,
+  sources: SourceFiles,
+  position: number,
+  into: Uint8Array,
+  length = into.length,
+  intoOffset = 0,
+): Promise<number> {
+  const total = Math.max(0, Math.min(length, layout.size - position));
+  if (total === 0) return 0;
+  const pending: Promise<void>[] = [];
+  let done = 0;
+  for (let index = findExtentIndex(layout, position); done < total; index++) {
+    const extent = layout.extents[index];
+    if (extent === undefined) throw internalError(`layout ends before ${position + done}`);
+    const at = position + done;
+    const skip = at - extent.start;
+    const count = Math.min(total - done, extentEnd(extent) - at);
+    const target = intoOffset + done;
+    switch (extent.kind) {
+      case 'bytes':
+        into.set(extent.data.subarray(skip, skip + count), target);
+        break;
+      case 'zero':
+        into.fill(0, target, target + count);
+        break;
+      case 'file':
+        pending.push(sources.readFully(extent.path, extent.offset + skip, into, target, count));
+        break;
+    }
+    done += count;
+  }
+  if (pending.length === 1) await pending[0];
+  else if (pending.length > 1) await Promise.all(pending);
+  return total;
+}

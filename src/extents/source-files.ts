@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Read-only file handles for the source files named by `file` extents, kept open in an LRU so
+ * that a FUSE read or a copy loop does not pay an open() per call. Sources are always opened
+ * O_RDONLY: the backup is never written to.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
+import { fileError } from '../errors/synthvhd-error.js';
+
+export class SourceFiles {
+  private readonly handles: LRUCache<string, Promise<FileHandle>>;
+
+  constructor(maxOpen = 256) {
+    this.handles = new LRUCache<string, Promise<FileHandle>>({
+      max: maxOpen,
+      dispose: (handle) => {
+        handle.then((h) => h.close()).catch(() => undefined);
+      },
+    });
+  }
+
+  /** The open handle for `path`, opening it on first use. */
+  get(path: string): Promise<FileHandle> {
+    let handle = this.handles.get(path);
+    if (handle === undefined) {
+      handle = open(path, 'r');
+      // A failed open must not stay cached: the file may appear later (live backup roots).
+      handle.catch(() => this.handles.delete(path));
+      this.handles.set(path, handle);
+    }
+    return handle;
+  }
+
+  /** Forgets `path` (after it was deleted or replaced). */
+  forget(path: string): void {
+    this.handles.delete(path);
+  }
+
+  /** Fills `into[intoOffset, intoOffset + length)` from `path` at `position`, or fails. */
+  async readFully(path: string, position: number, into: Uint8Array, intoOffset: number, length: number): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await this.get(path);
+    } catch (error) {
+      throw fileError('E_IO', path, `cannot open: ${(error as Error).message}`, error);
+    }
+    let done = 0;
+    while (done < length) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await handle.read(into, intoOffset + done, length - done, position + done));
+      } catch (error) {
+        throw fileError('E_IO', path, `read failed at offset ${position + done}: ${(error as Error).message}`, error);
+      }
+      if (bytesRead === 0) {
+        throw fileError('E_IO', path, `unexpected end of file at offset ${position + done} (file shrank?)`);
+      }
+      done += bytesRead;
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.allSettled(all.map(async (handle) => (await handle).close()));
+  }
+}
