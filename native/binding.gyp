@@ -1,0 +1,24 @@
+# SPDX-License-Identifier: MIT
+# The synthvhd native addon: FICLONERANGE, copy_file_range, SEEK_DATA/SEEK_HOLE and fstatfs,
+# each run on the libuv worker pool. Built by `npm run build:native` (node-gyp; needs python3,
+# make and g++). Linux only: the syscalls it wraps are Linux ones.
+{
+  "targets": [
+    {
+      "target_name": "synthvhd_native",
+      "sources": ["src/synthvhd_native.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS",
+        "_FILE_OFFSET_BITS=64",
+        "_GNU_SOURCE"
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-fno-exceptions", "-Wall", "-Wextra"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none" }]
+      ]
+    }
+  ]
+}

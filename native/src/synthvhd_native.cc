@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: MIT
+//
+// synthvhd native addon: the few Linux file calls Node does not offer with explicit offsets.
+//
+//   cloneRange(srcFd, srcOffset, dstFd, dstOffset, length)    -> Promise<undefined>   FICLONERANGE
+//   copyFileRange(srcFd, srcOffset, dstFd, dstOffset, length) -> Promise<number>      copy_file_range loop
+//   seekData(fd, offset) / seekHole(fd, offset)               -> Promise<number>      lseek SEEK_DATA/HOLE
+//   dataRanges(fd, start, end)                                -> Promise<[off, len][]>
+//   fsBlockSize(fd)                                           -> Promise<number>      fstatfs f_bsize
+//
+// Every call runs on the libuv worker pool (one Napi::AsyncWorker per call) and settles a promise.
+// Offsets and lengths are JS numbers (safe integers, 0 <= x <= 2^53-1) or BigInts (0 <= x < 2^63).
+// A failed syscall rejects with an Error carrying `code` (errno name: "EXDEV", "EINVAL", ...),
+// `errno` (the positive Linux errno number) and `syscall` ("FICLONERANGE", "copy_file_range", ...).
+// The caller must keep the fds open until the promise settles. Bad arguments throw a TypeError or
+// RangeError synchronously (the TypeScript wrapper validates first, so that means a wrapper bug).
+//
+// Built without C++ exceptions (NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS): every N-API failure leaves a
+// pending JS exception, and each entry point returns right after raising one.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <linux/fs.h>  // FICLONERANGE, struct file_clone_range (linux/fs.h, ioctl_ficlonerange(2))
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+namespace {
+
+// 2^53 - 1: the largest integer a JS number holds exactly (Number.MAX_SAFE_INTEGER).
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+// ---------------------------------------------------------------------------------------------
+// Argument parsing. Each returns false after throwing a JS exception.
+
+bool GetFd(const Napi::CallbackInfo& info, size_t index, const char* name, int* out) {
+  Napi::Env env = info.Env();
+  if (index >= info.Length() || !info[index].IsNumber()) {
+    Napi::TypeError::New(env, std::string(name) + " must be a file descriptor (number)").ThrowAsJavaScriptException();
+    return false;
+  }
+  double value = info[index].As<Napi::Number>().DoubleValue();
+  if (!(value >= 0 && value <= 2147483647.0) || value != static_cast<double>(static_cast<int>(value))) {
+    Napi::RangeError::New(env, std::string(name) + " must be a non-negative 32-bit integer").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<int>(value);
+  return true;
+}
+
+// A byte offset or length: a safe non-negative integer number, or a non-negative int64 BigInt.
+bool GetOffset(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t* out) {
+  Napi::Env env = info.Env();
+  if (index < info.Length() && info[index].IsNumber()) {
+    double value = info[index].As<Napi::Number>().DoubleValue();
+    if (!(value >= 0 && value <= kMaxSafeInteger) || value != static_cast<double>(static_cast<int64_t>(value))) {
+      Napi::RangeError::New(env, std::string(name) + " must be an integer in [0, 2^53)").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = static_cast<int64_t>(value);
+    return true;
+  }
+  if (index < info.Length() && info[index].IsBigInt()) {
+    bool lossless = false;
+    int64_t value = info[index].As<Napi::BigInt>().Int64Value(&lossless);
+    if (!lossless || value < 0) {
+      Napi::RangeError::New(env, std::string(name) + " must be a BigInt in [0, 2^63)").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = value;
+    return true;
+  }
+  Napi::TypeError::New(env, std::string(name) + " must be a number or a bigint").ThrowAsJavaScriptException();
+  return false;
+}
+
+bool CheckArgCount(const Napi::CallbackInfo& info, size_t count, const char* fn) {
+  if (info.Length() != count) {
+    Napi::TypeError::New(info.Env(), std::string(fn) + " takes " + std::to_string(count) + " arguments")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+// The errno name ("EXDEV") from libuv, which maps UV error -e to the name of errno e on Unix.
+// EOPNOTSUPP and ENOTSUP are one value (95) on Linux; libuv calls it "ENOTSUP", the man pages of
+// ioctl_ficlonerange(2) and copy_file_range(2) call it EOPNOTSUPP, and so do we.
+std::string ErrnoName(int err) {
+  if (err == EOPNOTSUPP) return "EOPNOTSUPP";
+  char buf[64];
+  uv_err_name_r(-err, buf, sizeof buf);
+  return buf;
+}
+
+std::string ErrnoMessage(int err) {
+  char buf[256];
+  uv_strerror_r(-err, buf, sizeof buf);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker: Execute() runs on a pool thread and only touches plain members; OnOK() runs on the
+// JS thread and settles the promise. Failures are recorded with Fail(), never with SetError, so
+// that the rejection carries code/errno/syscall.
+
+class Worker : public Napi::AsyncWorker {
+ public:
+  Worker(Napi::Env env, const char* resource_name)
+      : Napi::AsyncWorker(env, resource_name), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  // Records a failed syscall (errno value `err`). Safe on the pool thread (libuv's *_r helpers).
+  void Fail(int err, const char* syscall) { Fail(ErrnoName(err), ErrnoMessage(err), err, syscall); }
+
+  // Records a failure that has no errno of its own (`err` 0), e.g. code "EOF".
+  void Fail(std::string code, std::string message, int err, const char* syscall) {
+    failed_ = true;
+    code_ = std::move(code);
+    message_ = std::move(message);
+    errno_ = err;
+    syscall_ = syscall;
+  }
+
+  // Builds the resolved value on the JS thread (only called when Execute() did not Fail()).
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  // Adds extra properties to a rejection (e.g. the bytes done before the failure).
+  virtual void DecorateError(Napi::Object /*error*/) {}
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (!failed_) {
+      deferred_.Resolve(Result(env));
+      return;
+    }
+    // The message reads like Node's own system errors: "EXDEV: cross-device link not permitted, FICLONERANGE".
+    Napi::Object error = Napi::Error::New(env, code_ + ": " + message_ + ", " + syscall_).Value();
+    error.Set("code", Napi::String::New(env, code_));
+    error.Set("errno", Napi::Number::New(env, errno_));
+    error.Set("syscall", Napi::String::New(env, syscall_));
+    DecorateError(error);
+    deferred_.Reject(error);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  bool failed_ = false;
+  std::string code_;
+  std::string message_;
+  int errno_ = 0;
+  std::string syscall_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// cloneRange: one FICLONERANGE ioctl on the destination fd. All or nothing: the kernel either
+// shares the whole range or fails (ioctl_file_clone: `if (olen && cloned != olen) ret = -EINVAL`).
+
+class CloneRangeWorker : public Worker {
+ public:
+  CloneRangeWorker(Napi::Env env, int src_fd, int64_t src_offset, int dst_fd, int64_t dst_offset, int64_t length)
+      : Worker(env, "synthvhd.cloneRange"),
+        src_fd_(src_fd), src_offset_(src_offset), dst_fd_(dst_fd), dst_offset_(dst_offset), length_(length) {}
+
+ protected:
+  void Execute() override {
+    struct file_clone_range range;
+    std::memset(&range, 0, sizeof range);
+    range.src_fd = src_fd_;
+    range.src_offset = static_cast<uint64_t>(src_offset_);
+    range.src_length = static_cast<uint64_t>(length_);
+    range.dest_offset = static_cast<uint64_t>(dst_offset_);
+    int rc;
+    do {
+      rc = ioctl(dst_fd_, FICLONERANGE, &range);
+    } while (rc == -1 && errno == EINTR);  // re-cloning the same range is idempotent
+    if (rc == -1) Fail(errno, "FICLONERANGE");
+  }
+
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  int src_fd_;
+  int64_t src_offset_;
+  int dst_fd_;
+  int64_t dst_offset_;
+  int64_t length_;
+};
+
+Napi::Value CloneRange(const Napi::CallbackInfo& info) {
+  int src_fd, dst_fd;
+  int64_t src_offset, dst_offset, length;
+  if (!CheckArgCount(info, 5, "cloneRange") || !GetFd(info, 0, "srcFd", &src_fd) ||
+      !GetOffset(info, 1, "srcOffset", &src_offset) || !GetFd(info, 2, "dstFd", &dst_fd) ||
+      !GetOffset(info, 3, "dstOffset", &dst_offset) || !GetOffset(info, 4, "length", &length)) {
+    return info.Env().Undefined();
+  }
+  if (length == 0) {
+    // FICLONERANGE reads src_length 0 as "to the end of the source": never what a caller means.
+    Napi::RangeError::New(info.Env(), "cloneRange: length must be > 0").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto* worker = new CloneRangeWorker(info.Env(), src_fd, src_offset, dst_fd, dst_offset, length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------------------------
+// copyFileRange: copy_file_range(2) with explicit offsets (the fds' file positions are untouched),
+// looped over short copies. A 0 return before `length` bytes means the source ended: reject with
+// code "EOF" and `bytesCopied`. On a file system that can reflink, the kernel clones what it can.
+
+class CopyFileRangeWorker : public Worker {
+ public:
+  CopyFileRangeWorker(Napi::Env env, int src_fd, int64_t src_offset, int dst_fd, int64_t dst_offset, int64_t length)
+      : Worker(env, "synthvhd.copyFileRange"),
+        src_fd_(src_fd), src_offset_(src_offset), dst_fd_(dst_fd), dst_offset_(dst_offset), length_(length) {}
+
+ protected:
+  void Execute() override {
+    loff_t src = src_offset_;
+    loff_t dst = dst_offset_;
+    while (copied_ < length_) {
+      // The kernel caps one call at MAX_RW_COUNT (about 2 GiB); ask for at most 1 GiB at a time.
+      int64_t want = length_ - copied_;
+      if (want > (int64_t{1} << 30)) want = int64_t{1} << 30;
+      ssize_t done = copy_file_range(src_fd_, &src, dst_fd_, &dst, static_cast<size_t>(want), 0);
+      if (done < 0) {
+        if (errno == EINTR) continue;
+        Fail(errno, "copy_file_range");
+        return;
+      }
+      if (done == 0) {
+        Fail("EOF", "source ended before the requested length", 0, "copy_file_range");
+        return;
+      }
+      copied_ += done;
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(copied_)); }
+
+  void DecorateError(Napi::Object error) override {
+    error.Set("bytesCopied", Napi::Number::New(error.Env(), static_cast<double>(copied_)));
+  }
+
+ private:
+  int src_fd_;
+  int64_t src_offset_;
+  int dst_fd_;
+  int64_t dst_offset_;
+  int64_t length_;
+  int64_t copied_ = 0;
+};
+
+Napi::Value CopyFileRange(const Napi::CallbackInfo& info) {
+  int src_fd, dst_fd;
+  int64_t src_offset, dst_offset, length;
+  if (!CheckArgCount(info, 5, "copyFileRange") || !GetFd(info, 0, "srcFd", &src_fd) ||
+      !GetOffset(info, 1, "srcOffset", &src_offset) || !GetFd(info, 2, "dstFd", &dst_fd) ||
+      !GetOffset(info, 3, "dstOffset", &dst_offset) || !GetOffset(info, 4, "length", &length)) {
+    return info.Env().Undefined();
+  }
+  auto* worker = new CopyFileRangeWorker(info.Env(), src_fd, src_offset, dst_fd, dst_offset, length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------------------------
+// seekData / seekHole: lseek(2) SEEK_DATA / SEEK_HOLE. The fd's file position moves (lseek has no
+// positional variant); callers use pread/pwrite, which ignore it. seekData answers -1 when there is
+// no data at or after `offset` (ENXIO); seekHole's ENXIO (offset at or past EOF) stays an error.
+// A file system without hole tracking reports the whole file as data (generic_file_llseek).
+
+class SeekWorker : public Worker {
+ public:
+  SeekWorker(Napi::Env env, int fd, int64_t offset, int whence)
+      : Worker(env, whence == SEEK_DATA ? "synthvhd.seekData" : "synthvhd.seekHole"),
+        fd_(fd), offset_(offset), whence_(whence) {}
+
+ protected:
+  void Execute() override {
+    off_t pos = lseek(fd_, static_cast<off_t>(offset_), whence_);
+    if (pos >= 0) {
+      result_ = pos;
+    } else if (whence_ == SEEK_DATA && errno == ENXIO) {
+      result_ = -1;
+    } else {
+      Fail(errno, whence_ == SEEK_DATA ? "lseek SEEK_DATA" : "lseek SEEK_HOLE");
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(result_)); }
+
+ private:
+  int fd_;
+  int64_t offset_;
+  int whence_;
+  int64_t result_ = 0;
+};
+
+Napi::Value Seek(const Napi::CallbackInfo& info, int whence) {
+  int fd;
+  int64_t offset;
+  if (!CheckArgCount(info, 2, whence == SEEK_DATA ? "seekData" : "seekHole") || !GetFd(info, 0, "fd", &fd) ||
+      !GetOffset(info, 1, "offset", &offset)) {
+    return info.Env().Undefined();
+  }
+  auto* worker = new SeekWorker(info.Env(), fd, offset, whence);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value SeekData(const Napi::CallbackInfo& info) { return Seek(info, SEEK_DATA); }
+Napi::Value SeekHole(const Napi::CallbackInfo& info) { return Seek(info, SEEK_HOLE); }
+
+// ---------------------------------------------------------------------------------------------
+// dataRanges: the data ranges of [start, end) as [offset, length] pairs, sorted, clipped to the
+// window, found by alternating SEEK_DATA and SEEK_HOLE in one pool job. Granularity is the file
+// system's (a block, or an extent); holes past EOF simply end the list.
+
+class DataRangesWorker : public Worker {
+ public:
+  DataRangesWorker(Napi::Env env, int fd, int64_t start, int64_t end)
+      : Worker(env, "synthvhd.dataRanges"), fd_(fd), start_(start), end_(end) {}
+
+ protected:
+  void Execute() override {
+    int64_t pos = start_;
+    while (pos < end_) {
+      off_t data = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+      if (data < 0) {
+        if (errno != ENXIO) Fail(errno, "lseek SEEK_DATA");
+        return;  // ENXIO: no data at or after pos
+      }
+      if (data >= end_) return;
+      off_t hole = lseek(fd_, data, SEEK_HOLE);
+      if (hole < 0) {
+        // ENXIO here means the file shrank under us between the two calls: stop at the old data.
+        if (errno != ENXIO) Fail(errno, "lseek SEEK_HOLE");
+        return;
+      }
+      int64_t stop = hole < end_ ? static_cast<int64_t>(hole) : end_;
+      if (stop <= data) return;  // defensive: never loop without progress
+      ranges_.emplace_back(static_cast<int64_t>(data), stop - static_cast<int64_t>(data));
+      pos = stop;
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array array = Napi::Array::New(env, ranges_.size());
+    for (size_t i = 0; i < ranges_.size(); i++) {
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(uint32_t{0}, Napi::Number::New(env, static_cast<double>(ranges_[i].first)));
+      pair.Set(uint32_t{1}, Napi::Number::New(env, static_cast<double>(ranges_[i].second)));
+      array.Set(static_cast<uint32_t>(i), pair);
+    }
+    return array;
+  }
+
+ private:
+  int fd_;
+  int64_t start_;
+  int64_t end_;
+  std::vector<std::pair<int64_t, int64_t>> ranges_;
+};
+
+Napi::Value DataRanges(const Napi::CallbackInfo& info) {
+  int fd;
+  int64_t start, end;
+  if (!CheckArgCount(info, 3, "dataRanges") || !GetFd(info, 0, "fd", &fd) || !GetOffset(info, 1, "start", &start) ||
+      !GetOffset(info, 2, "end", &end)) {
+    return info.Env().Undefined();
+  }
+  if (end < start) {
+    Napi::RangeError::New(info.Env(), "dataRanges: end must be >= start").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto* worker = new DataRangesWorker(info.Env(), fd, start, end);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------------------------
+// fsBlockSize: fstatfs(2) f_bsize, which on btrfs and XFS is the superblock block size that
+// FICLONERANGE offsets must be aligned to (generic_remap_checks uses i_sb->s_blocksize).
+
+class FsBlockSizeWorker : public Worker {
+ public:
+  FsBlockSizeWorker(Napi::Env env, int fd) : Worker(env, "synthvhd.fsBlockSize"), fd_(fd) {}
+
+ protected:
+  void Execute() override {
+    struct statfs st;
+    if (fstatfs(fd_, &st) != 0) {
+      Fail(errno, "fstatfs");
+      return;
+    }
+    result_ = static_cast<int64_t>(st.f_bsize);
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(result_)); }
+
+ private:
+  int fd_;
+  int64_t result_ = 0;
+};
+
+Napi::Value FsBlockSize(const Napi::CallbackInfo& info) {
+  int fd;
+  if (!CheckArgCount(info, 1, "fsBlockSize") || !GetFd(info, 0, "fd", &fd)) return info.Env().Undefined();
+  auto* worker = new FsBlockSizeWorker(info.Env(), fd);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("cloneRange", Napi::Function::New(env, CloneRange, "cloneRange"));
+  exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange, "copyFileRange"));
+  exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
+  exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
+  exports.Set("dataRanges", Napi::Function::New(env, DataRanges, "dataRanges"));
+  exports.Set("fsBlockSize", Napi::Function::New(env, FsBlockSize, "fsBlockSize"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(synthvhd_native, Init)

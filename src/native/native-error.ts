@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+/**
+ * A failed system call in the native addon (FICLONERANGE, copy_file_range, lseek, fstatfs).
+ * `errno` is the errno name, which callers branch on: materialize falls back from a clone to a
+ * copy on `EXDEV` (different file systems), `EOPNOTSUPP` (no reflink: ext4, tmpfs) and `EINVAL`
+ * (unaligned offsets or length, or a btrfs nodatacow/datacow mix).
+ */
+import { SynthvhdError } from '../errors/synthvhd-error.js';
+
+export class NativeError extends SynthvhdError {
+  /** The errno name: 'EXDEV', 'EOPNOTSUPP', 'EINVAL', 'EBADF', 'ENXIO'…, or 'EOF' (copy ran out of source). */
+  readonly errno: string;
+  /** The failed call: 'FICLONERANGE', 'copy_file_range', 'lseek SEEK_DATA', 'lseek SEEK_HOLE', 'fstatfs'. */
+  readonly syscall: string;
+  /** copyFileRange only: bytes copied before the failure (they are in the destination). */
+  readonly bytesCopied: number | undefined;
+
+  constructor(
+    message: string,
+    details: { errno: string; syscall: string; bytesCopied?: number | undefined; cause?: unknown },
+  ) {
+    super('E_IO', message, details.cause === undefined ? {} : { cause: details.cause });
+    this.errno = details.errno;
+    this.syscall = details.syscall;
+    this.bytesCopied = details.bytesCopied;
+  }
+}
+
+/** True for a NativeError, and when `errnos` are given, only for one with one of those names. */
+export function isNativeError(error: unknown, ...errnos: readonly string[]): error is NativeError {
+  return error instanceof NativeError && (errnos.length === 0 || errnos.includes(error.errno));
+}

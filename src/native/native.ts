@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Typed access to the native addon (`native/src/synthvhd_native.cc`): the Linux file calls Node has
+ * no API for: FICLONERANGE and copy_file_range with explicit offsets, SEEK_DATA/SEEK_HOLE, and the
+ * file system block size. Every call runs on the libuv worker pool and never blocks the main thread.
+ *
+ * Arguments are plain fds and byte offsets (safe integers, so up to 2^53 - 1; the addon turns them
+ * into the kernel's 64-bit fields). Keep the fds open until the promise settles. A failed syscall
+ * rejects with a NativeError whose `errno` is the errno name; an argument out of range is a bug in
+ * the caller and rejects with E_INTERNAL.
+ *
+ * The addon is loaded on first use, so importing this module never fails; a missing build fails
+ * the first call with a message that says how to build it.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { internalError, SynthvhdError } from '../errors/synthvhd-error.js';
+import { NativeError } from './native-error.js';
+
+/** One run of data in a file: [offset, length], half-open [offset, offset + length). */
+export type DataRange = readonly [offset: number, length: number];
+
+/** The addon's exports, as `native/src/synthvhd_native.cc` defines them. */
+interface NativeAddon {
+  cloneRange(srcFd: number, srcOffset: number, dstFd: number, dstOffset: number, length: number): Promise<undefined>;
+  copyFileRange(srcFd: number, srcOffset: number, dstFd: number, dstOffset: number, length: number): Promise<number>;
+  seekData(fd: number, offset: number): Promise<number>;
+  seekHole(fd: number, offset: number): Promise<number>;
+  dataRanges(fd: number, start: number, end: number): Promise<DataRange[]>;
+  fsBlockSize(fd: number): Promise<number>;
+}
+
+const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize'] as const;
+
+let addon: NativeAddon | undefined;
+
+/**
+ * Where the built addon lives: `<package root>/native/build/Release/synthvhd_native.node`. The package
+ * root is the first directory above this file holding a package.json, which finds it both from
+ * `src/native/` (tests run the .ts) and from `dist/src/native/` (the compiled CLI).
+ */
+export function nativeAddonPath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return join(dir, 'native', 'build', 'Release', 'synthvhd_native.node');
+    if (dirname(dir) === dir) throw internalError(`no package.json above ${here}: cannot locate the native addon`);
+  }
+}
+
+function loadAddon(): NativeAddon {
+  if (addon !== undefined) return addon;
+  const path = nativeAddonPath();
+  const hint = 'build it with `npm run build:native` (needs python3, make and g++)';
+  if (!existsSync(path)) {
+    throw new SynthvhdError('E_IO', `${path}: the native addon is not built: ${hint}`, { path });
+  }
+  let loaded: unknown;
+  try {
+    loaded = createRequire(import.meta.url)(path);
+  } catch (error) {
+    throw new SynthvhdError('E_IO', `${path}: cannot load the native addon (${(error as Error).message}): re${hint}`, {
+      path,
+      cause: error,
+    });
+  }
+  const missing = ADDON_FUNCTIONS.filter(
+    (name) => typeof (loaded as Partial<Record<string, unknown>> | null)?.[name] !== 'function',
+  );
+  if (missing.length > 0) {
+    throw new SynthvhdError('E_IO', `${path}: the native addon is out of date (no ${missing.join(', ')}): re${hint}`, {
+      path,
+    });
+  }
+  addon = loaded as NativeAddon;
+  return addon;
+}
+
+function checkFd(name: string, fd: number): void {
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fff_ffff) throw internalError(`${name} ${fd} is not a file descriptor`);
+}
+
+function checkOffset(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw internalError(`${name} ${value} is not a byte offset in [0, 2^53)`);
+}
+
+/** Turns the addon's rejection (an Error with code/errno/syscall) into a NativeError. */
+async function call<T>(operation: string, run: (native: NativeAddon) => Promise<T>): Promise<T> {
+  const native = loadAddon();
+  try {
+    return await run(native);
+  } catch (error) {
+    const fields = error as { code?: unknown; syscall?: unknown; bytesCopied?: unknown; message?: unknown };
+    if (error instanceof Error && typeof fields.code === 'string' && typeof fields.syscall === 'string') {
+      throw new NativeError(`${operation}: ${error.message}`, {
+        errno: fields.code,
+        syscall: fields.syscall,
+        bytesCopied: typeof fields.bytesCopied === 'number' ? fields.bytesCopied : undefined,
+        cause: error,
+      });
+    }
+    throw internalError(`${operation}: unexpected failure in the native addon: ${String(fields.message ?? error)}`);
+  }
+}
+
+/**
+ * Shares `length` bytes of `srcFd` at `srcOffset` into `dstFd` at `dstOffset` (FICLONERANGE): no data
+ * is copied, the destination's blocks point at the source's. All or nothing. The kernel demands
+ * (`generic_remap_checks`): both offsets aligned to the file system block (see fsBlockSize), and the
+ * length too unless the range ends at the source's EOF and lands at or past the destination's EOF.
+ * Fails with EXDEV across file systems, EOPNOTSUPP where the file system cannot share blocks (ext4,
+ * tmpfs), EINVAL on misalignment, overlap within one file, or a btrfs nodatacow/datacow mix, EBADF
+ * when `dstFd` is not writable. `length` must be > 0 (the kernel reads 0 as "to EOF").
+ */
+export async function cloneRange(
+  srcFd: number,
+  srcOffset: number,
+  dstFd: number,
+  dstOffset: number,
+  length: number,
+): Promise<void> {
+  checkFd('srcFd', srcFd);
+  checkOffset('srcOffset', srcOffset);
+  checkFd('dstFd', dstFd);
+  checkOffset('dstOffset', dstOffset);
+  checkOffset('length', length);
+  if (length === 0) throw internalError('cloneRange: length 0 (FICLONERANGE would clone to EOF)');
+  const what = `cloneRange(fd ${srcFd} @ ${srcOffset} -> fd ${dstFd} @ ${dstOffset}, ${length} bytes)`;
+  await call(what, (native) => native.cloneRange(srcFd, srcOffset, dstFd, dstOffset, length));
+}
+
+/**
+ * Copies `length` bytes of `srcFd` at `srcOffset` to `dstFd` at `dstOffset` with copy_file_range,
+ * looping over short copies; resolves to `length`. The fds' file positions do not move. On btrfs
+ * and XFS the kernel shares aligned blocks instead of copying them. Fails with code 'EOF' (and
+ * `bytesCopied`) when the source ends early, and with EXDEV between file systems of different types
+ * (kernel >= 5.19): then copy with pread/pwrite.
+ */
+export async function copyFileRange(
+  srcFd: number,
+  srcOffset: number,
+  dstFd: number,
+  dstOffset: number,
+  length: number,
+): Promise<number> {
+  checkFd('srcFd', srcFd);
+  checkOffset('srcOffset', srcOffset);
+  checkFd('dstFd', dstFd);
+  checkOffset('dstOffset', dstOffset);
+  checkOffset('length', length);
+  const what = `copyFileRange(fd ${srcFd} @ ${srcOffset} -> fd ${dstFd} @ ${dstOffset}, ${length} bytes)`;
+  return call(what, (native) => native.copyFileRange(srcFd, srcOffset, dstFd, dstOffset, length));
+}
+
+/**
+ * The first offset >= `offset` that holds data (lseek SEEK_DATA), or -1 when there is none before
+ * EOF. Moves the fd's file position (positional reads and writes do not care).
+ */
+export async function seekData(fd: number, offset: number): Promise<number> {
+  checkFd('fd', fd);
+  checkOffset('offset', offset);
+  return call(`seekData(fd ${fd} @ ${offset})`, (native) => native.seekData(fd, offset));
+}
+
+/**
+ * The first offset >= `offset` that starts a hole (lseek SEEK_HOLE); EOF counts as a hole, so this
+ * is at most the file size. Fails with ENXIO when `offset` is at or past EOF.
+ */
+export async function seekHole(fd: number, offset: number): Promise<number> {
+  checkFd('fd', fd);
+  checkOffset('offset', offset);
+  return call(`seekHole(fd ${fd} @ ${offset})`, (native) => native.seekHole(fd, offset));
+}
+
+/**
+ * The data ranges of `[start, end)` (end defaults to EOF), sorted, clipped to the window, in one
+ * pool job. Everything else in the window is a hole or past EOF. Granularity is the file system's
+ * block or extent, so a range may include zeros written next to data. A file system without hole
+ * tracking reports the whole file as one range.
+ */
+export async function dataRanges(fd: number, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<DataRange[]> {
+  checkFd('fd', fd);
+  checkOffset('start', start);
+  checkOffset('end', end);
+  if (end < start) throw internalError(`dataRanges: end ${end} < start ${start}`);
+  return call(`dataRanges(fd ${fd}, ${start}..${end})`, (native) => native.dataRanges(fd, start, end));
+}
+
+/**
+ * The block size of the file system holding `fd` (fstatfs f_bsize): on btrfs and XFS, the unit
+ * FICLONERANGE offsets must be aligned to (4096 on usual file systems).
+ */
+export async function fsBlockSize(fd: number): Promise<number> {
+  checkFd('fd', fd);
+  return call(`fsBlockSize(fd ${fd})`, (native) => native.fsBlockSize(fd));
+}
