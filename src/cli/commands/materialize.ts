@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+/** `synthvhd materialize SOURCE -o OUT.vhdx|OUT.vhd`: the whole disk as a real file. */
+import { resolve } from 'node:path';
+import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
+import { containerLayout, formatOfPath } from '../../catalog/virtual-files.js';
+import { fileError } from '../../errors/synthvhd-error.js';
+import { refuseExisting, writeLayout } from '../../materialize/write-layout.js';
+import { formatBytes } from '../format.js';
+import { progressBar } from '../progress.js';
+
+export interface MaterializeOptions {
+  readonly output: string;
+  readonly blockSize?: string;
+  readonly force?: boolean;
+  readonly json?: boolean;
+}
+
+export function parseBlockSize(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const mebibytes = Number(text);
+  if (!Number.isInteger(mebibytes) || mebibytes < 1 || mebibytes > 256 || (mebibytes & (mebibytes - 1)) !== 0) {
+    throw fileError('E_USAGE', '--block-size', `${text} is not a power of two from 1 to 256 (MiB)`);
+  }
+  return mebibytes * 1024 * 1024;
+}
+
+export async function materializeCommand(source: string, options: MaterializeOptions): Promise<void> {
+  const output = resolve(options.output);
+  const format = formatOfPath(output);
+  const blockSize = parseBlockSize(options.blockSize);
+  await refuseExisting(output, options.force ?? false);
+  const { anchor, siblings } = await resolveSource(source);
+  const { disk } = await composeDiskFor(anchor, siblings);
+  const layout = containerLayout(disk.image, format, blockSize === undefined ? {} : { blockSize });
+  const progress = progressBar(`materialize ${format}`);
+  const report = await writeLayout(layout, output, { force: options.force ?? false, onProgress: (done, total) => { progress.update(done, total); } });
+  progress.finish();
+  if (options.json === true) {
+    const volumes = disk.placed.map(({ volume, partition }) => ({ letter: volume.backup.letter, partition: partition.number, raw: volume.backup.rawPath }));
+    process.stdout.write(`${JSON.stringify({ ...report, format, diskSize: disk.image.layout.size, volumes, unplaced: disk.unplaced, notes: disk.notes }, null, 2)}\n`);
+    return;
+  }
+  const lines = [
+    `wrote ${output}: ${format}, disk ${formatBytes(disk.image.layout.size)}, file ${formatBytes(report.size)}`,
+    `  copied ${formatBytes(report.copiedBytes)}, generated ${formatBytes(report.generatedBytes)}, left as holes ${formatBytes(report.holeBytes)}, in ${report.seconds.toFixed(2)} s`,
+    ...disk.placed.map(({ volume, partition }) => `  partition ${partition.number}: ${volume.backup.letter} from ${volume.backup.rawPath}`),
+    ...disk.unplaced.map((entry) => `  not placed: ${entry.reason}`),
+    ...disk.notes.map((note) => `  note: ${note}`),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

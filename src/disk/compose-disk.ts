@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Composes a whole disk from the volumes of one backup run (DESIGN.md "Placement"):
+ * the saved LBA0 and GPT copies at their saved positions, each volume at its partition's
+ * offset (checked: the entry exists, is long enough, the serial matches), the NTFS backup boot
+ * sector right after the volume, zeros everywhere else. Holes of the `.raw` files stay zero
+ * extents. Pure: everything it needs was loaded by urbackup/.
+ */
+import { createHash } from 'node:crypto';
+import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
+import { type Extent, sliceExtent, extentEnd } from '../extents/extent.js';
+import { LayoutBuilder } from '../extents/layout-builder.js';
+import type { DiskSource } from '../urbackup/group-disks.js';
+import type { LoadedVolume } from '../urbackup/load-volume.js';
+import type { MbrData } from '../urbackup/mbr-data.js';
+import { readBootSector } from './boot-sector.js';
+import type { DiskImage } from './disk-image.js';
+import type { Partition } from './partition.js';
+import { type DiskTable, findPartition, readDiskTable } from './partition-table.js';
+
+export interface PlacedVolume {
+  readonly volume: LoadedVolume;
+  readonly partition: Partition;
+}
+
+export interface UnplacedVolume {
+  readonly path: string;
+  readonly reason: string;
+}
+
+export interface ComposedDisk {
+  readonly image: DiskImage;
+  /** undefined for a whole-disk image (`.raw.mbr` version 100). */
+  readonly table: DiskTable | undefined;
+  readonly placed: readonly PlacedVolume[];
+  readonly unplaced: readonly UnplacedVolume[];
+  readonly notes: readonly string[];
+}
+
+function requireMbrData(volume: LoadedVolume): MbrData {
+  if (volume.mbrData === undefined) throw fileError('E_PLACEMENT', volume.backup.mbrPath, 'is a whole-disk image, not a volume');
+  return volume.mbrData;
+}
+
+function describePartitionGap(table: DiskTable, number: number): string {
+  const count = table.partitions.length;
+  if (table.kind === 'mbr' && table.hasExtended && number > count) {
+    return `partition ${number} is a logical partition inside an extended partition: urBackup saves only LBA0, not the EBRs, so it cannot be placed`;
+  }
+  return `partition ${number} is not in the saved ${table.kind.toUpperCase()} table (it lists ${count} partition${count === 1 ? '' : 's'})`;
+}
+
+/** Finds and checks the partition of one volume; throws E_PLACEMENT / E_RAW_IMAGE naming the file. */
+export function placeVolume(table: DiskTable, volume: LoadedVolume): Partition {
+  const data = requireMbrData(volume);
+  const { rawPath, mbrPath } = volume.backup;
+  const partition = findPartition(table, data.partitionNumber);
+  if (partition === undefined) throw fileError('E_PLACEMENT', mbrPath, describePartitionGap(table, data.partitionNumber));
+  if (partition.offset + partition.length > table.diskSize) {
+    throw fileError('E_PLACEMENT', mbrPath, `partition ${partition.number} ends at byte ${partition.offset + partition.length}, past the disk's end (${table.diskSize})`);
+  }
+  if (volume.volumeLength > partition.length) {
+    throw fileError('E_PLACEMENT', rawPath, `volume is ${volume.volumeLength} bytes but partition ${partition.number} is only ${partition.length} bytes`);
+  }
+  const boot = readBootSector(volume.bootSector);
+  if (boot.length !== undefined && boot.length > volume.volumeLength) {
+    throw fileError('E_RAW_IMAGE', rawPath, `shorter than its volume: the ${boot.fs.toUpperCase()} boot sector says ${boot.length} bytes, the image holds ${volume.volumeLength}`);
+  }
+  // Windows clients save the serial as a decimal string (urbackup.md §3.3 field 5); Linux
+  // clients save a UUID, which the boot sector cannot confirm.
+  if (/^\d+$/.test(data.serialNumber) && boot.serial !== undefined && Number(data.serialNumber) !== boot.serial) {
+    throw fileError('E_PLACEMENT', rawPath, `serial mismatch: ${mbrPath.replace(/.*\//, '')} says ${data.serialNumber}, the ${boot.fs.toUpperCase()} boot sector has ${boot.serial}`);
+  }
+  return partition;
+}
+
+/** A companion must agree with the anchor's table about its own partition. */
+function checkCompanionTable(table: DiskTable, volume: LoadedVolume, partition: Partition): void {
+  const own = readDiskTable(requireMbrData(volume), volume.backup.mbrPath);
+  const ownPartition = findPartition(own, partition.number);
+  if (ownPartition?.offset !== partition.offset || ownPartition.length !== partition.length) {
+    throw fileError('E_PLACEMENT', volume.backup.mbrPath, `partition ${partition.number} differs from the table saved with the drive-letter backup: the disk was repartitioned between the backups`);
+  }
+  if (own.sectorSize !== table.sectorSize) throw fileError('E_PLACEMENT', volume.backup.mbrPath, 'sector size differs from the drive-letter backup');
+}
+
+interface Piece {
+  readonly start: number;
+  readonly extent: Extent;
+}
+
+/** Paints `piece` over `pieces`: what it overlaps is cut away (later pieces win). */
+function paint(pieces: Piece[], extent: Extent): Piece[] {
+  const start = extent.start;
+  const end = extentEnd(extent);
+  const result: Piece[] = [];
+  for (const piece of pieces) {
+    const old = piece.extent;
+    const oldEnd = extentEnd(old);
+    if (oldEnd <= start || old.start >= end) {
+      result.push(piece);
+      continue;
+    }
+    if (old.start < start) result.push({ start: old.start, extent: sliceExtent(old, old.start, start - old.start, old.start) });
+    if (oldEnd > end) result.push({ start: end, extent: sliceExtent(old, end, oldEnd - end, end) });
+  }
+  result.push({ start, extent });
+  return result;
+}
+
+function bytesExtent(start: number, data: Uint8Array): Extent {
+  return { kind: 'bytes', start, length: data.length, data };
+}
+
+/** Appends a volume's range of its `.raw`, as file extents where the file has data, zero elsewhere. */
+function appendVolume(builder: LayoutBuilder, volume: LoadedVolume, rawOffset: number, length: number): void {
+  const end = rawOffset + length;
+  let position = rawOffset;
+  for (const range of volume.dataRanges) {
+    const rangeEnd = range.offset + range.length;
+    if (rangeEnd <= position) continue;
+    if (range.offset >= end) break;
+    const from = Math.max(position, range.offset);
+    const to = Math.min(end, rangeEnd);
+    builder.zero(from - position).file(volume.backup.rawPath, from, to - from);
+    position = to;
+  }
+  builder.zero(end - position);
+}
+
+function buildLayout(diskSize: number, pieces: readonly Piece[], volumesByPath: ReadonlyMap<string, LoadedVolume>): LayoutBuilder {
+  const builder = new LayoutBuilder();
+  for (const { start, extent } of [...pieces].sort((a, b) => a.start - b.start)) {
+    if (start >= diskSize) continue;
+    const clipped = extentEnd(extent) > diskSize ? sliceExtent(extent, start, diskSize - start, start) : extent;
+    builder.zeroTo(start);
+    if (clipped.kind === 'file') {
+      const volume = volumesByPath.get(clipped.path);
+      if (volume === undefined) builder.append(clipped);
+      else appendVolume(builder, volume, clipped.offset, clipped.length);
+    } else {
+      builder.append(clipped);
+    }
+  }
+  builder.zeroTo(diskSize);
+  return builder;
+}
+
+function diskIdentity(source: DiskSource, placed: readonly PlacedVolume[]): Uint8Array {
+  const hash = createHash('sha256').update('synthvhd disk v1\0').update(source.anchor.mbrBytes);
+  for (const { volume, partition } of placed) {
+    hash.update(`\0${partition.number}\0${volume.backup.letter}\0${volume.backup.timestamp}\0${volume.rawSize}\0${Math.floor(volume.mtimeMs)}\0`);
+    hash.update(volume.mbrBytes);
+  }
+  return new Uint8Array(hash.digest());
+}
+
+function composeWholeDisk(source: DiskSource): ComposedDisk {
+  const volume = source.anchor;
+  if (volume.rawSize % 512 !== 0) throw fileError('E_RAW_IMAGE', volume.backup.rawPath, `whole-disk image of ${volume.rawSize} bytes is not a whole number of sectors`);
+  const builder = new LayoutBuilder();
+  appendVolume(builder, volume, 0, volume.rawSize);
+  return {
+    image: { layout: builder.build(), sectorSize: 512, identity: diskIdentity(source, []), mtimeMs: volume.mtimeMs },
+    table: undefined,
+    placed: [],
+    unplaced: [],
+    notes: ['whole-disk image (.raw.mbr version 100): served as it is'],
+  };
+}
+
+export function composeDisk(source: DiskSource): ComposedDisk {
+  const anchor = source.anchor;
+  if (anchor.mbrData === undefined) return composeWholeDisk(source);
+  const table = readDiskTable(anchor.mbrData, anchor.backup.mbrPath);
+  const placed: PlacedVolume[] = [{ volume: anchor, partition: placeVolume(table, anchor) }];
+  const unplaced: UnplacedVolume[] = [];
+  for (const companion of source.companions) {
+    try {
+      const partition = placeVolume(table, companion);
+      checkCompanionTable(table, companion, partition);
+      placed.push({ volume: companion, partition });
+    } catch (error) {
+      if (!(error instanceof SynthvhdError)) throw error;
+      unplaced.push({ path: error.path ?? companion.backup.rawPath, reason: error.message });
+    }
+  }
+  placed.sort((a, b) => a.partition.offset - b.partition.offset);
+
+  let pieces: Piece[] = [];
+  for (const piece of table.pieces) pieces = paint(pieces, bytesExtent(piece.position, piece.data));
+  for (const { volume, partition } of placed) {
+    pieces = paint(pieces, { kind: 'zero', start: partition.offset, length: partition.length });
+    pieces = paint(pieces, { kind: 'file', start: partition.offset, length: volume.volumeLength, path: volume.backup.rawPath, offset: volume.volumeOffset });
+    // NTFS keeps a copy of its boot sector in the sector right after the volume, normally the
+    // partition's last sector; the client's image stops before it (urbackup.md §2.4).
+    const boot = readBootSector(volume.bootSector);
+    const backupBootEnd = volume.volumeLength + boot.bytesPerSector;
+    if (boot.fs === 'ntfs' && boot.length === volume.volumeLength && backupBootEnd <= partition.length) {
+      pieces = paint(pieces, bytesExtent(partition.offset + volume.volumeLength, volume.bootSector.slice(0, boot.bytesPerSector)));
+    }
+  }
+  const volumesByPath = new Map(placed.map(({ volume }) => [volume.backup.rawPath, volume]));
+  const layout = buildLayout(table.diskSize, pieces, volumesByPath).build(table.diskSize);
+  return {
+    image: {
+      layout,
+      sectorSize: table.sectorSize,
+      identity: diskIdentity(source, placed),
+      mtimeMs: Math.max(...placed.map(({ volume }) => volume.mtimeMs)),
+    },
+    table,
+    placed,
+    unplaced,
+    notes: table.notes,
+  };
+}

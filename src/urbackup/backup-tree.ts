@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Finds urBackup image backups under a backup root. urbackup.md §1.1: each volume backup is
+ * `<root>/<client>/<YYMMDD-HHMM>_Image_<L>/Image_<L>_<YYMMDD-HHMM>.<ext>`, where `<L>` is a
+ * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw` (served) or vhd/vhdz/vhdx/vhdxz (not).
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface VolumeBackup {
+  readonly client: string;
+  /** Absolute path of the backup folder. */
+  readonly folder: string;
+  /** Drive letter (`C`), `SYSVOL` or `ESP`. */
+  readonly letter: string;
+  /** `YYMMDD-HHMM`, server local time (urbackup.md §1.1). */
+  readonly timestamp: string;
+  readonly rawPath: string;
+  readonly mbrPath: string;
+  /** `.raw.sync` exists: urBackup finished and fsynced the backup (urbackup.md §1.2). */
+  readonly complete: boolean;
+}
+
+export interface SkippedBackup {
+  readonly path: string;
+  readonly reason: string;
+}
+
+const FOLDER_PATTERN = /^(\d{6}-\d{4})_Image_([A-Za-z]|SYSVOL|ESP)$/;
+const OTHER_FORMATS = ['vhd', 'vhdz', 'vhdx', 'vhdxz'];
+
+/** A drive-letter volume (not SYSVOL or ESP): these get a virtual whole disk beside them. */
+export function isDriveLetter(letter: string): boolean {
+  return /^[A-Za-z]$/.test(letter);
+}
+
+async function listDirectory(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch {
+    return [];
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Reads one backup folder; undefined when it is not an image backup folder. */
+export async function readBackupFolder(
+  client: string,
+  folder: string,
+  folderName: string,
+): Promise<VolumeBackup | SkippedBackup | undefined> {
+  const match = FOLDER_PATTERN.exec(folderName);
+  if (match === null) return undefined;
+  const [, timestamp = '', letter = ''] = match;
+  const names = new Set(await listDirectory(folder));
+  const base = `Image_${letter}_${timestamp}`;
+  if (!names.has(`${base}.raw`)) {
+    const other = OTHER_FORMATS.find((extension) => names.has(`${base}.${extension}`));
+    const reason =
+      other === undefined
+        ? `no ${base}.raw in the folder`
+        : `stored as .${other}, not RAW: only RAW (copy-on-write raw) image backups are served`;
+    return { path: folder, reason };
+  }
+  const rawPath = join(folder, `${base}.raw`);
+  return {
+    client,
+    folder,
+    letter,
+    timestamp,
+    rawPath,
+    mbrPath: `${rawPath}.mbr`,
+    complete: names.has(`${base}.raw.sync`),
+  };
+}
+
+export function isVolumeBackup(entry: VolumeBackup | SkippedBackup): entry is VolumeBackup {
+  return 'rawPath' in entry;
+}
+
+/** The image backups of one client folder, sorted by folder name. */
+export async function scanClientFolder(client: string, clientPath: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+  const volumes: VolumeBackup[] = [];
+  const skipped: SkippedBackup[] = [];
+  for (const folderName of (await listDirectory(clientPath)).sort()) {
+    const entry = await readBackupFolder(client, join(clientPath, folderName), folderName);
+    if (entry === undefined) continue;
+    if (isVolumeBackup(entry)) volumes.push(entry);
+    else skipped.push(entry);
+  }
+  return { volumes, skipped };
+}
+
+/** All image backups below `root`, sorted by client, then folder name. */
+export async function scanBackupRoot(root: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+  const volumes: VolumeBackup[] = [];
+  const skipped: SkippedBackup[] = [];
+  for (const client of (await listDirectory(root)).sort()) {
+    const clientPath = join(root, client);
+    if (!(await isDirectory(clientPath))) continue;
+    const found = await scanClientFolder(client, clientPath);
+    volumes.push(...found.volumes);
+    skipped.push(...found.skipped);
+  }
+  return { volumes, skipped };
+}
+
+/** `YYMMDD-HHMM` → minutes since 2000-01-01 (for "nearest backup" comparisons only). */
+export function timestampMinutes(timestamp: string): number {
+  const match = /^(\d\d)(\d\d)(\d\d)-(\d\d)(\d\d)$/.exec(timestamp);
+  if (match === null) return Number.NaN;
+  const [year, month, day, hour, minute] = match.slice(1).map(Number) as [number, number, number, number, number];
+  return Date.UTC(2000 + year, month - 1, day, hour, minute) / 60_000;
+}
