@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Builds the fixture backups once for the whole suite (in a unique temp dir), and proves at
+ * the end that nothing in the suite wrote to them: the backup tree's fingerprint must be the
+ * same after every test ran. Tests that need to damage a backup work on their own copy.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { buildFixtures, type FixtureSet } from '../fixtures/build-fixtures.js';
+import { treeFingerprint } from './helpers/run.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    fixtures: FixtureSet;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const root = await mkdtemp(join(tmpdir(), 'synthvhd-fixtures-'));
+  const fixtures = await buildFixtures(root);
+  const before = await treeFingerprint(fixtures.backupRoot);
+  project.provide('fixtures', fixtures);
+  return async () => {
+    try {
+      const after = await treeFingerprint(fixtures.backupRoot);
+      if (after !== before) throw new Error(`the fixture backup tree ${fixtures.backupRoot} changed during the test run`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  };
+}
