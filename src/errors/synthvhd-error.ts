@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'E_USAGE'
   /** A `.vhd`/`.vhdx` being inspected is not valid. */
   | 'E_CONTAINER'
+  /** `--reflink always` was asked for but the output cannot share blocks with the source. */
+  | 'E_REFLINK'
   /** Reading or writing a file failed. */
   | 'E_IO'
   /** A broken invariant: a bug in synthvhd. */

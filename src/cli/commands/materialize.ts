@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
 import { containerLayout, formatOfPath } from '../../catalog/virtual-files.js';
 import { fileError } from '../../errors/synthvhd-error.js';
-import { refuseExisting, writeLayout } from '../../materialize/write-layout.js';
+import { refuseExisting, writeLayout, type ReflinkMode } from '../../materialize/write-layout.js';
 import { formatBytes } from '../format.js';
 import { progressBar } from '../progress.js';
 
@@ -13,6 +13,12 @@ export interface MaterializeOptions {
   readonly blockSize?: string;
   readonly force?: boolean;
   readonly json?: boolean;
+  readonly reflink?: string;
+}
+
+export function parseReflinkMode(text: string | undefined): ReflinkMode {
+  if (text === undefined || text === 'auto' || text === 'always' || text === 'never') return text ?? 'auto';
+  throw fileError('E_USAGE', '--reflink', `${text} is not one of auto, always, never`);
 }
 
 export function parseBlockSize(text: string | undefined): number | undefined {
@@ -28,12 +34,13 @@ export async function materializeCommand(source: string, options: MaterializeOpt
   const output = resolve(options.output);
   const format = formatOfPath(output);
   const blockSize = parseBlockSize(options.blockSize);
+  const reflink = parseReflinkMode(options.reflink);
   await refuseExisting(output, options.force ?? false);
   const { anchor, siblings } = await resolveSource(source);
   const { disk } = await composeDiskFor(anchor, siblings);
   const layout = containerLayout(disk.image, format, blockSize === undefined ? {} : { blockSize });
   const progress = progressBar(`materialize ${format}`);
-  const report = await writeLayout(layout, output, { force: options.force ?? false, onProgress: (done, total) => { progress.update(done, total); } });
+  const report = await writeLayout(layout, output, { force: options.force ?? false, reflink, onProgress: (done, total) => { progress.update(done, total); } });
   progress.finish();
   if (options.json === true) {
     const volumes = disk.placed.map(({ volume, partition }) => ({ letter: volume.backup.letter, partition: partition.number, raw: volume.backup.rawPath }));
@@ -42,7 +49,8 @@ export async function materializeCommand(source: string, options: MaterializeOpt
   }
   const lines = [
     `wrote ${output}: ${format}, disk ${formatBytes(disk.image.layout.size)}, file ${formatBytes(report.size)}`,
-    `  copied ${formatBytes(report.copiedBytes)}, generated ${formatBytes(report.generatedBytes)}, left as holes ${formatBytes(report.holeBytes)}, in ${report.seconds.toFixed(2)} s`,
+    `  cloned ${formatBytes(report.clonedBytes)}, copied ${formatBytes(report.copiedBytes)}, generated ${formatBytes(report.generatedBytes)}, left as holes ${formatBytes(report.holeBytes)}, in ${report.seconds.toFixed(2)} s`,
+    ...report.copyReasons.map((reason) => `  copied, not cloned: ${reason}`),
     ...disk.placed.map(({ volume, partition }) => `  partition ${partition.number}: ${volume.backup.letter} from ${volume.backup.rawPath}`),
     ...disk.unplaced.map((entry) => `  not placed: ${entry.reason}`),
     ...disk.notes.map((note) => `  note: ${note}`),
