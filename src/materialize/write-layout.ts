@@ -22,7 +22,7 @@ import { planClone } from './clone-plan.js';
 const COPY_CHUNK = 4 * 1024 * 1024;
 const ZERO_PROBE = 64 * 1024;
 /** Clone in slices so progress moves and a signal is noticed on huge extents. */
-const CLONE_SLICE = 1024 * 1024 * 1024;
+const CLONE_SLICE = 16 * 1024 * 1024 * 1024;
 
 export type ReflinkMode = 'auto' | 'always' | 'never';
 

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: MIT
+/**
+ * `npm run bench -- <name>`: runs one benchmark (or all with no name). Each prints its numbers
+ * and ratios against a baseline measured in the same run; none of them is a pass/fail test.
+ */
+type Bench = () => Promise<void>;
+
+const BENCHES: Record<string, () => Promise<Bench>> = {
+  materialize: async () => (await import('./materialize.js')).runMaterializeBench,
+};
+
+async function main(): Promise<void> {
+  const name = process.argv[2];
+  const names = name === undefined ? Object.keys(BENCHES) : [name];
+  for (const each of names) {
+    const load = BENCHES[each];
+    if (load === undefined) {
+      process.stderr.write(`bench: unknown benchmark ${each} (known: ${Object.keys(BENCHES).join(', ')})\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stdout.write(`== bench ${each}\n`);
+    await (await load())();
+  }
+}
+
+await main();
