@@ -121,10 +121,10 @@ export async function buildCatalog(root: string): Promise<Catalog> {
 }
 
 /**
- * Resolves a SOURCE given on the command line (a volume backup folder or its `.raw`) to its
- * backup record and the sibling backups of the same client.
+ * Resolves a volume backup given on the command line (its folder or its `.raw`, any volume:
+ * drive letter, SYSVOL or ESP) to its record and the sibling backups of the same client.
  */
-export async function resolveSource(source: string): Promise<{ anchor: VolumeBackup; siblings: VolumeBackup[] }> {
+export async function resolveVolumeBackup(source: string): Promise<{ backup: VolumeBackup; siblings: VolumeBackup[] }> {
   const absolute = resolve(source);
   let folder = absolute;
   try {
@@ -138,10 +138,18 @@ export async function resolveSource(source: string): Promise<{ anchor: VolumeBac
     throw fileError('E_USAGE', absolute, 'is not a urBackup image backup folder (<YYMMDD-HHMM>_Image_<L>) or its .raw');
   }
   if (!isVolumeBackup(entry)) throw fileError('E_RAW_IMAGE', entry.path, entry.reason);
-  if (!isDriveLetter(entry.letter)) {
-    throw fileError('E_USAGE', absolute, `is a ${entry.letter} backup: choose the drive-letter backup (C, D, …) of the same run; its disk includes this volume`);
-  }
   const { volumes: siblings } = await scanClientFolder(entry.client, clientDir);
-  const anchor = siblings.find((volume) => volume.rawPath === entry.rawPath) ?? entry;
-  return { anchor, siblings };
+  return { backup: siblings.find((volume) => volume.rawPath === entry.rawPath) ?? entry, siblings };
+}
+
+/**
+ * Resolves a SOURCE given on the command line (a drive-letter volume backup folder or its
+ * `.raw`) to the anchor of its disk and the sibling backups of the same client.
+ */
+export async function resolveSource(source: string): Promise<{ anchor: VolumeBackup; siblings: VolumeBackup[] }> {
+  const { backup, siblings } = await resolveVolumeBackup(source);
+  if (!isDriveLetter(backup.letter)) {
+    throw fileError('E_USAGE', resolve(source), `is a ${backup.letter} backup: choose the drive-letter backup (C, D, …) of the same run; its disk includes this volume`);
+  }
+  return { anchor: backup, siblings };
 }

@@ -30,9 +30,18 @@ interface NativeAddon {
   seekHole(fd: number, offset: number): Promise<number>;
   dataRanges(fd: number, start: number, end: number): Promise<DataRange[]>;
   fsBlockSize(fd: number): Promise<number>;
+  fiemap(fd: number, start: number, end: number): Promise<PhysicalExtent[]>;
 }
 
-const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize'] as const;
+/** One FIEMAP extent: [logical offset, physical offset, length, FIEMAP_EXTENT_* flags]. */
+export type PhysicalExtent = readonly [logical: number, physical: number, length: number, flags: number];
+
+/** linux/fiemap.h: the data is shared with another file (a reflink or snapshot). */
+export const FIEMAP_EXTENT_SHARED = 0x2000;
+/** linux/fiemap.h: flags that make `physical` meaningless (unknown, delalloc, encoded, inline). */
+export const FIEMAP_EXTENT_NOT_COMPARABLE = 0x2 | 0x4 | 0x8 | 0x200;
+
+const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize', 'fiemap'] as const;
 
 let addon: NativeAddon | undefined;
 
@@ -194,4 +203,16 @@ export async function dataRanges(fd: number, start = 0, end = Number.MAX_SAFE_IN
 export async function fsBlockSize(fd: number): Promise<number> {
   checkFd('fd', fd);
   return call(`fsBlockSize(fd ${fd})`, (native) => native.fsBlockSize(fd));
+}
+
+/**
+ * The physical extents of `fd` that overlap `[start, end)` (FS_IOC_FIEMAP, delayed allocations
+ * flushed first), in logical order; holes have none. Extents are not clipped to the window.
+ */
+export async function fiemap(fd: number, start: number, end: number): Promise<PhysicalExtent[]> {
+  checkFd('fd', fd);
+  checkOffset('start', start);
+  checkOffset('end', end);
+  if (end < start) throw internalError(`fiemap: end ${end} < start ${start}`);
+  return call(`fiemap(fd ${fd}, ${start}..${end})`, (native) => native.fiemap(fd, start, end));
 }

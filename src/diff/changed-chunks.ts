@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Which 512 KiB chunks of a volume changed between two backups of it, reading as little as
+ * possible: chunks whose `.raw` extents are still shared (FIEMAP) are unchanged by definition;
+ * chunks both `.raw.hash` files describe are decided by their hashes; only the rest is read
+ * and compared. A `.raw.hash` is trusted only after checks that cost little: its length, its
+ * hole chunks hashing as zeros, and a sample of data chunks re-hashed; a failed check means
+ * comparing data instead (and saying so), never a wrong diff.
+ */
+import { SourceFiles } from '../extents/source-files.js';
+import type { LoadedVolume } from '../urbackup/load-volume.js';
+import { chunkCountOf, RAW_HASH_CHUNK, readRawHashes, zeroChunkHash, type RawHashes } from '../urbackup/raw-hash.js';
+import { chunkLength, chunksWithData, hashChunk, readChunk } from '../urbackup/volume-chunks.js';
+import { sharedRanges } from './shared-extents.js';
+
+const SAMPLE_CHUNKS = 16;
+
+export interface ChunkComparison {
+  readonly chunkCount: number;
+  /** Indices of changed chunks (chunk i covers volume bytes [i·512 KiB, (i+1)·512 KiB)). */
+  readonly changed: readonly number[];
+  readonly decidedBySharing: number;
+  readonly decidedByHashes: number;
+  readonly decidedByReading: number;
+  readonly bytesRead: number;
+  readonly notes: readonly string[];
+}
+
+/** Chunks fully inside shared ranges. */
+function sharedChunks(ranges: readonly (readonly [number, number])[], volume: LoadedVolume, chunkCount: number): Uint8Array {
+  const shared = new Uint8Array(chunkCount);
+  for (const [start, end] of ranges) {
+    const first = Math.ceil((start - volume.volumeOffset) / RAW_HASH_CHUNK);
+    for (let index = Math.max(0, first); index < chunkCount; index++) {
+      const chunkEnd = volume.volumeOffset + index * RAW_HASH_CHUNK + chunkLength(volume, index);
+      if (chunkEnd > end) break;
+      shared[index] = 1;
+    }
+  }
+  return shared;
+}
+
+/** A deterministic spread of up to `count` indices among those where `pick` is 1. */
+function sample(pick: Uint8Array, count: number): number[] {
+  const candidates: number[] = [];
+  for (let index = 0; index < pick.length; index++) if (pick[index] === 1) candidates.push(index);
+  if (candidates.length <= count) return candidates;
+  return Array.from({ length: count }, (_, k) => candidates[Math.floor((k * candidates.length) / count)] as number);
+}
+
+/** Checks a `.raw.hash` cheaply; returns a reason when it cannot be trusted. */
+async function distrust(hashes: RawHashes, volume: LoadedVolume, withData: Uint8Array, sources: SourceFiles): Promise<string | undefined> {
+  for (let index = 0; index < hashes.chunkCount; index++) {
+    if (withData[index] === 0 && !zeroChunkHash(chunkLength(volume, index)).equals(hashes.hash(index))) {
+      return `${hashes.path}: chunk ${index} is a hole in the .raw but its hash is not that of zeros`;
+    }
+  }
+  const scratch = new Uint8Array(RAW_HASH_CHUNK);
+  for (const index of sample(withData, SAMPLE_CHUNKS)) {
+    const actual = await hashChunk(sources, volume, index, true, scratch);
+    if (!actual.equals(hashes.hash(index))) return `${hashes.path}: chunk ${index} does not match its data`;
+  }
+  return undefined;
+}
+
+async function trustedHashes(volume: LoadedVolume, chunkCount: number, withData: Uint8Array, sources: SourceFiles, notes: string[]): Promise<RawHashes | undefined> {
+  const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength);
+  if ('problem' in hashes) {
+    notes.push(`${hashes.problem}: comparing data instead`);
+    return undefined;
+  }
+  if (hashes.chunkCount !== chunkCount) return undefined;
+  const reason = await distrust(hashes, volume, withData, sources);
+  if (reason !== undefined) {
+    notes.push(`${reason}: not trusted, comparing data instead`);
+    return undefined;
+  }
+  return hashes;
+}
+
+export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): Promise<ChunkComparison> {
+  const chunkCount = chunkCountOf(newer.volumeLength);
+  const olderCount = chunkCountOf(older.volumeLength);
+  const notes: string[] = [];
+  const sources = new SourceFiles(4);
+  try {
+    const olderData = chunksWithData(older, olderCount);
+    const newerData = chunksWithData(newer, chunkCount);
+    const shared = sharedChunks(
+      await sharedRanges(older.backup.rawPath, newer.backup.rawPath, newer.volumeOffset, newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength)),
+      newer,
+      chunkCount,
+    );
+    const sameLength = older.volumeLength === newer.volumeLength;
+    if (!sameLength) notes.push(`volume length changed (${older.volumeLength} → ${newer.volumeLength} bytes): hashes not used`);
+    const olderHashes = sameLength ? await trustedHashes(older, olderCount, olderData, sources, notes) : undefined;
+    const newerHashes = sameLength ? await trustedHashes(newer, chunkCount, newerData, sources, notes) : undefined;
+    const changed: number[] = [];
+    let decidedBySharing = 0;
+    let decidedByHashes = 0;
+    let decidedByReading = 0;
+    let bytesRead = 0;
+    const a = new Uint8Array(RAW_HASH_CHUNK);
+    const b = new Uint8Array(RAW_HASH_CHUNK);
+    for (let index = 0; index < chunkCount; index++) {
+      if (index >= olderCount || chunkLength(older, index) !== chunkLength(newer, index)) {
+        changed.push(index);
+        continue;
+      }
+      if (shared[index] === 1) {
+        decidedBySharing++;
+        continue;
+      }
+      if (olderHashes !== undefined && newerHashes !== undefined) {
+        decidedByHashes++;
+        if (!Buffer.from(olderHashes.hash(index)).equals(newerHashes.hash(index))) changed.push(index);
+        continue;
+      }
+      decidedByReading++;
+      if (olderData[index] === 0 && newerData[index] === 0) continue;
+      const oldBytes = olderData[index] === 1 ? await readChunk(sources, older, index, a) : a.fill(0).subarray(0, chunkLength(older, index));
+      const newBytes = newerData[index] === 1 ? await readChunk(sources, newer, index, b) : b.fill(0).subarray(0, chunkLength(newer, index));
+      bytesRead += (olderData[index] ?? 0) * oldBytes.length + (newerData[index] ?? 0) * newBytes.length;
+      if (!Buffer.from(oldBytes.buffer, oldBytes.byteOffset, oldBytes.length).equals(newBytes)) changed.push(index);
+    }
+    return { chunkCount, changed, decidedBySharing, decidedByHashes, decidedByReading, bytesRead, notes };
+  } finally {
+    await sources.close();
+  }
+}

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Which 512 KiB chunks changed between the UEFI fixture's two C: backups, found from .raw.hash,
+ * shared extents or data, checked against the truth images compared byte by byte here; and
+ * `synthvhd verify` finding a .raw.hash that disagrees with its data.
+ */
+import { open, mkdtemp, rm, readFile, writeFile, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { FixtureDisk, FixtureVolume } from '../fixtures/build-fixtures.js';
+import { compareVolumes } from '../src/diff/changed-chunks.js';
+import { loadVolume } from '../src/urbackup/load-volume.js';
+import { readBackupFolder, isVolumeBackup, type VolumeBackup } from '../src/urbackup/backup-tree.js';
+import { withLoopFs } from './helpers/loop-fs.js';
+import { runOk, synthvhd } from './helpers/run.js';
+
+const fixtures = inject('fixtures');
+const CHUNK = 512 * 1024;
+let work: string;
+let expectedChanged: number[];
+
+function diskByName(name: string): FixtureDisk {
+  const disk = fixtures.disks.find((candidate) => candidate.name === name);
+  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
+  return disk;
+}
+
+/** Independently: the 512 KiB chunks of C:'s volume that differ between the two truth images. */
+async function truthChangedChunks(): Promise<number[]> {
+  const run1 = diskByName('uefi-gpt-run1');
+  const run2 = diskByName('uefi-gpt-run2');
+  const a = await open(run1.truthImage, 'r');
+  const b = await open(run2.truthImage, 'r');
+  try {
+    const changed: number[] = [];
+    const volume = run2.anchor;
+    const bufferA = Buffer.alloc(CHUNK);
+    const bufferB = Buffer.alloc(CHUNK);
+    for (let index = 0; index * CHUNK < volume.volumeLength; index++) {
+      const length = Math.min(CHUNK, volume.volumeLength - index * CHUNK);
+      await a.read(bufferA, 0, length, volume.partitionOffset + index * CHUNK);
+      await b.read(bufferB, 0, length, volume.partitionOffset + index * CHUNK);
+      if (!bufferA.subarray(0, length).equals(bufferB.subarray(0, length))) changed.push(index);
+    }
+    return changed;
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+async function backupOf(folder: string): Promise<VolumeBackup> {
+  const entry = await readBackupFolder('client', folder, basename(folder));
+  if (entry === undefined || !isVolumeBackup(entry)) throw new Error(`${folder} is not a backup`);
+  return entry;
+}
+
+async function copyBackup(volume: FixtureVolume, target: string): Promise<string> {
+  await runOk('cp', ['-a', '--sparse=always', volume.backupDir, target]);
+  return join(target, basename(volume.backupDir));
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'synthvhd-diff-'));
+  expectedChanged = await truthChangedChunks();
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('changed chunks between two backups of C:', () => {
+  it('from the .raw.hash files: exactly the chunks the fixture changed, reading almost nothing', async () => {
+    expect(expectedChanged.length).toBeGreaterThan(0);
+    const older = await loadVolume(await backupOf(diskByName('uefi-gpt-run1').anchor.backupDir));
+    const newer = await loadVolume(await backupOf(diskByName('uefi-gpt-run2').anchor.backupDir));
+    const result = await compareVolumes(older, newer);
+    expect(result.changed).toEqual(expectedChanged);
+    expect(result.decidedByHashes).toBe(result.chunkCount);
+    expect(result.notes).toEqual([]);
+  });
+
+  it('without .raw.hash, or with one that lies about a hole, it compares data and says so', async () => {
+    const target = await mkdtemp(join(work, 'nohash-'));
+    const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, target);
+    const newerDir = await copyBackup(diskByName('uefi-gpt-run2').anchor, target);
+    const older = await loadVolume(await backupOf(olderDir));
+    const newer = await loadVolume(await backupOf(newerDir));
+    await unlink(`${older.backup.rawPath}.hash`);
+    let result = await compareVolumes(older, newer);
+    expect(result.changed).toEqual(expectedChanged);
+    expect(result.notes.join('\n')).toMatch(/\.raw\.hash: cannot read .*comparing data instead/);
+    // A .raw.hash whose last chunk (a hole in the .raw) claims data: distrusted, never a wrong diff.
+    await runOk('cp', [`${newer.backup.rawPath}.hash`, `${older.backup.rawPath}.hash`]);
+    const hashes = await readFile(`${newer.backup.rawPath}.hash`);
+    hashes.fill(7, hashes.length - 32);
+    await writeFile(`${newer.backup.rawPath}.hash`, hashes);
+    result = await compareVolumes(older, newer);
+    expect(result.changed).toEqual(expectedChanged);
+    expect(result.notes.join('\n')).toMatch(/not trusted, comparing data instead/);
+  });
+
+  it('on btrfs, extents a reflink copy still shares are unchanged without reading them', async () => {
+    await withLoopFs('btrfs', 1024 * 1024 * 1024, async (mountDir) => {
+      const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, mountDir);
+      // The way urBackup makes an incremental: a reflink copy, then the changed blocks written.
+      const newerDir = join(mountDir, 'newer', basename(olderDir));
+      await runOk('mkdir', ['-p', join(mountDir, 'newer')]);
+      await runOk('cp', ['-a', '--reflink=always', olderDir, newerDir]);
+      const newerRaw = join(newerDir, basename(diskByName('uefi-gpt-run1').anchor.rawPath));
+      const run2Raw = diskByName('uefi-gpt-run2').anchor.rawPath;
+      for (const index of expectedChanged) {
+        const offset = 524288 + index * CHUNK;
+        await runOk('dd', [`if=${run2Raw}`, `of=${newerRaw}`, 'bs=512K', `skip=${offset / CHUNK}`, `seek=${offset / CHUNK}`, 'count=1', 'conv=notrunc', 'status=none']);
+      }
+      await unlink(`${newerRaw}.hash`);
+      const older = await loadVolume(await backupOf(olderDir));
+      const newer = await loadVolume(await backupOf(newerDir));
+      const result = await compareVolumes(older, newer);
+      expect(result.changed).toEqual(expectedChanged);
+      expect(result.decidedBySharing).toBeGreaterThan(result.chunkCount / 2);
+      expect(result.bytesRead).toBeLessThan(((result.chunkCount - result.decidedBySharing) * 2 + 1) * CHUNK);
+    });
+  });
+});
+
+describe('synthvhd verify', () => {
+  it('accepts a good backup and names the chunk a wrong .raw.hash gets wrong', async () => {
+    const good = await synthvhd(['verify', diskByName('uefi-gpt-run1').anchor.backupDir]);
+    expect(good.code).toBe(0);
+    expect(good.stdout).toMatch(/: \d+ chunks of 512 KiB, \d+ read, .*: OK\n$/);
+    const target = await mkdtemp(join(work, 'verify-'));
+    const copy = await copyBackup(diskByName('uefi-gpt-run1').anchor, target);
+    const hashPath = join(copy, `${basename(diskByName('uefi-gpt-run1').anchor.rawPath)}.hash`);
+    const hashes = await readFile(hashPath);
+    hashes[3 * 32] = (hashes[3 * 32] ?? 0) ^ 1;
+    await writeFile(hashPath, hashes);
+    const bad = await synthvhd(['verify', copy]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('1 mismatching: 3');
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toContain(`${hashPath}: 1 chunk(s) of 512 KiB do not match the data (first: chunk 3`);
+  });
+});
