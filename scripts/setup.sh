@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
 # Installs everything synthvhd and its test suite need on Debian 12, idempotently, then
 # installs npm dependencies (which builds the native addon) and compiles the TypeScript.
-# Run as root (CI does); the Dockerfile runs this same script.
+# Run as root (CI does); the Dockerfile runs this same script:
+#   SYNTHVHD_RUNTIME_ONLY=1 scripts/setup.sh   runtime and build packages only, no test tools
+#                                               (the image's build stage), then npm ci and tsc
+#   scripts/setup.sh --runtime-packages        only the runtime packages, nothing else
+#                                               (the image's runtime stage)
+#   scripts/setup.sh --list-packages           print the apt packages this run would ensure
+#                                               (after the other options) and stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(
-  # runtime: FUSE (libfuse.so.2 for fuse-native, fusermount from fuse3)
-  libfuse2 fuse3
-  # native addon build
-  python3 make g++
-  # independent checkers and fixture builders used by the tests
+# runtime: FUSE (libfuse.so.2 for fuse-native, fusermount from fuse3)
+runtime_packages=(libfuse2 fuse3)
+# native addon build
+build_packages=(python3 make g++)
+# independent checkers and fixture builders used by the tests (systemd: systemd-analyze verify)
+test_packages=(
   qemu-utils libvhdi-utils gdisk fdisk ntfs-3g dosfstools mtools libfsntfs-utils
-  btrfs-progs xfsprogs samba smbclient
+  btrfs-progs xfsprogs samba smbclient systemd git
 )
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+
+install_packages() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  done
+  if ((${#missing[@]} > 0)); then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+runtime_packages_only=0
+list_only=0
+for argument in "$@"; do
+  case "$argument" in
+    --runtime-packages) runtime_packages_only=1 ;;
+    --list-packages) list_only=1 ;;
+    *) echo "setup: unknown option $argument" >&2; exit 2 ;;
+  esac
 done
-if ((${#missing[@]} > 0)); then
-  echo "setup: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ((runtime_packages_only)); then
+  selected=("${runtime_packages[@]}")
+elif [ "${SYNTHVHD_RUNTIME_ONLY:-}" = 1 ]; then
+  selected=("${runtime_packages[@]}" "${build_packages[@]}")
+else
+  selected=("${runtime_packages[@]}" "${build_packages[@]}" "${test_packages[@]}")
 fi
+if ((list_only)); then
+  echo "${selected[*]}"
+  exit 0
+fi
+install_packages "${selected[@]}"
+if ((runtime_packages_only)); then exit 0; fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

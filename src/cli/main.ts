@@ -6,9 +6,11 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
+import { doctorCommand } from './commands/doctor.js';
 import { inspectCommand } from './commands/inspect.js';
 import { lsCommand } from './commands/ls.js';
 import { materializeCommand } from './commands/materialize.js';
+import { verifyCommand } from './commands/verify.js';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -43,10 +45,19 @@ export function buildProgram(): Command {
     .argument('<source>', 'a drive-letter volume backup folder (<client>/<YYMMDD-HHMM>_Image_C) or its .raw')
     .requiredOption('-o, --output <file>', 'output file; .vhdx or .vhd decides the format')
     .option('--block-size <MiB>', 'VHDX payload block size in MiB (power of two, 1-256)', '32')
+    .option('--reflink <mode>', 'auto: share partition data with the .raw files where the file system can (btrfs, XFS, ZFS), copy the rest; always: fail before writing if it cannot; never: copy', 'auto')
     .option('--force', 'replace an existing output file')
     .option('--json', 'print a machine-readable report')
     .addHelpText('after', '\nExample:\n  synthvhd materialize /srv/urbackup/pc1/241101-0100_Image_C -o /srv/vdisks/pc1-C.vhdx')
     .action(materializeCommand);
+
+  program
+    .command('verify')
+    .description("re-hash a volume backup and compare it with urBackup's .raw.hash (SHA-256 per 512 KiB)")
+    .argument('<backup>', 'a volume backup folder (<client>/<YYMMDD-HHMM>_Image_<L>) or its .raw')
+    .option('--json', 'machine-readable report')
+    .addHelpText('after', '\nExit code 1 when any chunk does not match.\nExample:\n  synthvhd verify /srv/urbackup/pc1/241101-0100_Image_C')
+    .action(verifyCommand);
 
   program
     .command('inspect')
@@ -55,3 +66,30 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExample:\n  synthvhd inspect disk.vhdx --json')
     .action(inspectCommand);
+
+  program
+    .command('doctor')
+    .description('check FUSE, libfuse, fusermount and, with a backup root, its file system (reflink), backups and free space')
+    .argument('[root]', 'urBackup backup folder to check (never written to)')
+    .option('--probe-dir <dir>', 'where the reflink probe may write two temp files (default: the parent of ROOT)')
+    .option('--json', 'machine-readable output')
+    .addHelpText('after', '\nExit code 1 when a check failed (warnings do not count).\n\nExample:\n  synthvhd doctor /srv/urbackup')
+    .action(doctorCommand);
+
+
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync([...argv]);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    const message = isSynthvhdError(error) ? error.message : `internal error (please report): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+    process.stderr.write(`synthvhd: ${message.replace(/\n/g, ' ')}\n`);
+    return exitCodeOf(error);
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+/**
+ * `synthvhd doctor [ROOT] [--probe-dir DIR] [--json]`: checks FUSE, libfuse, fusermount, the
+ * native addon and, with ROOT, its file system (reflink probe outside the backup tree), the
+ * backups found (served, incomplete, not served and why) and free space. Exits 1 when a check
+ * failed (warnings do not count).
+ */
+import { runDoctor, type BackupState, type CheckStatus } from '../../doctor/doctor.js';
+import { SynthvhdError } from '../../errors/synthvhd-error.js';
+
+export interface DoctorCommandOptions {
+  readonly json?: boolean;
+  readonly probeDir?: string;
+}
+
+const STATUS_LABEL: Record<CheckStatus, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
+const STATE_LABEL: Record<BackupState, string> = { served: 'served    ', incomplete: 'incomplete', 'not-served': 'not served' };
+
+export async function doctorCommand(root: string | undefined, options: DoctorCommandOptions): Promise<void> {
+  const report = await runDoctor({ root, probeDir: options.probeDir });
+  if (options.json === true) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else {
+    const width = Math.max(...report.checks.map(({ name }) => name.length));
+    const lines = report.checks.map(({ name, status, detail }) => `${STATUS_LABEL[status]}  ${name.padEnd(width)}  ${detail}`);
+    if (report.root !== null && report.backups.length > 0) {
+      lines.push('', `backups under ${report.root}:`);
+      for (const entry of report.backups) {
+        const folder = entry.folder.startsWith(`${report.root}/`) ? entry.folder.slice(report.root.length + 1) : entry.folder;
+        lines.push(`  ${STATE_LABEL[entry.state]}  ${folder} (${entry.format.toUpperCase()}): ${entry.detail}`);
+      }
+    }
+    const warnings = report.checks.filter(({ status }) => status === 'warn').length;
+    lines.push('', report.failed.length === 0 ? `no check failed${warnings === 0 ? '' : ` (${warnings} warning${warnings === 1 ? '' : 's'})`}` : `${report.failed.length} check${report.failed.length === 1 ? '' : 's'} failed`);
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  if (report.failed.length > 0) {
+    throw new SynthvhdError('E_IO', `doctor: ${report.failed.length === 1 ? 'a check' : `${report.failed.length} checks`} failed: ${report.failed.join(', ')}`);
+  }
+}
