@@ -11,7 +11,9 @@ import { internalError } from '../errors/synthvhd-error.js';
 /**
  * Reads up to `length` bytes at `position` into `into[intoOffset...]`; returns the number of
  * bytes read (short only at the end of the layout). Independent `file` pieces are read
- * concurrently.
+ * concurrently. When one fails, it still waits for every other piece before rejecting: the
+ * FUSE layer hands `into` back to libfuse (which reuses it) as soon as this settles, so no read
+ * may still be writing into it then.
  */
 export async function readAt(
   layout: Layout,
@@ -45,7 +47,11 @@ export async function readAt(
     }
     done += count;
   }
-  if (pending.length === 1) await pending[0];
-  else if (pending.length > 1) await Promise.all(pending);
+  if (pending.length === 1) {
+    await pending[0];
+  } else if (pending.length > 1) {
+    const failed = (await Promise.allSettled(pending)).find((result) => result.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+  }
   return total;
 }

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+/**
+ * `synthvhd mount ROOT MOUNTPOINT [--allow-other]`: serves the backup root read-only, with the
+ * whole-disk `.disk.vhdx`/`.disk.vhd` in each drive-letter backup folder. Runs in the
+ * foreground: one line on stdout once the mount is ready, unmounts on SIGINT/SIGTERM (or when
+ * someone else unmounts it) and then returns, so the process exits 0.
+ */
+import { mountBackupRoot } from '../../fuse/mount.js';
+
+export interface MountCommandOptions {
+  readonly allowOther?: boolean;
+  readonly debug?: boolean;
+}
+
+export async function mountCommand(root: string, mountpoint: string, options: MountCommandOptions): Promise<void> {
+  // Signals are caught from the start: one that arrives while mounting unmounts right after.
+  let stopReason: string | undefined;
+  let wake: () => void = () => undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stopReason ??= signal;
+    wake();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const mounted = await mountBackupRoot(root, mountpoint, { allowOther: options.allowOther ?? false, debug: options.debug ?? false });
+    // A bug that escapes every handler must not leave a dead mount ("Transport endpoint is not
+    // connected") behind: report it, unmount, exit 70 (internal error).
+    process.on('uncaughtException', (error) => {
+      process.stderr.write(`synthvhd: internal error (please report): ${(error.stack ?? error.message).replace(/\n\s*/g, ' | ')}\n`);
+      void mounted.unmount().finally(() => process.exit(70));
+    });
+    if (stopReason === undefined) process.stdout.write(`synthvhd: mounted ${mounted.root} at ${mounted.mountpoint} (read-only)\n`);
+    await new Promise<void>((resolvePromise) => {
+      wake = resolvePromise;
+      if (stopReason !== undefined) resolvePromise();
+      void mounted.lost.then(() => {
+        stopReason ??= 'unmounted from outside';
+        resolvePromise();
+      });
+    });
+    await mounted.unmount();
+    process.stdout.write(`synthvhd: unmounted ${mounted.mountpoint} (${stopReason ?? ''})\n`);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    // fuse-native can leave its FUSE thread and a libuv handle behind (also when mounting
+    // failed half-way); they must not hold the exit. main() sets the exit code before this fires.
+    setTimeout(() => process.exit(), 2000).unref();
+  }
+}

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: MIT
+/**
+ * The virtual disks of a live backup root, composed lazily and cached.
+ *
+ * Nothing is scanned at mount time. The first lookup of a drive-letter backup folder (a readdir
+ * of it, or a getattr of its `.disk.vhdx`) probes that folder: its own files and those of the
+ * same client's backups within the grouping window (the only ones that can join its disk, see
+ * urbackup/group-disks.ts). The probe's result is a source key: folder names, `.raw.sync`
+ * presence, size and mtime of every `.raw` and `.raw.mbr`. The composed disk is cached in an
+ * LRU under the folder path together with that key. A later lookup re-probes at most once per
+ * `revalidateMs`; a different key (a backup completed, a companion appeared, a file changed or
+ * vanished) composes the disk again and marks the old one stale, so handles still open on it
+ * answer EIO instead of serving bytes of a layout that no longer matches its sources.
+ *
+ * A folder whose disk cannot be composed shows no virtual file, and the reason is logged once
+ * for each source state.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { composeDiskFor, virtualFileName, type ContainerFormat } from '../catalog/catalog.js';
+import { containerLayout, offeredFiles } from '../catalog/virtual-files.js';
+import type { ComposedDisk } from '../disk/compose-disk.js';
+import type { Layout } from '../extents/extent.js';
+import type { SourceFiles } from '../extents/source-files.js';
+import { isSynthvhdError } from '../errors/synthvhd-error.js';
+import { isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
+
+/** urbackup.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
+const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
+const ANY_IMAGE_FOLDER = /^(\d{6}-\d{4})_Image_(?:[A-Za-z]|SYSVOL|ESP)$/;
+/** The grouping window of urbackup/group-disks.ts and catalog.ts (24 hours). */
+const RUN_WINDOW_MINUTES = 24 * 60;
+const FORMATS: readonly ContainerFormat[] = ['vhdx', 'vhd'];
+
+/** Timestamp and letter of a drive-letter backup folder name, or undefined. */
+export function parseDriveLetterFolder(name: string): { timestamp: string; letter: string } | undefined {
+  const match = DRIVE_LETTER_FOLDER.exec(name);
+  if (match === null) return undefined;
+  const [, timestamp = '', letter = ''] = match;
+  return { timestamp, letter };
+}
+
+/** The virtual file names a drive-letter backup folder can hold, by format. */
+export function virtualNamesOf(folderName: string): Map<string, ContainerFormat> {
+  const names = new Map<string, ContainerFormat>();
+  const parsed = parseDriveLetterFolder(folderName);
+  if (parsed === undefined) return names;
+  for (const format of FORMATS) names.set(`Image_${parsed.letter}_${parsed.timestamp}.disk.${format}`, format);
+  return names;
+}
+
+interface Probe {
+  readonly key: string;
+  /** Set when the folder is a complete drive-letter RAW backup. */
+  readonly anchor: VolumeBackup | undefined;
+  readonly siblings: readonly VolumeBackup[];
+  readonly uid: number;
+  readonly gid: number;
+}
+
+async function statOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await stat(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function fingerprint(info: Stats | undefined): string {
+  return info === undefined ? '-' : `${info.size}@${info.mtimeMs}`;
+}
+
+async function probeFolder(folder: string): Promise<Probe> {
+  const folderName = basename(folder);
+  const clientDir = dirname(folder);
+  const client = basename(clientDir);
+  const none = (key: string): Probe => ({ key, anchor: undefined, siblings: [], uid: 0, gid: 0 });
+  if (parseDriveLetterFolder(folderName) === undefined) return none('not a drive-letter backup');
+  const entry = await readBackupFolder(client, folder, folderName);
+  if (entry === undefined || !isVolumeBackup(entry)) return none(`not served: ${entry?.reason ?? ''}`);
+  if (!entry.complete) return none('incomplete');
+  const minutes = timestampMinutes(entry.timestamp);
+  let names: string[] = [];
+  try {
+    names = await readdir(clientDir);
+  } catch {
+    // The client folder vanished between the two reads: the probe below sees no sources.
+  }
+  const candidates = names.filter((name) => {
+    const match = ANY_IMAGE_FOLDER.exec(name);
+    return name !== folderName && match !== null && Math.abs(timestampMinutes(match[1] ?? '') - minutes) <= RUN_WINDOW_MINUTES;
+  });
+  const found = await Promise.all(candidates.sort().map((name) => readBackupFolder(client, join(clientDir, name), name)));
+  const siblings = found.filter((item): item is VolumeBackup => item !== undefined && isVolumeBackup(item));
+  const volumes = [entry, ...siblings];
+  const states = await Promise.all(volumes.map(async (volume) => Promise.all([statOrUndefined(volume.rawPath), statOrUndefined(volume.mbrPath)])));
+  const parts = volumes.map((volume, index) => {
+    const [raw, mbr] = states[index] ?? [undefined, undefined];
+    return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}`;
+  });
+  const anchorRaw = states[0]?.[0];
+  if (anchorRaw === undefined) return none('raw vanished');
+  return { key: parts.join('|'), anchor: entry, siblings: volumes, uid: anchorRaw.uid, gid: anchorRaw.gid };
+}
+
+/** One composed disk, as served in its anchor's folder. */
+export class ServedDisk {
+  /** Set once its sources changed or vanished; open handles then answer EIO. */
+  stale = false;
+  /** When the sources were last compared with `key` (ms, performance clock). */
+  checkedAt: number;
+  private readonly layouts = new Map<ContainerFormat, Layout | undefined>();
+
+  constructor(
+    readonly folder: string,
+    readonly key: string,
+    readonly anchor: VolumeBackup,
+    readonly disk: ComposedDisk,
+    readonly uid: number,
+    readonly gid: number,
+    checkedAt: number,
+    private readonly onLayoutError: (format: ContainerFormat, error: unknown) => void,
+  ) {
+    this.checkedAt = checkedAt;
+  }
+
+  get mtimeMs(): number {
+    return this.disk.image.mtimeMs;
+  }
+
+  /** The virtual files offered for this disk: name → format. */
+  files(): Map<string, ContainerFormat> {
+    const files = new Map<string, ContainerFormat>();
+    for (const { format, unavailable } of offeredFiles(this.disk.image)) {
+      if (unavailable === undefined) files.set(virtualFileName(this.anchor, format), format);
+    }
+    return files;
+  }
+
+  /** The container layout for `format`, built on first use; undefined when it is not offered. */
+  layout(format: ContainerFormat): Layout | undefined {
+    if (this.layouts.has(format)) return this.layouts.get(format);
+    let layout: Layout | undefined;
+    const offered = offeredFiles(this.disk.image).find((file) => file.format === format);
+    if (offered !== undefined && offered.unavailable === undefined) {
+      try {
+        layout = containerLayout(this.disk.image, format);
+      } catch (error) {
+        this.onLayoutError(format, error);
+      }
+    }
+    this.layouts.set(format, layout);
+    return layout;
+  }
+
+  /** Every source file the disk reads. */
+  sourcePaths(): string[] {
+    return this.disk.placed.map(({ volume }) => volume.backup.rawPath);
+  }
+}
+
+interface Entry {
+  readonly key: string;
+  checkedAt: number;
+  readonly result: Promise<ServedDisk | undefined>;
+}
+
+export interface ServedDisksOptions {
+  /** Folders whose disk stays cached (LRU). */
+  readonly maxEntries?: number;
+  /** How long a probe result is trusted before the sources are looked at again. */
+  readonly revalidateMs?: number;
+}
+
+export class ServedDisks {
+  private readonly entries: LRUCache<string, Entry>;
+  private readonly probes = new Map<string, Promise<Probe>>();
+  private readonly logged = new Set<string>();
+  private readonly revalidateMs: number;
+
+  constructor(
+    private readonly sources: SourceFiles,
+    private readonly log: (line: string) => void,
+    options: ServedDisksOptions = {},
+  ) {
+    this.entries = new LRUCache<string, Entry>({ max: options.maxEntries ?? 512 });
+    this.revalidateMs = options.revalidateMs ?? 1000;
+  }
+
+  /** The disk served in backup folder `folder` (a path in the source tree), or undefined. */
+  async get(folder: string): Promise<ServedDisk | undefined> {
+    const cached = this.entries.get(folder);
+    if (cached !== undefined && performance.now() - cached.checkedAt < this.revalidateMs) return cached.result;
+    const probe = await this.probe(folder);
+    const now = performance.now();
+    const current = this.entries.get(folder);
+    if (current?.key === probe.key) {
+      current.checkedAt = now;
+      return current.result;
+    }
+    if (current !== undefined) void current.result.then((disk) => { this.retire(disk); });
+    const result = probe.anchor === undefined ? Promise.resolve(undefined) : this.compose(folder, probe, now);
+    this.entries.set(folder, { key: probe.key, checkedAt: now, result });
+    return result;
+  }
+
+  /**
+   * Compares `disk`'s sources with its key at most once per `revalidateMs`, in the background;
+   * marks it stale when they differ. Called on every read of an open handle: costs a clock read.
+   */
+  revalidate(disk: ServedDisk): void {
+    const now = performance.now();
+    if (disk.stale || now - disk.checkedAt < this.revalidateMs) return;
+    disk.checkedAt = now;
+    this.probe(disk.folder).then(
+      (probe) => {
+        if (probe.key !== disk.key) this.retire(disk);
+      },
+      () => undefined,
+    );
+  }
+
+  private probe(folder: string): Promise<Probe> {
+    let pending = this.probes.get(folder);
+    if (pending === undefined) {
+      pending = probeFolder(folder).finally(() => this.probes.delete(folder));
+      this.probes.set(folder, pending);
+    }
+    return pending;
+  }
+
+  private retire(disk: ServedDisk | undefined): void {
+    if (disk === undefined || disk.stale) return;
+    disk.stale = true;
+    for (const path of disk.sourcePaths()) this.sources.forget(path);
+  }
+
+  private async compose(folder: string, probe: Probe, now: number): Promise<ServedDisk | undefined> {
+    const anchor = probe.anchor;
+    if (anchor === undefined) return undefined;
+    try {
+      const { disk } = await composeDiskFor(anchor, probe.siblings);
+      for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);
+      return new ServedDisk(folder, probe.key, anchor, disk, probe.uid, probe.gid, now, (format, error) => {
+        this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
+      });
+    } catch (error) {
+      this.logOnce(probe.key, `${folder}: no virtual disk: ${describe(error)}`);
+      return undefined;
+    }
+  }
+
+  private logOnce(key: string, message: string): void {
+    const id = `${key}\0${message}`;
+    if (this.logged.has(id)) return;
+    if (this.logged.size > 10_000) this.logged.clear();
+    this.logged.add(id);
+    this.log(message);
+  }
+}
+
+function describe(error: unknown): string {
+  if (isSynthvhdError(error)) return error.message;
+  return `internal error (please report): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`.replace(/\n\s*/g, ' | ');
+}

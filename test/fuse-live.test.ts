@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+/**
+ * A live backup root under `synthvhd mount`: backups that appear, complete, fail to place, change
+ * or vanish while mounted. Works on copies of fixture backups in a temp root (the fixture tree
+ * itself must stay untouched), and on a root of 1 000 backups that the mount must not scan.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { FixtureDisk } from '../fixtures/build-fixtures.js';
+import { startMount, tempMountpoint, type MountedChild } from './helpers/fuse-mount.js';
+import { synthvhd } from './helpers/run.js';
+
+const execFileAsync = promisify(execFile);
+const fixtures = inject('fixtures');
+
+function disk(name: string): FixtureDisk {
+  const found = fixtures.disks.find((candidate) => candidate.name === name);
+  if (found === undefined) throw new Error(`no fixture disk ${name}`);
+  return found;
+}
+
+/** Copies a backup folder (sparse, keeping times) into `root/<client>/`. */
+async function copyBackup(backupDir: string, root: string, client: string): Promise<string> {
+  const target = join(root, client, basename(backupDir));
+  await mkdir(join(root, client), { recursive: true });
+  await execFileAsync('cp', ['-a', '--sparse=always', '--reflink=auto', backupDir, target]);
+  return target;
+}
+
+/** Polls `probe` until it returns true (the kernel caches entries and attributes for 1 s). */
+async function eventually(what: string, probe: () => Promise<boolean>, timeoutMs = 6000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await probe())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+  }
+}
+
+async function names(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch {
+    return [];
+  }
+}
+
+let root: string;
+let mountpoint: { path: string; cleanup: () => Promise<void> };
+let mount: MountedChild | undefined;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'synthvhd-live-root-'));
+  mountpoint = await tempMountpoint();
+  mount = await startMount(root, mountpoint.path);
+});
+
+afterAll(async () => {
+  try {
+    await mount?.stop();
+  } finally {
+    await mountpoint.cleanup();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+describe('a live backup root', () => {
+  it('shows a new backup without remounting, and an incomplete one only once it completes', async () => {
+    const run1 = disk('uefi-gpt-run1');
+    for (const volume of run1.volumes) await copyBackup(volume.backupDir, root, run1.client);
+    const folder = join(mountpoint.path, run1.client, basename(run1.anchor.backupDir));
+    const vhdx = `Image_${run1.anchor.letter}_${run1.anchor.timestamp}.disk.vhdx`;
+    await eventually('the new backup shows its virtual disk', async () => (await names(folder)).includes(vhdx));
+    expect((await stat(join(folder, vhdx))).size).toBeGreaterThan(run1.diskSize / 2);
+
+    const [incomplete] = fixtures.incomplete;
+    if (incomplete === undefined) throw new Error('no incomplete fixture');
+    const copied = await copyBackup(incomplete.backupDir, root, run1.client);
+    const incompleteFolder = join(mountpoint.path, run1.client, basename(incomplete.backupDir));
+    const incompleteName = `Image_${incomplete.letter}_${incomplete.timestamp}.disk.vhdx`;
+    await eventually('the incomplete folder is visible', async () => (await names(incompleteFolder)).length > 0);
+    expect(await names(incompleteFolder)).not.toContain(incompleteName);
+    await expect(stat(join(incompleteFolder, incompleteName))).rejects.toMatchObject({ code: 'ENOENT' });
+    await writeFile(join(copied, `Image_${incomplete.letter}_${incomplete.timestamp}.raw.sync`), '');
+    await eventually('the completed backup shows its virtual disk', async () => (await names(incompleteFolder)).includes(incompleteName));
+  });
+
+  it('a changed source changes the virtual file (new mtime); a deleted one gives ENOENT/EIO, never a crash', async () => {
+    const run2 = disk('uefi-gpt-run2');
+    for (const volume of run2.volumes) await copyBackup(volume.backupDir, root, run2.client);
+    const anchorCopy = join(root, run2.client, basename(run2.anchor.backupDir));
+    const vhdx = join(mountpoint.path, run2.client, basename(run2.anchor.backupDir), `Image_${run2.anchor.letter}_${run2.anchor.timestamp}.disk.vhdx`);
+    await eventually('run 2 is served', async () => (await stat(vhdx).catch(() => undefined)) !== undefined);
+    const before = await stat(vhdx);
+
+    const later = new Date(before.mtimeMs + 3_600_000);
+    const rawCopy = join(anchorCopy, basename(run2.anchor.rawPath));
+    await utimes(`${rawCopy}.mbr`, later, later);
+    await eventually('the virtual mtime follows the source', async () => (await stat(vhdx)).mtimeMs === later.getTime());
+
+    const handle = await open(vhdx, 'r');
+    try {
+      const chunk = Buffer.alloc(128 * 1024);
+      expect((await handle.read(chunk, 0, chunk.length, 0)).bytesRead).toBe(chunk.length);
+      for (const volume of run2.volumes) await rm(join(root, run2.client, basename(volume.backupDir)), { recursive: true });
+      // Reads of bytes not cached yet fail once the mount has noticed (it looks at most once a second).
+      let position = 64 * 1024 * 1024;
+      let failure: unknown;
+      const deadline = performance.now() + 6000;
+      while (failure === undefined && performance.now() < deadline) {
+        try {
+          await handle.read(chunk, 0, chunk.length, position);
+          position += chunk.length;
+          await new Promise((resolvePromise) => setTimeout(resolvePromise, 50));
+        } catch (error) {
+          failure = error;
+        }
+      }
+      expect(failure).toMatchObject({ code: expect.stringMatching(/^(EIO|ENOENT)$/) as unknown });
+    } finally {
+      await handle.close();
+    }
+    const codeOf = (error: unknown): unknown => (typeof error === 'object' && error !== null && 'code' in error ? error.code : error);
+    await eventually('the deleted backup is gone', async () => (await stat(vhdx).then(() => 'exists', codeOf)) === 'ENOENT');
+    expect(mount?.child.exitCode).toBeNull();
+    expect(await names(join(mountpoint.path, run2.client))).not.toContain(basename(run2.anchor.backupDir));
+  });
+
+  it('a volume that cannot be placed shows no virtual file and is logged once with the reason', async () => {
+    const bios = disk('bios-mbr');
+    const copied = await copyBackup(bios.anchor.backupDir, root, 'broken-client');
+    // .raw.mbr field #4 (urbackup.md §3.3): partition_number, int32 LE at byte 6. The MBR lists 2.
+    const mbrPath = join(copied, `${basename(bios.anchor.rawPath)}.mbr`);
+    const mbr = await readFile(mbrPath);
+    mbr.writeInt32LE(3, 6);
+    await writeFile(mbrPath, mbr);
+    const folder = join(mountpoint.path, 'broken-client', basename(bios.anchor.backupDir));
+    await eventually('the broken backup is visible', async () => (await names(folder)).length > 0);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      expect((await names(folder)).filter((name) => name.includes('.disk.'))).toEqual([]);
+      await expect(stat(join(folder, `Image_C_${bios.anchor.timestamp}.disk.vhdx`))).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+    const lines = (mount?.stderr() ?? '').split('\n').filter((line) => line.includes(copied));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^synthvhd: .*no virtual disk: .*partition 3 is not in the saved MBR table/);
+  });
+});
+
+describe('where a mount may go', () => {
+  it('refuses a mount point inside the backup root (the mount would serve itself)', async () => {
+    const inside = join(root, 'empty-dir');
+    await mkdir(inside);
+    try {
+      const result = await synthvhd(['mount', root, inside]);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/^synthvhd: .*must be outside the backup root.*\n$/);
+    } finally {
+      await rm(inside, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a root of 1 000 backups', () => {
+  it('mounts without scanning it (well under a second) and composes only what is looked at', async () => {
+    const many = await mkdtemp(join(tmpdir(), 'synthvhd-many-'));
+    const manyMount = await tempMountpoint();
+    let child: MountedChild | undefined;
+    try {
+      // 1 000 backup folders whose .raw.mbr is garbage: a mount that looked at them would log 1 000 lines.
+      for (let client = 0; client < 10; client++) {
+        await Promise.all(
+          Array.from({ length: 100 }, async (_, index) => {
+            const minute = String(index % 60).padStart(2, '0');
+            const hour = String(Math.floor(index / 60)).padStart(2, '0');
+            const timestamp = `2401${String(1 + (index % 28)).padStart(2, '0')}-${hour}${minute}`;
+            const folder = join(many, `client${client}`, `${timestamp}_Image_C`);
+            await mkdir(folder, { recursive: true });
+            await writeFile(join(folder, `Image_C_${timestamp}.raw`), 'not an image');
+            await writeFile(join(folder, `Image_C_${timestamp}.raw.mbr`), 'garbage');
+            await writeFile(join(folder, `Image_C_${timestamp}.raw.sync`), '');
+          }),
+        );
+      }
+      const baselineMount = await tempMountpoint();
+      const empty = await mkdtemp(join(tmpdir(), 'synthvhd-empty-'));
+      let baseline: number;
+      try {
+        const started = performance.now();
+        const emptyChild = await startMount(empty, baselineMount.path);
+        baseline = performance.now() - started;
+        await emptyChild.stop();
+      } finally {
+        await baselineMount.cleanup();
+        await rm(empty, { recursive: true, force: true });
+      }
+      const started = performance.now();
+      child = await startMount(many, manyMount.path);
+      const elapsed = performance.now() - started;
+      // Process start-up is the same for both; the 1 000 backups must add (almost) nothing.
+      expect(elapsed - baseline).toBeLessThan(500);
+      expect(child.stderr()).toBe('');
+      expect(await readdir(join(manyMount.path, 'client3'))).toHaveLength(100);
+      const listed = await readdir(join(manyMount.path, 'client3', '240101-0000_Image_C'));
+      expect(listed.filter((name) => name.includes('.disk.'))).toEqual([]);
+      expect(child.stderr().trim().split('\n')).toHaveLength(1);
+    } finally {
+      await child?.stop();
+      await manyMount.cleanup();
+      await rm(many, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+/** The pure parts of src/fuse: errno mapping, inode ranges, mountinfo parsing, mount options. */
+import { constants } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { SynthvhdError } from '../src/errors/synthvhd-error.js';
+import { errnoOf, systemError } from '../src/fuse/errno.js';
+import { realInode, virtualInode } from '../src/fuse/inode.js';
+import { parseMountinfo } from '../src/fuse/mountinfo.js';
+import { DEFAULT_TUNING, fuseOptionString } from '../src/fuse/mount.js';
+import { virtualNamesOf } from '../src/fuse/served-disks.js';
+
+const errno = constants.errno;
+
+describe('errnoOf', () => {
+  it('maps SynthvhdErrors: E_IO → EIO, a missing or unservable disk → ENOENT', () => {
+    expect(errnoOf(new SynthvhdError('E_IO', 'x: read failed'))).toBe(-errno.EIO);
+    expect(errnoOf(new SynthvhdError('E_INTERNAL', 'bug'))).toBe(-errno.EIO);
+    for (const code of ['E_INCOMPLETE', 'E_PLACEMENT', 'E_MBRDATA', 'E_RAW_IMAGE', 'E_FORMAT_LIMIT'] as const) {
+      expect(errnoOf(new SynthvhdError(code, 'x'))).toBe(-errno.ENOENT);
+    }
+  });
+
+  it('passes source errors through, writes are EROFS, anything else is EIO', () => {
+    expect(errnoOf(systemError('ENOENT', 'gone'))).toBe(-errno.ENOENT);
+    expect(errnoOf(systemError('ENOTDIR', 'x'))).toBe(-errno.ENOTDIR);
+    expect(errnoOf(systemError('EROFS', 'x'))).toBe(-errno.EROFS);
+    expect(errnoOf(systemError('EWEIRD', 'x'))).toBe(-errno.EIO);
+    expect(errnoOf(new TypeError('bug'))).toBe(-errno.EIO);
+    expect(errnoOf('string')).toBe(-errno.EIO);
+  });
+});
+
+describe('inode numbers', () => {
+  it('keep the source inode on the root file system and use disjoint hashed ranges otherwise', () => {
+    expect(realInode(2049, 1234, 2049)).toBe(1234);
+    const elsewhere = realInode(50, 1234, 2049);
+    expect(elsewhere).toBeGreaterThanOrEqual(2 ** 30);
+    expect(elsewhere).toBeLessThan(2 ** 31);
+    expect(realInode(50, 1234, 2049)).toBe(elsewhere);
+    expect(realInode(51, 1234, 2049)).not.toBe(elsewhere);
+    const virtual = virtualInode('/pc/241101-0100_Image_C/Image_C_241101-0100.disk.vhdx');
+    expect(virtual).toBeGreaterThanOrEqual(2 ** 31);
+    expect(virtual).toBeLessThan(2 ** 32);
+    expect(virtualInode('/pc/241101-0100_Image_C/Image_C_241101-0100.disk.vhdx')).toBe(virtual);
+    expect(virtualInode('/pc/241101-0100_Image_C/Image_C_241101-0100.disk.vhd')).not.toBe(virtual);
+  });
+});
+
+describe('parseMountinfo', () => {
+  it('reads device, mount point (unescaped) and type', () => {
+    const text = [
+      '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+      '98 22 0:45 / /srv/my\\040disks rw,nosuid,nodev,relatime shared:50 - fuse.synthvhd synthvhd ro,user_id=0,group_id=0',
+      '',
+    ].join('\n');
+    expect(parseMountinfo(text)).toEqual([
+      { device: '254:0', mountPoint: '/', fsType: 'ext4', source: '/dev/vda' },
+      { device: '0:45', mountPoint: '/srv/my disks', fsType: 'fuse.synthvhd', source: 'synthvhd' },
+    ]);
+  });
+});
+
+describe('mount options', () => {
+  it('are read-only, report our inode numbers and keep the page cache of unchanged files', () => {
+    const options = fuseOptionString(DEFAULT_TUNING, true, false);
+    expect(options.startsWith('-o')).toBe(true);
+    const list = options.slice(2).split(',');
+    for (const option of ['ro', 'use_ino', 'auto_cache', 'allow_other', 'max_read=131072', 'subtype=synthvhd']) expect(list).toContain(option);
+    expect(fuseOptionString({ ...DEFAULT_TUNING, pageCache: 'none' }, false, false)).not.toMatch(/cache|allow_other/);
+  });
+});
+
+describe('virtual names', () => {
+  it('exist only in drive-letter backup folders', () => {
+    expect([...virtualNamesOf('241101-0100_Image_C').entries()]).toEqual([
+      ['Image_C_241101-0100.disk.vhdx', 'vhdx'],
+      ['Image_C_241101-0100.disk.vhd', 'vhd'],
+    ]);
+    expect(virtualNamesOf('241101-0058_Image_ESP').size).toBe(0);
+    expect(virtualNamesOf('241101-0058_Image_SYSVOL').size).toBe(0);
+    expect(virtualNamesOf('something else').size).toBe(0);
+  });
+});
