@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /**
  * Recognizes and validates a .vhd or .vhdx through a read callback (pure: the caller does the
- * I/O and adds the file name to errors).
+ * I/O and adds the file name to errors). `parseContainer` keeps the decoded structures for the
+ * disk-layout reader (./disk-layout.ts); `inspectContainer` describes them for `inspect`.
  *
  * Specs: "Virtual Hard Disk Image Format Specification" v1.0 (Microsoft, 2006) for VHD (./vhd.ts);
  * [MS-VHDX] v20180912 / "VHDX Format Specification v1.00" (Microsoft, 2012) for VHDX (./vhdx/).
@@ -11,7 +12,7 @@
  * other header or table copy; an inspector should instead say that a copy is damaged.
  */
 import { SynthvhdError } from '../errors/synthvhd-error.js';
-import { getAscii } from './binary.js';
+import { getAscii, isPowerOfTwo, viewOf } from './binary.js';
 import { guidToString, isZeroGuid } from './guid.js';
 import {
   VHD_DISK_TYPE_DIFFERENCING,
@@ -20,13 +21,16 @@ import {
   VHD_DYNAMIC_HEADER_SIZE,
   VHD_FIXED_DATA_OFFSET,
   VHD_FOOTER_SIZE,
+  VHD_BAT_UNUSED,
   VHD_SECTOR_SIZE,
+  type VhdDynamicHeader,
   type VhdFooter,
   decodeVhdDynamicHeader,
   decodeVhdFooter,
   isVhdFooter,
+  vhdBitmapSize,
 } from './vhd.js';
-import { readVhdxBatEntry, vhdxBatGeometry } from './vhdx/bat.js';
+import { type VhdxBatGeometry, readVhdxBatEntry, vhdxBatGeometry } from './vhdx/bat.js';
 import {
   PAYLOAD_BLOCK_FULLY_PRESENT,
   PAYLOAD_BLOCK_NOT_PRESENT,
@@ -50,7 +54,7 @@ import {
 } from './vhdx/constants.js';
 import { decodeVhdxFileIdentifier, isVhdxFileIdentifier } from './vhdx/file-identifier.js';
 import { type VhdxHeader, decodeVhdxHeader } from './vhdx/header.js';
-import { type VhdxMetadataEntry, decodeVhdxMetadataTable, decodeVhdxStandardMetadata } from './vhdx/metadata.js';
+import { type VhdxMetadataEntry, type VhdxStandardMetadata, decodeVhdxMetadataTable, decodeVhdxStandardMetadata } from './vhdx/metadata.js';
 import { decodeVhdxParentLocator } from './vhdx/parent-locator.js';
 import { type VhdxRegion, decodeVhdxRegionTable, findVhdxRegions } from './vhdx/region-table.js';
 
@@ -84,15 +88,51 @@ export interface ContainerInfo {
   readonly creator?: string;
 }
 
-export async function inspectContainer(read: ReadFunction, size: number): Promise<ContainerInfo> {
+/**
+ * A validated .vhd: what the disk-layout reader (./disk-layout.ts) and `inspect` need. Every
+ * structure was checked (checksums, and every allocated BAT entry lies inside the file).
+ */
+export interface ParsedVhd {
+  readonly format: 'vhd';
+  readonly type: 'fixed' | 'dynamic' | 'differencing';
+  readonly fileSize: number;
+  readonly footer: VhdFooter;
+  /** Dynamic and differencing disks only. */
+  readonly dynamicHeader: VhdDynamicHeader | undefined;
+  /** Dynamic and differencing disks: the BAT, MaxTableEntries u32 big-endian sector numbers. */
+  readonly bat: Uint8Array;
+  /** Differencing only: parent locator data by platform code (`W2ru`, `W2ku`, ...) and `ParentUnicodeName`. */
+  readonly parentPaths: Readonly<Record<string, string>>;
+}
+
+/** A validated .vhdx (headers, region tables, metadata and BAT all checked). */
+export interface ParsedVhdx {
+  readonly format: 'vhdx';
+  readonly type: 'fixed' | 'dynamic' | 'differencing';
+  readonly fileSize: number;
+  readonly creator: string;
+  /** The current header (MS-VHDX 2.2.2: the valid one with the greater SequenceNumber). */
+  readonly header: VhdxHeader;
+  readonly metadata: VhdxStandardMetadata;
+  readonly geometry: VhdxBatGeometry;
+  /** The BAT's `geometry.entryCount` entries (MS-VHDX 2.5). */
+  readonly bat: Uint8Array;
+  /** Differencing only: the VHDX parent locator's key/value pairs (MS-VHDX 2.6.2.6.3). */
+  readonly parentLocator: ReadonlyMap<string, string> | undefined;
+}
+
+export type ParsedContainer = ParsedVhd | ParsedVhdx;
+
+/** Recognizes and validates a .vhd or .vhdx; see ParsedVhd / ParsedVhdx. */
+export async function parseContainer(read: ReadFunction, size: number): Promise<ParsedContainer> {
   const reader = new Reader(read, size);
   if (size >= VHDX_FILE_ID_SIZE) {
     const start = await reader.read(0, VHDX_FILE_ID_SIZE, 'file identifier');
-    if (isVhdxFileIdentifier(start)) return inspectVhdx(reader, start);
+    if (isVhdxFileIdentifier(start)) return parseVhdx(reader, start);
   }
   if (size >= VHD_FOOTER_SIZE) {
     const footer = await reader.read(size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE, 'VHD footer');
-    if (isVhdFooter(footer)) return inspectVhd(reader, footer);
+    if (isVhdFooter(footer)) return parseVhd(reader, footer);
     const start = await reader.read(0, VHD_FOOTER_SIZE, 'VHD footer copy');
     if (isVhdFooter(start)) {
       throw new SynthvhdError('E_CONTAINER', 'VHD footer copy at offset 0, but no footer at the end of the file (truncated?)');
@@ -102,6 +142,15 @@ export async function inspectContainer(read: ReadFunction, size: number): Promis
     'E_CONTAINER',
     'not a VHD or VHDX file (no "vhdxfile" signature at offset 0, no "conectix" footer at the end)',
   );
+}
+
+export async function inspectContainer(read: ReadFunction, size: number): Promise<ContainerInfo> {
+  return describeContainer(await parseContainer(read, size));
+}
+
+/** What a parsed container says about itself (the `inspect` command's answer). */
+export function describeContainer(parsed: ParsedContainer): ContainerInfo {
+  return parsed.format === 'vhd' ? describeVhd(parsed) : describeVhdx(parsed);
 }
 
 class Reader {
@@ -124,16 +173,10 @@ class Reader {
 
 // ---- VHD ----
 
-async function inspectVhd(reader: Reader, footerBytes: Uint8Array): Promise<ContainerInfo> {
+async function parseVhd(reader: Reader, footerBytes: Uint8Array): Promise<ParsedVhd> {
   const footerOffset = reader.size - VHD_FOOTER_SIZE;
   const footer = decodeVhdFooter(footerBytes, `VHD footer (offset ${footerOffset})`);
-  const common = {
-    format: 'vhd' as const,
-    virtualSize: footer.currentSize,
-    logicalSectorSize: VHD_SECTOR_SIZE,
-    uniqueId: guidToString(footer.uniqueId, 'rfc'),
-    creator: vhdCreator(footer),
-  };
+  const base = { format: 'vhd' as const, fileSize: reader.size, footer, parentPaths: {} };
   if (footer.currentSize % VHD_SECTOR_SIZE !== 0) {
     throw new SynthvhdError('E_CONTAINER', `VHD footer: Current Size ${footer.currentSize} is not a multiple of 512`);
   }
@@ -144,7 +187,7 @@ async function inspectVhd(reader: Reader, footerBytes: Uint8Array): Promise<Cont
         `fixed VHD: footer says ${footer.currentSize} bytes but the file holds ${footerOffset} bytes of disk (truncated?)`,
       );
     }
-    return { ...common, type: 'fixed' };
+    return { ...base, type: 'fixed', dynamicHeader: undefined, bat: new Uint8Array(0) };
   }
   if (footer.diskType !== VHD_DISK_TYPE_DYNAMIC && footer.diskType !== VHD_DISK_TYPE_DIFFERENCING) {
     throw new SynthvhdError('E_CONTAINER', `VHD footer: unknown Disk Type ${footer.diskType}`);
@@ -159,20 +202,68 @@ async function inspectVhd(reader: Reader, footerBytes: Uint8Array): Promise<Cont
     await reader.read(headerOffset, VHD_DYNAMIC_HEADER_SIZE, 'VHD dynamic header'),
     `VHD dynamic header (offset ${headerOffset})`,
   );
-  if (footer.diskType === VHD_DISK_TYPE_DYNAMIC) return { ...common, type: 'dynamic', blockSize: header.blockSize };
+  const bat = await readVhdBat(reader, footer, header);
+  const type = footer.diskType === VHD_DISK_TYPE_DYNAMIC ? 'dynamic' : 'differencing';
+  if (type === 'dynamic') return { ...base, type, dynamicHeader: header, bat };
 
-  const paths: Record<string, string> = {};
-  if (header.parentUnicodeName !== '') paths.ParentUnicodeName = header.parentUnicodeName;
+  const parentPaths: Record<string, string> = {};
+  if (header.parentUnicodeName !== '') parentPaths.ParentUnicodeName = header.parentUnicodeName;
   for (const locator of header.parentLocators) {
     if (locator.dataLength === 0) continue;
     const data = await reader.read(locator.dataOffset, locator.dataLength, `VHD parent locator ${locator.platformCode}`);
-    paths[locator.platformCode.trim()] = decodeVhdLocatorData(locator.platformCode, data);
+    parentPaths[locator.platformCode.trim()] = decodeVhdLocatorData(locator.platformCode, data);
   }
+  return { ...base, type, dynamicHeader: header, bat, parentPaths };
+}
+
+/**
+ * "Dynamic Disk Header Format" / "Block Allocation Table": Max Table Entries u32 big-endian
+ * sector offsets of each block's bitmap, 0xFFFFFFFF when the block is not allocated. Every
+ * allocated block (bitmap + data) must lie before the footer at the end of the file.
+ */
+async function readVhdBat(reader: Reader, footer: VhdFooter, header: VhdDynamicHeader): Promise<Uint8Array> {
+  const { blockSize, maxTableEntries, tableOffset } = header;
+  if (!isPowerOfTwo(blockSize) || blockSize < VHD_SECTOR_SIZE) {
+    throw new SynthvhdError('E_CONTAINER', `VHD dynamic header: Block Size ${blockSize} is not a power of two`);
+  }
+  const needed = Math.ceil(footer.currentSize / blockSize);
+  if (maxTableEntries < needed) {
+    throw new SynthvhdError('E_CONTAINER', `VHD dynamic header: Max Table Entries ${maxTableEntries} < ${needed} blocks of the ${footer.currentSize}-byte disk`);
+  }
+  const bat = await reader.read(tableOffset, needed * 4, 'VHD block allocation table');
+  const view = viewOf(bat);
+  const blockEnd = vhdBitmapSize(blockSize) + blockSize;
+  const dataEnd = reader.size - VHD_FOOTER_SIZE;
+  for (let index = 0; index < needed; index++) {
+    const entry = view.getUint32(index * 4, false);
+    if (entry === VHD_BAT_UNUSED) continue;
+    if (entry * VHD_SECTOR_SIZE + blockEnd > dataEnd) {
+      throw new SynthvhdError(
+        'E_CONTAINER',
+        `VHD BAT entry ${index}: block at ${entry * VHD_SECTOR_SIZE} ends beyond the data of the file (${dataEnd} bytes before the footer; truncated?)`,
+      );
+    }
+  }
+  return bat;
+}
+
+function describeVhd(parsed: ParsedVhd): ContainerInfo {
+  const { footer } = parsed;
+  const common = {
+    format: 'vhd' as const,
+    virtualSize: footer.currentSize,
+    logicalSectorSize: VHD_SECTOR_SIZE,
+    uniqueId: guidToString(footer.uniqueId, 'rfc'),
+    creator: vhdCreator(footer),
+  };
+  if (parsed.type === 'fixed' || parsed.dynamicHeader === undefined) return { ...common, type: 'fixed' };
+  const blockSize = parsed.dynamicHeader.blockSize;
+  if (parsed.type === 'dynamic') return { ...common, type: 'dynamic', blockSize };
   return {
     ...common,
     type: 'differencing',
-    blockSize: header.blockSize,
-    parent: { linkage: guidToString(header.parentUniqueId, 'rfc'), paths },
+    blockSize,
+    parent: { linkage: guidToString(parsed.dynamicHeader.parentUniqueId, 'rfc'), paths: { ...parsed.parentPaths } },
   };
 }
 
@@ -204,7 +295,7 @@ function decodeVhdLocatorData(platformCode: string, data: Uint8Array): string {
 
 // ---- VHDX ----
 
-async function inspectVhdx(reader: Reader, fileIdBytes: Uint8Array): Promise<ContainerInfo> {
+async function parseVhdx(reader: Reader, fileIdBytes: Uint8Array): Promise<ParsedVhdx> {
   const { creator } = decodeVhdxFileIdentifier(fileIdBytes, 'VHDX file identifier');
   const header1 = decodeVhdxHeader(
     await reader.read(VHDX_HEADER1_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 1'),
@@ -248,13 +339,24 @@ async function inspectVhdx(reader: Reader, fileIdBytes: Uint8Array): Promise<Con
   const { fileParameters } = metadata;
   const type = fileParameters.hasParent ? 'differencing' : fileParameters.leaveBlockAllocated ? 'fixed' : 'dynamic';
 
-  await checkVhdxBat(reader, bat, [metadataRegion], metadata.virtualDiskSize, fileParameters.blockSize, metadata.logicalSectorSize, type);
+  const { geometry, bytes: batBytes } = await checkVhdxBat(
+    reader, bat, [metadataRegion], metadata.virtualDiskSize, fileParameters.blockSize, metadata.logicalSectorSize, type,
+  );
+  const parentLocator = metadata.parentLocator === undefined ? undefined : decodeVhdxParentLocator(metadata.parentLocator, 'VHDX parent locator');
+  if (type === 'differencing' && parentLocator?.get('parent_linkage') === undefined) {
+    // MS-VHDX 2.6.2.6.3: "The parent_linkage entry MUST be present".
+    throw new SynthvhdError('E_CONTAINER', 'VHDX parent locator: no parent_linkage entry');
+  }
+  return { format: 'vhdx', type, fileSize: reader.size, creator, header, metadata, geometry, bat: batBytes, parentLocator };
+}
 
+function describeVhdx(parsed: ParsedVhdx): ContainerInfo {
+  const { header, metadata, creator } = parsed;
   const info: ContainerInfo = {
     format: 'vhdx',
-    type,
+    type: parsed.type,
     virtualSize: metadata.virtualDiskSize,
-    blockSize: fileParameters.blockSize,
+    blockSize: metadata.fileParameters.blockSize,
     logicalSectorSize: metadata.logicalSectorSize,
     physicalSectorSize: metadata.physicalSectorSize,
     dataWriteGuid: guidToString(header.dataWriteGuid, 'ms'),
@@ -262,8 +364,8 @@ async function inspectVhdx(reader: Reader, fileIdBytes: Uint8Array): Promise<Con
     page83: guidToString(metadata.page83, 'ms'),
     ...(creator === '' ? {} : { creator }),
   };
-  if (metadata.parentLocator === undefined) return info;
-  const locator = decodeVhdxParentLocator(metadata.parentLocator, 'VHDX parent locator');
+  const locator = parsed.parentLocator;
+  if (locator === undefined) return info;
   const paths: Record<string, string> = {};
   for (const [key, value] of locator) if (!key.startsWith('parent_linkage')) paths[key] = value;
   const linkage = locator.get('parent_linkage');
@@ -310,7 +412,7 @@ async function checkVhdxBat(
   blockSize: number,
   logicalSectorSize: number,
   type: ContainerInfo['type'],
-): Promise<void> {
+): Promise<{ geometry: VhdxBatGeometry; bytes: Uint8Array }> {
   const differencing = type === 'differencing';
   const geometry = vhdxBatGeometry(virtualDiskSize, blockSize, logicalSectorSize, differencing);
   if (geometry.entryCount * 8 > batRegion.length) {
@@ -336,7 +438,10 @@ async function checkVhdxBat(
       ? entry.state === SB_BLOCK_PRESENT
       : entry.state === PAYLOAD_BLOCK_FULLY_PRESENT || entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT;
     if (!allocated) continue;
-    const end = entry.fileOffset + (isSectorBitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : blockSize);
+    // A payload block only needs to hold the disk's bytes: qemu writes the last block of a fixed
+    // VHDX only up to the disk's end (formats/vhd-vhdx.md B.5), and reads it fine.
+    const block = index - Math.floor(index / (geometry.chunkRatio + 1));
+    const end = entry.fileOffset + (isSectorBitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : Math.min(blockSize, virtualDiskSize - block * blockSize));
     if (end > reader.size) {
       throw new SynthvhdError('E_CONTAINER', `VHDX BAT ${what}: block at ${entry.fileOffset} ends beyond the file (${reader.size} bytes)`);
     }
@@ -344,4 +449,5 @@ async function checkVhdxBat(
       throw new SynthvhdError('E_CONTAINER', `VHDX BAT ${what}: block at ${entry.fileOffset} overlaps the headers or a region`);
     }
   }
+  return { geometry, bytes: bat };
 }

@@ -222,6 +222,17 @@ const DH_PARENT_UNICODE_NAME = 64; // 512: UTF-16 big-endian
 const DH_PARENT_LOCATORS = 576; // 8 entries x 24 bytes
 const DH_LOCATOR_SIZE = 24; // code u32, data space u32, data length u32, reserved u32, data offset u64
 
+/** "Block Allocation Table": an entry of 0xFFFFFFFF means the block is not allocated. */
+export const VHD_BAT_UNUSED = 0xffffffff;
+
+/**
+ * "Data Block" (dynamic header section): each allocated block starts with a sector bitmap of one
+ * bit per 512-byte sector, padded to a 512-byte sector boundary (512 bytes for 2 MiB blocks).
+ */
+export function vhdBitmapSize(blockSize: number): number {
+  return Math.ceil(blockSize / VHD_SECTOR_SIZE / 8 / VHD_SECTOR_SIZE) * VHD_SECTOR_SIZE;
+}
+
 export interface VhdParentLocator {
   /** Platform Code, 4 characters: `W2ru` (relative, UTF-16LE), `W2ku` (absolute, UTF-16LE), `Wi2r`, `Wi2k` (deprecated ANSI), `Mac `, `MacX` (UTF-8 file URL). */
   readonly platformCode: string;

@@ -27,7 +27,7 @@ import { type Extent, type Layout, sliceLayout } from '../extents/extent.js';
 import { LayoutBuilder } from '../extents/layout-builder.js';
 import { describeSize, isPowerOfTwo } from './binary.js';
 import { ZERO_GUID, deriveGuid } from './guid.js';
-import { vhdxBatGeometry, payloadBatIndex, writeVhdxBatEntry } from './vhdx/bat.js';
+import { type VhdxBatGeometry, vhdxBatGeometry, payloadBatIndex, writeVhdxBatEntry } from './vhdx/bat.js';
 import {
   MIB,
   PAYLOAD_BLOCK_FULLY_PRESENT,
@@ -75,6 +75,13 @@ export const VHDX_PHYSICAL_SECTOR_SIZE = 4096;
 export interface VhdxOptions {
   /** Payload block size in bytes: a power of two, 1 MiB..256 MiB (MS-VHDX 2.6.2.1). */
   readonly blockSize?: number;
+  /**
+   * Identities to use instead of the ones derived from the disk identity ('ms' byte order). A
+   * merged image (src/blocklist/merge.ts) keeps its parent's Page 83 Data: it is the same disk.
+   */
+  readonly fileWriteGuid?: Uint8Array;
+  readonly dataWriteGuid?: Uint8Array;
+  readonly page83?: Uint8Array;
 }
 
 // Labels for deriveGuid: changing one changes every VHDX ever served (and orphans differencing
@@ -134,16 +141,13 @@ export function buildVhdxLayout(disk: DiskImage, options: VhdxOptions = {}): Lay
 
   const diskSize = disk.layout.size;
   const geometry = vhdxBatGeometry(diskSize, blockSize, disk.sectorSize);
-  const batLength = geometry.regionLength;
-  const metadataOffset = VHDX_BAT_OFFSET + batLength;
-  const payloadStart = metadataOffset + VHDX_METADATA_REGION_LENGTH;
 
   // Layout first: decide each block's state and file offset (MS-VHDX 2.5.1.1). Sector bitmap
   // entries stay 0 = SB_BLOCK_NOT_PRESENT, the only valid state outside differencing (2.5.1.2).
   const bat = new Uint8Array(geometry.entryCount * VHDX_BAT_ENTRY_SIZE);
   const batView = new DataView(bat.buffer);
-  const presentBlocks: { fileOffset: number; extents: Extent[] }[] = [];
-  let nextOffset = payloadStart;
+  const blocks: VhdxFileBlock[] = [];
+  let nextOffset = vhdxPayloadStart(geometry);
   for (let block = 0; block < geometry.dataBlockCount; block++) {
     const diskStart = block * blockSize;
     const extents = sliceLayout(disk.layout, diskStart, Math.min(blockSize, diskSize - diskStart), 0);
@@ -152,19 +156,65 @@ export function buildVhdxLayout(disk: DiskImage, options: VhdxOptions = {}): Lay
       writeVhdxBatEntry(batView, index, PAYLOAD_BLOCK_ZERO, 0); // FileOffsetMB reserved: 0
     } else {
       writeVhdxBatEntry(batView, index, PAYLOAD_BLOCK_FULLY_PRESENT, nextOffset);
-      presentBlocks.push({ fileOffset: nextOffset, extents });
+      blocks.push({ fileOffset: nextOffset, length: blockSize, extents });
       nextOffset += blockSize; // MS-VHDX 2.4.1: blocks are BlockSize; 1 MiB-aligned as BlockSize is
     }
   }
+  return assembleVhdxLayout({
+    geometry,
+    virtualDiskSize: diskSize,
+    fileWriteGuid: options.fileWriteGuid ?? vhdxFileWriteGuid(disk),
+    dataWriteGuid: options.dataWriteGuid ?? vhdxDataWriteGuid(disk),
+    page83: options.page83 ?? vhdxPage83(disk),
+    bat,
+    blocks,
+  });
+}
 
+/** A block of a VHDX file after the metadata region: payload (BlockSize) or sector bitmap (1 MiB). */
+export interface VhdxFileBlock {
+  /** 1 MiB-aligned, increasing from block to block. */
+  readonly fileOffset: number;
+  /** Bytes the block takes in the file; shorter `extents` are padded with zeros. */
+  readonly length: number;
+  /** The block's content, starting at 0 (re-based by the assembly). */
+  readonly extents: readonly Extent[];
+}
+
+export interface VhdxAssembly {
+  readonly geometry: VhdxBatGeometry;
+  readonly virtualDiskSize: number;
+  readonly fileWriteGuid: Uint8Array;
+  readonly dataWriteGuid: Uint8Array;
+  readonly page83: Uint8Array;
+  /** MS-VHDX 2.6.2.6: the encoded parent locator of a differencing VHDX (sets HasParent). */
+  readonly parentLocator?: Uint8Array;
+  /** geometry.entryCount entries (MS-VHDX 2.5). */
+  readonly bat: Uint8Array;
+  readonly blocks: readonly VhdxFileBlock[];
+}
+
+/** Where payload and sector bitmap blocks may start: after the BAT and the metadata region. */
+export function vhdxPayloadStart(geometry: VhdxBatGeometry): number {
+  return VHDX_BAT_OFFSET + geometry.regionLength + VHDX_METADATA_REGION_LENGTH;
+}
+
+/**
+ * The whole VHDX file around a BAT and its blocks (formats/vhd-vhdx.md B.7): file identifier,
+ * two headers, two region tables, the zeroed log, the BAT, the metadata region, then the blocks.
+ * Shared by the dynamic writer above and the differencing writer (./vhdx-differencing.ts).
+ */
+export function assembleVhdxLayout(assembly: VhdxAssembly): Layout {
+  const { geometry } = assembly;
+  const batLength = geometry.regionLength;
+  const metadataOffset = VHDX_BAT_OFFSET + batLength;
+  const payloadStart = vhdxPayloadStart(geometry);
   // Content second: the headers and tables, checksums computed by their encoders last.
-  const fileWriteGuid = vhdxFileWriteGuid(disk);
-  const dataWriteGuid = vhdxDataWriteGuid(disk);
   const header = (sequenceNumber: bigint): Uint8Array =>
     encodeVhdxHeader({
       sequenceNumber,
-      fileWriteGuid,
-      dataWriteGuid,
+      fileWriteGuid: assembly.fileWriteGuid,
+      dataWriteGuid: assembly.dataWriteGuid,
       logGuid: ZERO_GUID, // MS-VHDX 2.2.2: zero = no log to replay
       logVersion: VHDX_LOG_VERSION,
       version: VHDX_HEADER_VERSION,
@@ -176,13 +226,15 @@ export function buildVhdxLayout(disk: DiskImage, options: VhdxOptions = {}): Lay
     { guid: VHDX_BAT_REGION_GUID, fileOffset: VHDX_BAT_OFFSET, length: batLength, required: true },
     { guid: VHDX_METADATA_REGION_GUID, fileOffset: metadataOffset, length: VHDX_METADATA_REGION_LENGTH, required: true },
   ]).slice(0, VHDX_REGION_TABLE_HEADER_SIZE + 2 * VHDX_REGION_ENTRY_SIZE); // the rest is zero (and checksummed as such)
+  const hasParent = assembly.parentLocator !== undefined;
   const metadata = encodeVhdxMetadata(
     vhdxStandardMetadataItems({
-      fileParameters: { blockSize, leaveBlockAllocated: false, hasParent: false },
-      virtualDiskSize: diskSize,
-      page83: vhdxPage83(disk),
-      logicalSectorSize: disk.sectorSize,
+      fileParameters: { blockSize: geometry.blockSize, leaveBlockAllocated: false, hasParent },
+      virtualDiskSize: assembly.virtualDiskSize,
+      page83: assembly.page83,
+      logicalSectorSize: geometry.logicalSectorSize,
       physicalSectorSize: VHDX_PHYSICAL_SECTOR_SIZE,
+      ...(assembly.parentLocator === undefined ? {} : { parentLocator: assembly.parentLocator }),
     }),
   );
 
@@ -194,14 +246,14 @@ export function buildVhdxLayout(disk: DiskImage, options: VhdxOptions = {}): Lay
   builder.zeroTo(VHDX_REGION_TABLE2_OFFSET).bytes(regionTable);
   builder.zeroTo(VHDX_HEADER_SECTION_SIZE); // reserved up to 1 MiB, then the zeroed log
   builder.zeroTo(VHDX_LOG_OFFSET + VHDX_LOG_LENGTH);
-  builder.zeroTo(VHDX_BAT_OFFSET).bytes(bat);
+  builder.zeroTo(VHDX_BAT_OFFSET).bytes(assembly.bat);
   builder.zeroTo(metadataOffset).bytes(metadata.table);
   builder.zeroTo(metadataOffset + VHDX_METADATA_ITEMS_OFFSET).bytes(metadata.itemData);
   builder.zeroTo(payloadStart);
-  for (const block of presentBlocks) {
+  for (const block of assembly.blocks) {
     builder.zeroTo(block.fileOffset);
     for (const extent of block.extents) builder.append(extent);
-    builder.zeroTo(block.fileOffset + blockSize); // the last block is padded to a full block
+    builder.zeroTo(block.fileOffset + block.length); // the last block is padded to a full block
   }
   return builder.build();
 }

@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'E_CONTAINER'
   /** `--reflink always` was asked for but the output cannot share blocks with the source. */
   | 'E_REFLINK'
+  /** A blocklist is missing, stale, of the wrong length, or the two disks compared differ in size. */
+  | 'E_BLOCKLIST'
   /** Reading or writing a file failed. */
   | 'E_IO'
   /** A broken invariant: a bug in synthvhd. */

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+/**
+ * The pure pieces under the blocklist commands: bitmap runs in both bit orders, hole punching,
+ * list arithmetic with a short last block, and a raw image whose size is not a multiple of 2 MiB
+ * (VhdBlockBackup hashes the last block over its remainder only).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { blockRanges, changedBlocks, zeroBlockHash } from '../src/blocklist/blocklist.js';
+import { dataBlockFlags } from '../src/blocklist/hash.js';
+import { bitRuns } from '../src/container/disk-layout.js';
+import { punchHoles } from '../src/extents/holes.js';
+import { LayoutBuilder } from '../src/extents/layout-builder.js';
+import { independentList } from './helpers/blocklist.js';
+import { synthvhd } from './helpers/run.js';
+
+const MiB = 1024 * 1024;
+let work: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'synthvhd-blocklist-units-'));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('bitmap runs', () => {
+  it('reads VHD bitmaps MSB-first and VHDX bitmaps LSB-first', () => {
+    const bits = new Uint8Array([0b1100_0001, 0xff, 0x00]);
+    expect(bitRuns(bits, 24, 'msb')).toEqual([
+      { present: true, start: 0, count: 2 },
+      { present: false, start: 2, count: 5 },
+      { present: true, start: 7, count: 9 },
+      { present: false, start: 16, count: 8 },
+    ]);
+    expect(bitRuns(bits, 24, 'lsb')).toEqual([
+      { present: true, start: 0, count: 1 },
+      { present: false, start: 1, count: 5 },
+      { present: true, start: 6, count: 10 },
+      { present: false, start: 16, count: 8 },
+    ]);
+    expect(bitRuns(new Uint8Array([0xff]), 3, 'lsb')).toEqual([{ present: true, start: 0, count: 3 }]);
+  });
+});
+
+describe('hole punching', () => {
+  it('turns the holes of one file into zero extents and keeps everything else', () => {
+    const layout = new LayoutBuilder().bytes(new Uint8Array(10)).file('/a', 100, 50).file('/b', 0, 20).build();
+    const punched = punchHoles(layout, '/a', [[90, 20], [130, 5], [149, 100]]);
+    expect(punched.extents.map((extent) => [extent.kind, extent.start, extent.length, extent.kind === 'file' ? extent.offset : -1])).toEqual([
+      ['bytes', 0, 10, -1],
+      ['file', 10, 10, 100],
+      ['zero', 20, 20, -1],
+      ['file', 40, 5, 130],
+      ['zero', 45, 14, -1],
+      ['file', 59, 1, 149],
+      ['file', 60, 20, 0],
+    ]);
+    expect(punchHoles(layout, '/a', []).extents.filter((extent) => extent.kind === 'file')).toHaveLength(1);
+  });
+});
+
+describe('list arithmetic', () => {
+  it('compares entries, merges changed blocks into ranges, clips the short last block', () => {
+    const a = new Uint8Array(16 * 5);
+    const b = Uint8Array.from(a);
+    for (const index of [1, 2, 4]) b[index * 16 + 15] = 1;
+    expect(changedBlocks(a, b)).toEqual([1, 2, 4]);
+    const size = 4 * 2 * MiB + 4096;
+    expect(blockRanges([1, 2, 4], size)).toEqual([
+      { start: 2 * MiB, length: 4 * MiB },
+      { start: 8 * MiB, length: 4096 },
+    ]);
+    expect(Buffer.from(zeroBlockHash(4096))).toEqual(createHash('sha1').update(Buffer.alloc(4096)).digest().subarray(0, 16));
+  });
+
+  it('marks the 2 MiB blocks any non-zero extent touches', () => {
+    const layout = new LayoutBuilder().zero(2 * MiB + 5).bytes(new Uint8Array(2 * MiB)).zero(5 * MiB).file('/x', 0, 1).build();
+    expect([...dataBlockFlags(layout)]).toEqual([0, 1, 1, 0, 1]);
+  });
+
+  it('a raw image of 5 MiB + 1536 bytes with a hole: the last block is hashed over its remainder', async () => {
+    const image = join(work, 'odd.img');
+    await writeFile(image, '');
+    const handle = await open(image, 'r+');
+    try {
+      await handle.write(randomBytes(MiB), 0, MiB, 0);
+      await handle.write(randomBytes(1536), 0, 1536, 5 * MiB);
+    } finally {
+      await handle.close();
+    }
+    const result = await synthvhd(['blocklist', 'create', image]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const list = await readFile(`${image}.blocklist.bin`);
+    expect(list).toHaveLength(3 * 16);
+    expect(list).toEqual(await independentList(image));
+  });
+});
