@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: MIT
 /**
- * `npm run bench -- <name>`: runs one benchmark (or all with no name). Each prints its numbers
- * and ratios against a baseline measured in the same run; none of them is a pass/fail test.
+ * `npm run bench -- <name> [options]`: runs one benchmark (or all with no name). Each prints its
+ * numbers and ratios against a baseline measured in the same run; none of them is a pass/fail
+ * test. Options after the name go to that benchmark (`npm run bench -- fuse --quick`).
  */
 type Bench = () => Promise<void>;
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   materialize: async () => (await import('./materialize.js')).runMaterializeBench,
+  fuse: async () => {
+    const { runFuseBenchmark } = await import('./fuse.js');
+    return () => runFuseBenchmark(process.argv.slice(3));
+  },
+  blocklist: async () => (await import('./blocklist.js')).runBlocklistBench,
+  diff: async () => (await import('./diff.js')).runDiffBench,
 };
 
 async function main(): Promise<void> {

@@ -11,6 +11,10 @@ import { inspectCommand } from './commands/inspect.js';
 import { lsCommand } from './commands/ls.js';
 import { materializeCommand } from './commands/materialize.js';
 import { verifyCommand } from './commands/verify.js';
+import { diffCommand } from './commands/diff.js';
+import { mountCommand } from './commands/mount.js';
+import { unmountCommand } from './commands/unmount.js';
+import { registerBlocklistCommands } from './commands/blocklist.js';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -52,6 +56,19 @@ export function buildProgram(): Command {
     .action(materializeCommand);
 
   program
+    .command('diff')
+    .description("write what changed between two backups of a disk as a differencing VHDX whose parent is the older backup's .disk.vhdx")
+    .argument('<older>', 'the older drive-letter volume backup folder (or its .raw)')
+    .argument('<newer>', 'the newer backup of the same volume')
+    .requiredOption('-o, --output <file.vhdx>', 'the differencing VHDX to write')
+    .option('--parent <file>', "the parent's path as the child should name it (default: the older backup's served Image_<L>_<ts>.disk.vhdx); checked by DataWriteGuid when it exists")
+    .option('--reflink <mode>', 'auto, always or never (as for materialize)', 'auto')
+    .option('--force', 'replace an existing output file')
+    .option('--json', 'print a machine-readable report')
+    .addHelpText('after', '\nExample:\n  synthvhd diff /srv/urbackup/pc1/241101-0100_Image_C /srv/urbackup/pc1/241108-0100_Image_C -o /srv/vdisks/pc1-C-241108_diff.vhdx --parent /srv/vdisks/pc1-C-241101.vhdx')
+    .action(diffCommand);
+
+  program
     .command('verify')
     .description("re-hash a volume backup and compare it with urBackup's .raw.hash (SHA-256 per 512 KiB)")
     .argument('<backup>', 'a volume backup folder (<client>/<YYMMDD-HHMM>_Image_<L>) or its .raw')
@@ -68,6 +85,24 @@ export function buildProgram(): Command {
     .action(inspectCommand);
 
   program
+    .command('mount')
+    .description('serve a backup root read-only over FUSE, with the whole-disk .disk.vhdx/.disk.vhd in each drive-letter backup folder; runs until SIGINT/SIGTERM')
+    .argument('<root>', 'urBackup backup folder (the one holding the client folders)')
+    .argument('<mountpoint>', 'an empty directory outside the backup root')
+    .option('--allow-other', 'let other users in (needed to share the mount with Samba)')
+    .option('--debug', "libfuse's debug output on stderr")
+    .addHelpText('after', '\nExample:\n  synthvhd mount --allow-other /srv/urbackup /srv/vdisks\n  (then share /srv/vdisks read-only with Samba: see contrib/smb.conf.example)')
+    .action(mountCommand);
+
+  program
+    .command('unmount')
+    .description('unmount a synthvhd mount, e.g. one left behind after a crash')
+    .argument('<mountpoint>', 'where it is mounted')
+    .option('--lazy', 'detach it even while files on it are open')
+    .addHelpText('after', '\nExample:\n  synthvhd unmount /srv/vdisks')
+    .action(unmountCommand);
+
+  program
     .command('doctor')
     .description('check FUSE, libfuse, fusermount and, with a backup root, its file system (reflink), backups and free space')
     .argument('[root]', 'urBackup backup folder to check (never written to)')
@@ -76,6 +111,7 @@ export function buildProgram(): Command {
     .addHelpText('after', '\nExit code 1 when a check failed (warnings do not count).\n\nExample:\n  synthvhd doctor /srv/urbackup')
     .action(doctorCommand);
 
+  registerBlocklistCommands(program);
 
   return program;
 }

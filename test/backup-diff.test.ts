@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+/**
+ * `synthvhd diff`: the UEFI fixture's second run as a differencing VHDX over the first run's
+ * .vhdx. libvhdi (vhdiinfo, vhdimount with the parent) and our own reader must read it as the
+ * newer disk; it holds exactly the chunks the fixture changed; on btrfs its payload is cloned.
+ */
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { FixtureDisk } from '../fixtures/build-fixtures.js';
+import { openDiskImage } from '../src/container/open-image.js';
+import { readAt } from '../src/extents/read-at.js';
+import { SourceFiles } from '../src/extents/source-files.js';
+import { assembleExpectedDisk } from './helpers/expected-disk.js';
+import { usedBytes, withLoopFs } from './helpers/loop-fs.js';
+import { run, runOk, synthvhd } from './helpers/run.js';
+
+const fixtures = inject('fixtures');
+const CHUNK = 512 * 1024;
+let work: string;
+let expectedNewer: string;
+
+function diskByName(name: string): FixtureDisk {
+  const disk = fixtures.disks.find((candidate) => candidate.name === name);
+  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
+  return disk;
+}
+
+interface DiffReport {
+  changedBytes: number;
+  clonedBytes: number;
+  volumes: { letter: string; changedChunks: number; decidedByHashes: number; bytesRead: number }[];
+  notes: string[];
+}
+
+async function diffJson(older: string, newer: string, output: string, parent: string): Promise<DiffReport> {
+  const result = await synthvhd(['diff', older, newer, '-o', output, '--parent', parent, '--json']);
+  expect(result.stderr).toBe('');
+  expect(result.code).toBe(0);
+  return JSON.parse(result.stdout) as DiffReport;
+}
+
+/** Chunks of C: that differ between the two truth images (compared here, byte by byte). */
+async function truthChangedChunkCount(): Promise<number> {
+  const volume = diskByName('uefi-gpt-run2').anchor;
+  const a = await open(diskByName('uefi-gpt-run1').truthImage, 'r');
+  const b = await open(diskByName('uefi-gpt-run2').truthImage, 'r');
+  try {
+    let changed = 0;
+    const x = Buffer.alloc(CHUNK);
+    const y = Buffer.alloc(CHUNK);
+    for (let offset = 0; offset < volume.volumeLength; offset += CHUNK) {
+      const length = Math.min(CHUNK, volume.volumeLength - offset);
+      await a.read(x, 0, length, volume.partitionOffset + offset);
+      await b.read(y, 0, length, volume.partitionOffset + offset);
+      if (!x.subarray(0, length).equals(y.subarray(0, length))) changed++;
+    }
+    return changed;
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'synthvhd-bdiff-'));
+  expectedNewer = join(work, 'newer.img');
+  await assembleExpectedDisk(diskByName('uefi-gpt-run2'), expectedNewer);
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('synthvhd diff', () => {
+  it('writes exactly the changed chunks; libvhdi and our reader see the newer disk through it', async () => {
+    const older = diskByName('uefi-gpt-run1').anchor.backupDir;
+    const newer = diskByName('uefi-gpt-run2').anchor.backupDir;
+    const parent = join(work, 'parent.vhdx');
+    const child = join(work, 'child.vhdx');
+    expect((await synthvhd(['materialize', older, '-o', parent])).code).toBe(0);
+    const report = await diffJson(older, newer, child, parent);
+    const c = report.volumes.find((volume) => volume.letter === 'C');
+    expect(c?.changedChunks).toBe(await truthChangedChunkCount());
+    expect(c?.decidedByHashes).toBeGreaterThan(0);
+    expect(c?.bytesRead).toBeLessThan(20 * CHUNK); // the trust sample, not the volume
+    expect(report.volumes.find((volume) => volume.letter === 'ESP')?.changedChunks).toBe(0);
+
+    const parentInfo = await runOk('vhdiinfo', [parent]);
+    const parentId = /Identifier\s*:\s*(\S+)/.exec(parentInfo.stdout)?.[1];
+    const childInfo = await runOk('vhdiinfo', [child]);
+    expect(childInfo.stdout).toMatch(/Disk type\s*:\s*Differential/);
+    expect(/Parent identifier\s*:\s*(\S+)/.exec(childInfo.stdout)?.[1]).toBe(parentId);
+    expect(parentId).toMatch(/^[0-9a-f-]{36}$/);
+
+    const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-vhdimount-'));
+    try {
+      await runOk('vhdimount', [child, mountpoint]);
+      // vhdimount shows the chain: vhdi1 is the parent, the last vhdiN the child.
+      const entries = (await readdir(mountpoint)).filter((name) => /^vhdi\d+$/.test(name)).sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)));
+      expect(entries.length).toBe(2);
+      const compare = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(mountpoint, entries.at(-1) ?? 'vhdi2'), expectedNewer]);
+      expect(compare.stdout + compare.stderr).toContain('Images are identical');
+    } finally {
+      await run('fusermount', ['-u', mountpoint]);
+      await rm(mountpoint, { recursive: true, force: true });
+    }
+
+    const opened = await openDiskImage(child);
+    expect(opened.type).toBe('differencing');
+    const sources = new SourceFiles();
+    const expectedHandle = await open(expectedNewer, 'r');
+    try {
+      const ours = Buffer.alloc(4 * 1024 * 1024);
+      const theirs = Buffer.alloc(ours.length);
+      for (let position = 0; position < opened.layout.size; position += ours.length) {
+        const count = await readAt(opened.layout, sources, position, ours);
+        await expectedHandle.read(theirs, 0, count, position);
+        if (!ours.subarray(0, count).equals(theirs.subarray(0, count))) throw new Error(`our reader differs at ${position}`);
+      }
+    } finally {
+      await expectedHandle.close();
+      await sources.close();
+    }
+  });
+
+  it('refuses a parent that is not the older backup, and writes nothing', async () => {
+    const older = diskByName('uefi-gpt-run1').anchor.backupDir;
+    const newer = diskByName('uefi-gpt-run2').anchor.backupDir;
+    const wrongParent = join(work, 'wrong.vhdx');
+    expect((await synthvhd(['materialize', newer, '-o', wrongParent])).code).toBe(0);
+    const output = join(work, 'refused.vhdx');
+    const result = await synthvhd(['diff', older, newer, '-o', output, '--parent', wrongParent]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`${wrongParent}: is not the older backup's disk: its DataWriteGuid is`);
+    await expect(stat(output)).rejects.toThrow();
+  });
+
+  it('on btrfs the diff of a reflink incremental is cloned and costs almost no space', async () => {
+    await withLoopFs('btrfs', 1024 * 1024 * 1024, async (mountDir) => {
+      const backups = join(mountDir, 'backups', 'win11-uefi');
+      await runOk('mkdir', ['-p', backups]);
+      for (const name of ['uefi-gpt-run1', 'uefi-gpt-run2']) {
+        for (const volume of diskByName(name).volumes) await runOk('cp', ['-a', '--sparse=always', volume.backupDir, backups]);
+      }
+      const older = join(backups, basename(diskByName('uefi-gpt-run1').anchor.backupDir));
+      const newer = join(backups, basename(diskByName('uefi-gpt-run2').anchor.backupDir));
+      const parent = join(mountDir, 'parent.vhdx');
+      expect((await synthvhd(['materialize', older, '-o', parent])).code).toBe(0);
+      const before = await usedBytes(mountDir);
+      const report = await diffJson(older, newer, join(mountDir, 'child.vhdx'), parent);
+      const newSpace = (await usedBytes(mountDir)) - before;
+      expect(report.clonedBytes).toBeGreaterThan(0);
+      expect(newSpace).toBeLessThan(report.changedBytes / 2 + 4 * 1024 * 1024);
+    });
+  });
+});
