@@ -83,6 +83,12 @@ export async function composeDiskFor(anchor: VolumeBackup, siblings: readonly Vo
 
 /** Everything under a backup root. */
 export async function buildCatalog(root: string): Promise<Catalog> {
+  try {
+    if (!(await stat(root)).isDirectory()) throw fileError('E_USAGE', root, 'is not a folder');
+  } catch (error) {
+    if (error instanceof SynthvhdError) throw error;
+    throw fileError('E_USAGE', root, 'does not exist', error);
+  }
   const { volumes, skipped } = await scanBackupRoot(root);
   const problems: Problem[] = skipped.map((entry: SkippedBackup) => ({ path: entry.path, reason: `${entry.path}: ${entry.reason}`, code: 'E_UNSUPPORTED' }));
   const loaded = new Map<VolumeBackup, LoadedVolume>();

@@ -6,15 +6,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
-import { doctorCommand } from './commands/doctor.js';
-import { inspectCommand } from './commands/inspect.js';
-import { lsCommand } from './commands/ls.js';
-import { materializeCommand } from './commands/materialize.js';
-import { verifyCommand } from './commands/verify.js';
-import { diffCommand } from './commands/diff.js';
-import { mountCommand } from './commands/mount.js';
-import { unmountCommand } from './commands/unmount.js';
 import { registerBlocklistCommands } from './commands/blocklist.js';
+import { setLogLevel } from '../util/logger.js';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -29,11 +22,29 @@ function exitCodeOf(error: unknown): number {
   return EXIT_INTERNAL;
 }
 
+type AnyAction = (...args: unknown[]) => unknown;
+
+/**
+ * Loads a command's module only when it runs: `synthvhd ls` need not load fuse-native, and
+ * `materialize` need not load the FUSE layer (start-up dominates short commands).
+ */
+function lazy<M>(load: () => Promise<M>, pick: (module: M) => unknown): (...args: unknown[]) => Promise<void> {
+  return async (...args) => {
+    await (pick(await load()) as AnyAction)(...args);
+  };
+}
+
 export function buildProgram(): Command {
   const program = new Command('synthvhd')
     .description('Whole-disk VHD/VHDX files from urBackup RAW image backups, composed on the fly')
+    .option('-v, --verbose', 'also print debug messages on stderr')
+    .option('-q, --quiet', 'print only errors on stderr (no progress bars)')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', (command) => {
+      const { verbose, quiet } = command.opts<{ verbose?: boolean; quiet?: boolean }>();
+      setLogLevel(quiet === true ? 'error' : verbose === true ? 'debug' : 'info');
+    });
 
   program
     .command('ls')
@@ -41,7 +52,7 @@ export function buildProgram(): Command {
     .argument('<root>', 'urBackup backup folder (the one holding the client folders)')
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExample:\n  synthvhd ls /srv/urbackup --json')
-    .action(lsCommand);
+    .action(lazy(() => import('./commands/ls.js'), (module) => module.lsCommand));
 
   program
     .command('materialize')
@@ -53,7 +64,7 @@ export function buildProgram(): Command {
     .option('--force', 'replace an existing output file')
     .option('--json', 'print a machine-readable report')
     .addHelpText('after', '\nExample:\n  synthvhd materialize /srv/urbackup/pc1/241101-0100_Image_C -o /srv/vdisks/pc1-C.vhdx')
-    .action(materializeCommand);
+    .action(lazy(() => import('./commands/materialize.js'), (module) => module.materializeCommand));
 
   program
     .command('diff')
@@ -66,7 +77,7 @@ export function buildProgram(): Command {
     .option('--force', 'replace an existing output file')
     .option('--json', 'print a machine-readable report')
     .addHelpText('after', '\nExample:\n  synthvhd diff /srv/urbackup/pc1/241101-0100_Image_C /srv/urbackup/pc1/241108-0100_Image_C -o /srv/vdisks/pc1-C-241108_diff.vhdx --parent /srv/vdisks/pc1-C-241101.vhdx')
-    .action(diffCommand);
+    .action(lazy(() => import('./commands/diff.js'), (module) => module.diffCommand));
 
   program
     .command('verify')
@@ -74,7 +85,7 @@ export function buildProgram(): Command {
     .argument('<backup>', 'a volume backup folder (<client>/<YYMMDD-HHMM>_Image_<L>) or its .raw')
     .option('--json', 'machine-readable report')
     .addHelpText('after', '\nExit code 1 when any chunk does not match.\nExample:\n  synthvhd verify /srv/urbackup/pc1/241101-0100_Image_C')
-    .action(verifyCommand);
+    .action(lazy(() => import('./commands/verify.js'), (module) => module.verifyCommand));
 
   program
     .command('inspect')
@@ -82,7 +93,7 @@ export function buildProgram(): Command {
     .argument('<file>', '.vhd or .vhdx file')
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExample:\n  synthvhd inspect disk.vhdx --json')
-    .action(inspectCommand);
+    .action(lazy(() => import('./commands/inspect.js'), (module) => module.inspectCommand));
 
   program
     .command('mount')
@@ -92,7 +103,7 @@ export function buildProgram(): Command {
     .option('--allow-other', 'let other users in (needed to share the mount with Samba)')
     .option('--debug', "libfuse's debug output on stderr")
     .addHelpText('after', '\nExample:\n  synthvhd mount --allow-other /srv/urbackup /srv/vdisks\n  (then share /srv/vdisks read-only with Samba: see contrib/smb.conf.example)')
-    .action(mountCommand);
+    .action(lazy(() => import('./commands/mount.js'), (module) => module.mountCommand));
 
   program
     .command('unmount')
@@ -100,7 +111,7 @@ export function buildProgram(): Command {
     .argument('<mountpoint>', 'where it is mounted')
     .option('--lazy', 'detach it even while files on it are open')
     .addHelpText('after', '\nExample:\n  synthvhd unmount /srv/vdisks')
-    .action(unmountCommand);
+    .action(lazy(() => import('./commands/unmount.js'), (module) => module.unmountCommand));
 
   program
     .command('doctor')
@@ -109,7 +120,7 @@ export function buildProgram(): Command {
     .option('--probe-dir <dir>', 'where the reflink probe may write two temp files (default: the parent of ROOT)')
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExit code 1 when a check failed (warnings do not count).\n\nExample:\n  synthvhd doctor /srv/urbackup')
-    .action(doctorCommand);
+    .action(lazy(() => import('./commands/doctor.js'), (module) => module.doctorCommand));
 
   registerBlocklistCommands(program);
 

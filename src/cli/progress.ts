@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/** A one-line progress bar on a terminal's stderr; nothing at all on a pipe or file. */
+/** A one-line progress bar on a terminal's stderr; nothing at all on a pipe or file, or with --quiet. */
+import { logLevel } from '../util/logger.js';
+
 export interface Progress {
   update(done: number, total: number): void;
   finish(): void;
@@ -8,7 +10,7 @@ export interface Progress {
 const silent: Progress = { update: () => undefined, finish: () => undefined };
 
 export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): Progress {
-  if (!stream.isTTY) return silent;
+  if (!stream.isTTY || logLevel() === 'error') return silent;
   let lastDrawn = 0;
   return {
     update(done, total) {

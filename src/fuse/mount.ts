@@ -20,6 +20,7 @@
  *   a live backup root shows new backups at once and deleted ones within a second.
  * - fuse-native's `timeout: false`: its default turns any read slower than 15 s into ETIMEDOUT.
  */
+import { logger } from '../util/logger.js';
 import { constants } from 'node:fs';
 import { access, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -89,7 +90,7 @@ export function fuseOptionString(tuning: MountTuning, allowOther: boolean, debug
 }
 
 function defaultLog(line: string): void {
-  process.stderr.write(`synthvhd: ${line}\n`);
+  logger.warn(line);
 }
 
 function codeOf(error: unknown): string {

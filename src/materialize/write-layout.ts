@@ -17,6 +17,7 @@ import { SourceFiles } from '../extents/source-files.js';
 import { cloneRange, fsBlockSize } from '../native/native.js';
 import { isNativeError } from '../native/native-error.js';
 import { planClone } from './clone-plan.js';
+import { logger } from '../util/logger.js';
 
 /** Copy granularity: large enough to stream, small enough to find holes (zero chunks). */
 const COPY_CHUNK = 4 * 1024 * 1024;
@@ -85,7 +86,7 @@ function cleanupOnSignals(temporary: string): () => void {
     } catch {
       // Already gone.
     }
-    process.stderr.write(`synthvhd: interrupted by ${signal}; no output written\n`);
+    logger.error(`interrupted by ${signal}; no output written`);
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
   process.once('SIGINT', handler);
