@@ -7,11 +7,11 @@
  * of the same pair, which must read both disks. SYNTHVHD_BENCH_DATA_GIB shrinks the data.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cloneRange } from '../src/native/native.js';
 import { makeRawBackup } from './lib/raw-backup.js';
+import { withLoopFs } from '../test/helpers/loop-fs.js';
 import { CLI, GiB, MiB, sh, timed } from './lib/shell.js';
 
 const DISK_BYTES = 200e9;
@@ -37,19 +37,7 @@ function chunkHashes(data: Buffer): Buffer[] {
 
 export async function runDiffBench(): Promise<void> {
   const dataGiB = Number(process.env.SYNTHVHD_BENCH_DATA_GIB ?? 100);
-  const work = await mkdtemp(join(tmpdir(), 'synthvhd-bench-diff-'));
-  const image = join(work, 'btrfs.img');
-  const mountDir = join(work, 'mnt');
-  let device: string | undefined;
-  let mounted = false;
-  try {
-    await writeFile(image, '');
-    await truncate(image, 1024 * GiB);
-    await sh('mkfs.btrfs', ['-q', '-f', image]);
-    device = (await sh('losetup', ['--find', '--show', image])).trim();
-    await sh('mkdir', ['-p', mountDir]);
-    await sh('mount', [device, mountDir]);
-    mounted = true;
+  await withLoopFs('btrfs', 1024 * GiB, async (mountDir) => {
     const root = join(mountDir, 'backups');
     const volumeLength = Math.floor((DISK_BYTES - 2 * MiB) / CHUNK) * CHUNK;
     const chunkCount = volumeLength / CHUNK;
@@ -117,9 +105,5 @@ export async function runDiffBench(): Promise<void> {
       `ratio diff / blocklist: ${(diff.seconds / blocklistSeconds).toFixed(4)} (${(blocklistSeconds / diff.seconds).toFixed(0)}x faster)`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-  } finally {
-    if (mounted) await sh('umount', [mountDir]).catch(() => sh('umount', ['-l', mountDir]));
-    if (device !== undefined) await sh('losetup', ['-d', device]).catch(() => '');
-    await rm(work, { recursive: true, force: true });
-  }
+  });
 }

@@ -5,15 +5,15 @@
  * no further I/O), materialized to .vhdx; beside it `cp --reflink=always` of the `.raw` (the
  * floor) and `qemu-img convert` of a 1 GiB disk (the copy path, scaled to 100 GiB).
  */
-import { mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
+import { open, rm, truncate, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cloneRange } from '../src/native/native.js';
 import { composeDiskFor, resolveSource } from '../src/catalog/catalog.js';
 import { containerLayout } from '../src/catalog/virtual-files.js';
 import { writeLayout } from '../src/materialize/write-layout.js';
 import { makeRawBackup } from './lib/raw-backup.js';
+import { withLoopFs } from '../test/helpers/loop-fs.js';
 import { CLI, GiB, MiB, sh, timed, usedBytes } from './lib/shell.js';
 
 const DISK_BYTES = 500e9;
@@ -43,19 +43,7 @@ async function writeSeed(path: string, bytes: number): Promise<void> {
 }
 
 export async function runMaterializeBench(): Promise<void> {
-  const work = await mkdtemp(join(tmpdir(), 'synthvhd-bench-mat-'));
-  const image = join(work, 'btrfs.img');
-  const mountDir = join(work, 'mnt');
-  let device: string | undefined;
-  let mounted = false;
-  try {
-    await writeFile(image, '');
-    await truncate(image, 1200 * GiB);
-    await sh('mkfs.btrfs', ['-q', '-f', image]);
-    device = (await sh('losetup', ['--find', '--show', image])).trim();
-    await sh('mkdir', ['-p', mountDir]);
-    await sh('mount', [device, mountDir]);
-    mounted = true;
+  await withLoopFs('btrfs', 1200 * GiB, async (mountDir) => {
 
     const volumeLength = Math.floor((DISK_BYTES - 2 * MiB) / 512) * 512;
     const { folder, raw } = await makeRawBackup(join(mountDir, 'backups'), 'bench', '241201-0100', volumeLength);
@@ -84,9 +72,9 @@ export async function runMaterializeBench(): Promise<void> {
     const cpSpace = (await usedBytes(mountDir)) - beforeCp;
 
     // The copy path: qemu-img convert of a 1 GiB raw disk of random data, scaled to DATA_GIB.
-    const small = join(work, 'small.raw');
+    const small = join(mountDir, 'small.raw');
     await writeSeed(small, GiB);
-    const convert = await timed(() => sh('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', small, join(work, 'small.vhdx')]));
+    const convert = await timed(() => sh('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', small, join(mountDir, 'small.vhdx')]));
 
     const lines = [
       `disk ${(DISK_BYTES / 1e9).toFixed(0)} GB, ${DATA_GIB} GiB of allocated data in the .raw`,
@@ -99,9 +87,5 @@ export async function runMaterializeBench(): Promise<void> {
       `targets: <= 5 s ${materialize.seconds <= 5 ? 'met' : 'MISSED'}, <= 16 MiB new space ${materializeSpace <= 16 * MiB ? 'met' : 'MISSED'}`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-  } finally {
-    if (mounted) await sh('umount', [mountDir]).catch(() => sh('umount', ['-l', mountDir]));
-    if (device !== undefined) await sh('losetup', ['-d', device]).catch(() => '');
-    await rm(work, { recursive: true, force: true });
-  }
+  });
 }

@@ -15,6 +15,7 @@ import { SourceFiles } from '../src/extents/source-files.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { usedBytes, withLoopFs } from './helpers/loop-fs.js';
 import { run, runOk, synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 const CHUNK = 512 * 1024;
@@ -22,9 +23,7 @@ let work: string;
 let expectedNewer: string;
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 interface DiffReport {

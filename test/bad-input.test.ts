@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FixtureDisk } from '../fixtures/build-fixtures.js';
 import { synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 let work: string;
@@ -21,9 +22,7 @@ afterAll(async () => {
 });
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 /** A private copy of the disk's client folder; returns the anchor's paths inside it. */

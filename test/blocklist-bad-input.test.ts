@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FixtureDisk } from '../fixtures/build-fixtures.js';
 import { synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 let work: string;
@@ -19,9 +20,7 @@ let run2: string;
 let diffDir: string;
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 async function ok(args: readonly string[]): Promise<void> {

@@ -19,6 +19,7 @@ import { composeDiskFor, resolveSource } from '../src/catalog/catalog.js';
 import { BLOCK, differingBlocks, independentList, withVhdiMount } from './helpers/blocklist.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { run, runOk, sha256File, synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 let work: string;
@@ -31,9 +32,7 @@ afterAll(async () => {
 });
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 const memo = new Map<string, Promise<unknown>>();

@@ -28,6 +28,7 @@ import { LayoutBuilder } from '../src/extents/layout-builder.js';
 import { readAt } from '../src/extents/read-at.js';
 import { SourceFiles } from '../src/extents/source-files.js';
 import { run, runOk } from './helpers/run.js';
+import { layoutReader as layoutReaderOf, makeSyntheticDisk, type Part, writeLayoutFile } from './helpers/synthetic-disk.js';
 
 // ---- local helpers ----
 
@@ -35,7 +36,6 @@ const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 const MTIME_MS = Date.UTC(2024, 0, 1, 0, 0, 0) + 999; // 2024-01-01T00:00:00.999Z
 
-type Part = { kind: 'bytes'; data: Buffer } | { kind: 'zero'; length: number } | { kind: 'file'; offset: number; length: number };
 
 let directory = '';
 let sourcePath = '';
@@ -43,41 +43,16 @@ let source: Buffer = Buffer.alloc(0);
 const sources = new SourceFiles();
 
 /** A DiskImage from parts, and the raw disk written independently (straight from the parts). */
-async function makeDisk(
+function makeDisk(
   name: string,
   parts: readonly Part[],
   options: { sectorSize?: 512 | 4096; identity?: Uint8Array } = {},
 ): Promise<{ disk: DiskImage; rawPath: string }> {
-  const builder = new LayoutBuilder();
-  const rawPath = join(directory, `${name}.raw`);
-  const raw = await open(rawPath, 'w');
-  try {
-    let position = 0;
-    for (const part of parts) {
-      if (part.kind === 'bytes') {
-        builder.bytes(part.data);
-        await raw.write(part.data, 0, part.data.length, position);
-        position += part.data.length;
-      } else if (part.kind === 'zero') {
-        builder.zero(part.length);
-        position += part.length;
-      } else {
-        builder.file(sourcePath, part.offset, part.length);
-        await raw.write(source, part.offset, part.length, position);
-        position += part.length;
-      }
-    }
-    await raw.truncate(position);
-  } finally {
-    await raw.close();
-  }
-  const disk: DiskImage = {
-    layout: builder.build(),
-    sectorSize: options.sectorSize ?? 512,
+  return makeSyntheticDisk({ directory, sourcePath, source }, name, parts, {
+    ...(options.sectorSize === undefined ? {} : { sectorSize: options.sectorSize }),
     identity: options.identity ?? new Uint8Array(32).fill(3),
     mtimeMs: MTIME_MS,
-  };
-  return { disk, rawPath };
+  });
 }
 
 function zeroDisk(size: number, sectorSize: 512 | 4096 = 512): DiskImage {
@@ -85,23 +60,8 @@ function zeroDisk(size: number, sectorSize: 512 | 4096 = 512): DiskImage {
 }
 
 /** Writes a layout to a file with readAt, leaving `zero` extents as holes. */
-async function writeLayout(layout: Layout, path: string): Promise<void> {
-  const file = await open(path, 'w');
-  const chunk = Buffer.alloc(4 * MIB);
-  try {
-    for (const extent of layout.extents) {
-      if (extent.kind === 'zero') continue;
-      for (let done = 0; done < extent.length; ) {
-        const count = Math.min(chunk.length, extent.length - done);
-        expect(await readAt(layout, sources, extent.start + done, chunk, count)).toBe(count);
-        await file.write(chunk, 0, count, extent.start + done);
-        done += count;
-      }
-    }
-    await file.truncate(layout.size);
-  } finally {
-    await file.close();
-  }
+function writeLayout(layout: Layout, path: string): Promise<void> {
+  return writeLayoutFile(layout, path, sources);
 }
 
 /** The last 512 bytes of a layout: the footer. */
@@ -112,15 +72,8 @@ async function footerBytes(layout: Layout): Promise<Buffer> {
 }
 
 /** A read callback over a layout, with some bytes XORed (to damage checksummed structures). */
-function layoutReader(layout: Layout, damage: ReadonlyMap<number, number> = new Map()) {
-  return async (position: number, length: number): Promise<Uint8Array> => {
-    const bytes = Buffer.alloc(length);
-    await readAt(layout, sources, position, bytes);
-    for (const [at, mask] of damage) {
-      if (at >= position && at < position + length) bytes[at - position] = (bytes[at - position] ?? 0) ^ mask;
-    }
-    return bytes;
-  };
+function layoutReader(layout: Layout, damage: ReadonlyMap<number, number> = new Map()): (position: number, length: number) => Promise<Uint8Array> {
+  return layoutReaderOf(layout, sources, damage);
 }
 
 /** A read callback over a real file. */

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { NTFS_FILES, type FixtureDisk } from '../fixtures/build-fixtures.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { run, runOk, sha256File, synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 let work: string;
@@ -80,9 +81,7 @@ async function expectNtfsFiles(disk: FixtureDisk, rawDisk: string): Promise<void
 }
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 const ALL_DISKS = ['uefi-gpt-run1', 'uefi-gpt-run2', 'bios-mbr', 'legacy-mbr', 'gpt-4kn', 'huge-gpt'];

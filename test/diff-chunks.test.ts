@@ -14,6 +14,7 @@ import { loadVolume } from '../src/urbackup/load-volume.js';
 import { readBackupFolder, isVolumeBackup, type VolumeBackup } from '../src/urbackup/backup-tree.js';
 import { withLoopFs } from './helpers/loop-fs.js';
 import { runOk, synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 const CHUNK = 512 * 1024;
@@ -21,9 +22,7 @@ let work: string;
 let expectedChanged: number[];
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 /** Independently: the 512 KiB chunks of C:'s volume that differ between the two truth images. */

@@ -15,15 +15,14 @@ import type { FixtureDisk } from '../fixtures/build-fixtures.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { usedBytes, withLoopFs, type LoopFsKind } from './helpers/loop-fs.js';
 import { CLI, run, runOk, synthvhd } from './helpers/run.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
 
 const fixtures = inject('fixtures');
 const MiB = 1024 * 1024;
 let work: string;
 
 function diskByName(name: string): FixtureDisk {
-  const disk = fixtures.disks.find((candidate) => candidate.name === name);
-  if (disk === undefined) throw new Error(`fixture disk ${name} missing`);
-  return disk;
+  return fixtureDisk(fixtures, name);
 }
 
 beforeAll(async () => {
