@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { cloneRange } from '../src/native/native.js';
 import { makeRawBackup } from './lib/raw-backup.js';
 import { withLoopFs } from '../test/helpers/loop-fs.js';
-import { CLI, GiB, MiB, sh, timed } from './lib/shell.js';
+import { CLI, GiB, MiB, sh, timed, usedBytes } from './lib/shell.js';
 
 const DISK_BYTES = 200e9;
 const RAW_HEADER = 524288;
@@ -89,9 +89,11 @@ export async function runDiffBench(): Promise<void> {
     const parent = join(mountDir, 'older.vhdx');
     await sh(process.execPath, [CLI, 'materialize', older.folder, '-o', parent]);
     await sh('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+    const beforeDiff = await usedBytes(mountDir);
     const diff = await timed(() => sh(process.execPath, [CLI, 'diff', older.folder, newer.folder, '-o', join(mountDir, 'diff.vhdx'), '--parent', parent, '--json']));
     const report = JSON.parse(diff.value) as { changedBytes: number; volumes: { bytesRead: number; changedChunks: number; decidedBySharing: number; decidedByHashes: number }[] };
     const volume = report.volumes[0];
+    const diffSpace = (await usedBytes(mountDir)) - beforeDiff;
 
     await sh('mkdir', ['-p', join(mountDir, 'bl'), join(mountDir, 'cache')]);
     await sh('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
@@ -100,7 +102,7 @@ export async function runDiffBench(): Promise<void> {
     const blocklistSeconds = create.seconds + copy.seconds;
     const lines = [
       `disk ${(DISK_BYTES / 1e9).toFixed(0)} GB, ${dataGiB} GiB of data, ${changedCount} of ${dataChunks} data chunks (1 %) changed`,
-      `synthvhd diff: ${diff.seconds.toFixed(2)} s, ${(report.changedBytes / MiB).toFixed(1)} MiB changed, ${((volume?.bytesRead ?? 0) / MiB).toFixed(1)} MiB read comparing (chunks decided by shared extents ${volume?.decidedBySharing ?? 0}, by .raw.hash ${volume?.decidedByHashes ?? 0})`,
+      `synthvhd diff: ${diff.seconds.toFixed(2)} s, ${(report.changedBytes / MiB).toFixed(1)} MiB changed, ${((volume?.bytesRead ?? 0) / MiB).toFixed(1)} MiB read comparing, ${(diffSpace / MiB).toFixed(1)} MiB new space (chunks decided by shared extents ${volume?.decidedBySharing ?? 0}, by .raw.hash ${volume?.decidedByHashes ?? 0})`,
       `blocklist create (older) + copy --createmeta (newer): ${blocklistSeconds.toFixed(1)} s, reads both disks' data: ${(2 * dataGiB).toFixed(0)} GiB`,
       `ratio diff / blocklist: ${(diff.seconds / blocklistSeconds).toFixed(4)} (${(blocklistSeconds / diff.seconds).toFixed(0)}x faster)`,
     ];
