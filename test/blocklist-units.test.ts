@@ -5,12 +5,16 @@
  * (VhdBlockBackup hashes the last block over its remainder only).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blockRanges, changedBlocks, zeroBlockHash } from '../src/blocklist/blocklist.js';
-import { dataBlockFlags } from '../src/blocklist/hash.js';
+import { BlocklistPrecomputer } from '../src/blocklist/cache.js';
+import { dataBlockFlags, hashDisk } from '../src/blocklist/hash.js';
+import type { DiskImage } from '../src/disk/disk-image.js';
+import { makeLayout, type Extent } from '../src/extents/extent.js';
+import type { VolumeBackup } from '../src/urbackup/backup-tree.js';
 import { bitRuns } from '../src/container/disk-layout.js';
 import { punchHoles } from '../src/extents/holes.js';
 import { LayoutBuilder } from '../src/extents/layout-builder.js';
@@ -98,5 +102,41 @@ describe('list arithmetic', () => {
     const list = await readFile(`${image}.blocklist.bin`);
     expect(list).toHaveLength(3 * 16);
     expect(list).toEqual(await independentList(image));
+  });
+});
+
+describe('stopping a background list (the mount unmounting while it precomputes)', () => {
+  /** A 2 GiB disk of data: 32 MiB of random bytes repeated, read from the page cache. */
+  async function bigDisk(): Promise<DiskImage> {
+    const source = join(work, 'pattern.bin');
+    await writeFile(source, randomBytes(32 * MiB));
+    const extents: Extent[] = Array.from({ length: 64 }, (_, index) => ({ kind: 'file', start: index * 32 * MiB, length: 32 * MiB, path: source, offset: 0 }));
+    return { layout: makeLayout(extents, 64 * 32 * MiB), sectorSize: 512, identity: new Uint8Array(32), mtimeMs: 0 };
+  }
+
+  it('hashDisk rejects once its signal is aborted, after the chunks in flight', async () => {
+    const disk = await bigDisk();
+    const controller = new AbortController();
+    const started = performance.now();
+    const hashing = hashDisk(disk.layout, { workers: 1, signal: controller.signal });
+    setTimeout(() => { controller.abort(); }, 50);
+    await expect(hashing).rejects.toThrow(/stopped before it was complete/);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it('BlocklistPrecomputer.close() stops the list being computed and writes nothing', async () => {
+    const disk = await bigDisk();
+    const cache = join(work, 'stopped-cache');
+    const folder = join(work, 'root', 'pc1', '241101-0100_Image_C');
+    const anchor: VolumeBackup = { client: 'pc1', folder, letter: 'C', timestamp: '241101-0100', rawPath: join(folder, 'Image_C_241101-0100.raw'), mbrPath: join(folder, 'Image_C_241101-0100.raw.mbr'), complete: true };
+    const events: string[] = [];
+    const precomputer = new BlocklistPrecomputer(cache, { onReady: () => events.push('ready'), onError: (_request, error) => events.push(error.message) });
+    precomputer.request(anchor, disk);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+    const started = performance.now();
+    await precomputer.close();
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(events).toEqual([]);
+    expect(await readdir(join(cache, 'pc1', '241101-0100_Image_C'))).toEqual([]);
   });
 });

@@ -30,6 +30,12 @@ function virtualName(disk: FixtureDisk, format: 'vhdx' | 'vhd'): string {
   return `Image_${disk.anchor.letter}_${disk.anchor.timestamp}.disk.${format}`;
 }
 
+/** A later run of a disk also shows its `.disk_diff.vhdx` over the earlier run (test/fuse-diffs.test.ts). */
+function diffNames(disk: FixtureDisk): string[] {
+  const earlier = fixtures.disks.some((other) => other.client === disk.client && other.anchor.letter === disk.anchor.letter && other.anchor.timestamp < disk.anchor.timestamp);
+  return earlier ? [`Image_${disk.anchor.letter}_${disk.anchor.timestamp}.disk_diff.vhdx`] : [];
+}
+
 let mount: MountedChild | undefined;
 let mountpoint: { path: string; cleanup: () => Promise<void> };
 let scratch: string;
@@ -78,7 +84,7 @@ describe('synthvhd mount: the tree', () => {
     expect(mount?.stdout()).toContain(`synthvhd: mounted ${fixtures.backupRoot} at ${mountpoint.path} (read-only)\n`);
     expect((await readdir(mountpoint.path)).sort()).toEqual((await readdir(fixtures.backupRoot)).sort());
     for (const disk of fixtures.disks) {
-      const expected = [...(await readdir(disk.anchor.backupDir)), virtualName(disk, 'vhdx'), ...(offersVhd(disk) ? [virtualName(disk, 'vhd')] : [])];
+      const expected = [...(await readdir(disk.anchor.backupDir)), virtualName(disk, 'vhdx'), ...(offersVhd(disk) ? [virtualName(disk, 'vhd')] : []), ...diffNames(disk)];
       expect((await readdir(onMount(disk.anchor.backupDir))).sort(), disk.name).toEqual(expected.sort());
       for (const volume of disk.volumes.filter((v) => v !== disk.anchor)) {
         expect((await readdir(onMount(volume.backupDir))).sort(), `${disk.name} ${volume.letter}`).toEqual((await readdir(volume.backupDir)).sort());

@@ -16,8 +16,8 @@
  * rewrote or finished it) is never served for the new state; writing a new list removes the
  * stale ones of that folder.
  *
- * For the mount (src/fuse is not wired to this yet): `servedBlocklistNames` gives the names to
- * show, `readCachedBlocklist` whether a list exists and its size and mtime (never older than the
+ * For the mount (src/fuse/backup-fs.ts): `servedBlocklistName` gives the names to show,
+ * `readCachedBlocklist` whether a list exists and its size and mtime (never older than the
  * image: VhdBlockBackup refuses a list older than its image), and `BlocklistPrecomputer` computes
  * missing lists in the background, one disk at a time.
  */
@@ -154,6 +154,8 @@ export class BlocklistPrecomputer {
   private readonly queued = new Set<string>();
   private running: Promise<void> | undefined;
   private closed = false;
+  /** Aborts the hash in progress on close(): a big disk must not hold up an unmount for minutes. */
+  private readonly abort = new AbortController();
 
   constructor(
     private readonly cacheDir: string,
@@ -177,10 +179,14 @@ export class BlocklistPrecomputer {
     while (this.running !== undefined) await this.running;
   }
 
-  /** Stops after the list being computed now; pending requests are dropped. */
+  /**
+   * Drops pending requests and stops the list being computed now (it is not written; the chunk
+   * being hashed is finished first, so this takes a fraction of a second).
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.queue.length = 0;
+    this.abort.abort();
     await this.idle();
   }
 
@@ -191,11 +197,12 @@ export class BlocklistPrecomputer {
       try {
         const cached =
           (await readCachedBlocklist(this.cacheDir, request.anchor, request.disk)) ??
-          (await computeCachedBlocklist(this.cacheDir, request.anchor, request.disk, { workers: this.events.workers ?? 1 }));
+          (await computeCachedBlocklist(this.cacheDir, request.anchor, request.disk, { workers: this.events.workers ?? 1, signal: this.abort.signal }));
         this.events.onReady?.(request, { path: cached.path, size: cached.size, mtimeMs: cached.mtimeMs });
       } catch (error) {
         // Never thrown: this runs detached from any caller. The mount logs it and serves no list.
-        this.events.onError?.(request, error instanceof Error ? error : new Error(String(error)));
+        // A hash stopped by close() is no failure worth a line.
+        if (!this.closed) this.events.onError?.(request, error instanceof Error ? error : new Error(String(error)));
       } finally {
         this.queued.delete(key);
       }

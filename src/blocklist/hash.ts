@@ -17,6 +17,7 @@ import { readAt } from '../extents/read-at.js';
 import { SourceFiles } from '../extents/source-files.js';
 import { BLOCKLIST_BLOCK_SIZE, BLOCKLIST_HASH_SIZE, blockCountOf, blockLengthOf, zeroBlockHash } from './blocklist.js';
 import { HashPool } from './hash-pool.js';
+import { SynthvhdError } from '../errors/synthvhd-error.js';
 
 /** Blocks per read: 16 MiB, large enough to stream, small enough to keep every worker busy. */
 const CHUNK_BLOCKS = 8;
@@ -26,6 +27,11 @@ export interface HashOptions {
   readonly workers?: number;
   /** Called with bytes of the disk done so far (zero blocks count as done at once). */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * Stops hashing early (the mount unmounting while it precomputes a list): every lane finishes
+   * the chunk it is on, then hashDisk rejects with an E_IO error and returns no list.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface HashResult {
@@ -98,7 +104,7 @@ export async function hashDisk(layout: Layout, options: HashOptions = {}): Promi
       const lane = async (): Promise<void> => {
         const buffer = new SharedArrayBuffer(CHUNK_BLOCKS * BLOCKLIST_BLOCK_SIZE);
         const view = new Uint8Array(buffer);
-        while (next < chunks.length) {
+        while (next < chunks.length && options.signal?.aborted !== true) {
           const chunk = chunks[next++];
           if (chunk === undefined) break;
           const [first, count] = chunk;
@@ -112,6 +118,8 @@ export async function hashDisk(layout: Layout, options: HashOptions = {}): Promi
         }
       };
       await Promise.all(Array.from({ length: Math.min(chunks.length, pool.size * 2) }, lane));
+      // Checked after every lane stopped, so no read or worker job is left running behind us.
+      if (options.signal?.aborted === true) throw new SynthvhdError('E_IO', 'blocklist hashing stopped before it was complete');
     } finally {
       await Promise.all([pool.close(), sources.close()]);
     }

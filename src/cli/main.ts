@@ -97,11 +97,13 @@ export function buildProgram(): Command {
 
   program
     .command('mount')
-    .description('serve a backup root read-only over FUSE, with the whole-disk .disk.vhdx/.disk.vhd in each drive-letter backup folder; runs until SIGINT/SIGTERM')
+    .description('serve a backup root read-only over FUSE, with the whole-disk .disk.vhdx/.disk.vhd in each drive-letter backup folder (and .disk_diff.vhdx over the previous run, and blocklists with --blocklist-cache); runs until SIGINT/SIGTERM')
     .argument('<root>', 'urBackup backup folder (the one holding the client folders)')
     .argument('<mountpoint>', 'an empty directory outside the backup root')
     .option('--allow-other', 'let other users in (needed to share the mount with Samba)')
     .option('--debug', "libfuse's debug output on stderr")
+    .option('--blocklist-cache <dir>', 'serve the blocklists in this cache dir (made by `blocklist create --cache-dir`) as Image_<L>_<ts>.disk.vhdx.blocklist.bin beside each disk; outside the backup root')
+    .option('--blocklists', 'compute missing blocklists into --blocklist-cache in the background, for each backup folder when it is first looked at')
     .addHelpText('after', '\nExample:\n  synthvhd mount --allow-other /srv/urbackup /srv/vdisks\n  (then share /srv/vdisks read-only with Samba: see contrib/smb.conf.example)')
     .action(lazy(() => import('./commands/mount.js'), (module) => module.mountCommand));
 

@@ -2,7 +2,12 @@
 /**
  * The read-only file system a mount serves, independent of fuse-native: the backup root
  * mirrored (real files and directories passed through, read-only) plus, in each drive-letter
- * volume backup folder, the whole-disk `Image_<L>_<ts>.disk.vhdx` / `.disk.vhd`.
+ * volume backup folder, the whole-disk `Image_<L>_<ts>.disk.vhdx` / `.disk.vhd`, their
+ * blocklists `….disk.vhdx.blocklist.bin` / `….disk.vhd.blocklist.bin` when a blocklist cache is
+ * given and holds the list of the disk's current state (a real file of the cache passed through;
+ * with `precomputeBlocklists`, missing lists are computed in the background as disks are
+ * composed, and a list shows up once it is complete), and `Image_<L>_<ts>.disk_diff.vhdx` over
+ * the previous backup of the same disk (./served-diffs.ts).
  *
  * Every method is async and only ever awaits asynchronous fs calls on the SOURCE tree: the
  * handlers run on the Node main thread, which libfuse's worker threads are waiting on, so a
@@ -13,14 +18,16 @@
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, readdir, readlink, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ContainerFormat } from '../catalog/catalog.js';
+import { BlocklistPrecomputer, readCachedBlocklist, type CachedBlocklist } from '../blocklist/cache.js';
+import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 import type { Layout } from '../extents/extent.js';
 import { SourceFiles } from '../extents/source-files.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { systemError } from './errno.js';
 import { realInode, virtualInode } from './inode.js';
 import { readAt } from '../extents/read-at.js';
-import { ServedDisks, type ServedDisk, type ServedDisksOptions, virtualNamesOf } from './served-disks.js';
+import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
+import { ServedDiffs } from './served-diffs.js';
 
 const S_IFMT = constants.S_IFMT;
 const S_IFDIR = constants.S_IFDIR;
@@ -64,22 +71,41 @@ export interface FsStats {
 
 type Target =
   | { readonly kind: 'real'; readonly source: string }
-  | { readonly kind: 'virtual'; readonly source: string; readonly folder: string; readonly format: ContainerFormat };
+  | { readonly kind: 'virtual'; readonly source: string; readonly folder: string; readonly entry: VirtualEntry };
+
+/** What a virtual name stands for once it is known to exist. */
+type Served =
+  /** A container composed from extents; `disks` are the backups it depends on (EIO once one is stale). */
+  | { readonly kind: 'layout'; readonly disks: readonly ServedDisk[]; readonly layout: Layout; readonly mtimeMs: number; readonly owner: ServedDisk }
+  /** A real file outside the backup tree (a cached blocklist), passed through read-only. */
+  | { readonly kind: 'file'; readonly list: CachedBlocklist; readonly owner: ServedDisk };
 
 type Handle =
   | { readonly kind: 'real'; readonly file: FileHandle }
-  | { readonly kind: 'virtual'; readonly disk: ServedDisk; readonly layout: Layout };
+  | { readonly kind: 'virtual'; readonly disks: readonly ServedDisk[]; readonly layout: Layout };
 
 export interface BackupFsOptions extends ServedDisksOptions {
   /** Where "not served" reasons go (one line each). */
   readonly log: (line: string) => void;
   /** Source `.raw` files kept open (LRU). */
   readonly maxOpenSources?: number;
+  /**
+   * Where the tree is mounted (absolute): a `.disk_diff.vhdx` names its parent by its path in
+   * the mount. Default: the root (only meaningful for tests that never mount).
+   */
+  readonly mountpoint?: string;
+  /** Blocklist cache directory (absolute, outside the root: src/blocklist/cache.ts `checkCacheDir`). */
+  readonly blocklistCache?: string;
+  /** Compute missing lists into `blocklistCache` in the background (one worker thread). */
+  readonly precomputeBlocklists?: boolean;
 }
 
 export class BackupFs {
   readonly sources: SourceFiles;
   readonly disks: ServedDisks;
+  readonly diffs: ServedDiffs;
+  private readonly blocklistCache: string | undefined;
+  private readonly precomputer: BlocklistPrecomputer | undefined;
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
 
@@ -90,7 +116,28 @@ export class BackupFs {
     options: BackupFsOptions,
   ) {
     this.sources = new SourceFiles(options.maxOpenSources ?? 256);
-    this.disks = new ServedDisks(this.sources, options.log, options);
+    this.blocklistCache = options.blocklistCache;
+    const log = options.log;
+    const precomputer =
+      options.blocklistCache !== undefined && options.precomputeBlocklists === true
+        ? new BlocklistPrecomputer(options.blocklistCache, {
+            onError: (request, error) => {
+              log(`${request.anchor.folder}: no blocklist computed: ${error.message}`);
+            },
+          })
+        : undefined;
+    this.precomputer = precomputer;
+    const onComposed = options.onComposed;
+    this.disks = new ServedDisks(this.sources, log, {
+      ...options,
+      // A disk is queued when its folder is first looked at, never by scanning the root: the
+      // precomputer looks in the cache first and hashes (on a worker) only what is missing.
+      onComposed: (disk) => {
+        onComposed?.(disk);
+        precomputer?.request(disk.anchor, disk.disk.image);
+      },
+    });
+    this.diffs = new ServedDiffs(this.disks, root, options.mountpoint ?? root, options);
   }
 
   /** Number of open file handles (tests and the bench look at it). */
@@ -103,38 +150,61 @@ export class BackupFs {
     const source = join(this.root, ...parts);
     const [, folderName, name] = parts;
     if (parts.length === 3 && folderName !== undefined && name !== undefined) {
-      const format = virtualNamesOf(folderName).get(name);
-      if (format !== undefined) return { kind: 'virtual', source, folder: join(this.root, ...parts.slice(0, 2)), format };
+      const entry = virtualEntriesOf(folderName).get(name);
+      if (entry !== undefined) return { kind: 'virtual', source, folder: join(this.root, ...parts.slice(0, 2)), entry };
     }
     return { kind: 'real', source };
   }
 
-  /** The served disk and layout behind a virtual path, or undefined (then the path is a real one). */
-  private async virtual(target: Target): Promise<{ disk: ServedDisk; layout: Layout } | undefined> {
+  /** The cached blocklist of `disk`'s current state, when a cache is configured and holds it. */
+  private async blocklistOf(disk: ServedDisk): Promise<CachedBlocklist | undefined> {
+    if (this.blocklistCache === undefined) return undefined;
+    return readCachedBlocklist(this.blocklistCache, disk.anchor, disk.disk.image);
+  }
+
+  /** What a virtual path serves, or undefined (then the path is a real one, usually absent). */
+  private async virtual(target: Target): Promise<Served | undefined> {
     if (target.kind !== 'virtual') return undefined;
     const disk = await this.disks.get(target.folder);
-    const layout = disk?.layout(target.format);
-    return disk === undefined || layout === undefined ? undefined : { disk, layout };
+    if (disk === undefined) return undefined;
+    const { entry } = target;
+    switch (entry.kind) {
+      case 'disk': {
+        const layout = disk.layout(entry.format);
+        return layout === undefined ? undefined : { kind: 'layout', disks: [disk], layout, mtimeMs: disk.mtimeMs, owner: disk };
+      }
+      case 'blocklist': {
+        // Beside a container only when that container is offered (no .vhd above 2040 GiB).
+        if (![...disk.files().values()].includes(entry.format)) return undefined;
+        const list = await this.blocklistOf(disk);
+        return list === undefined ? undefined : { kind: 'file', list, owner: disk };
+      }
+      case 'diff': {
+        const diff = await this.diffs.get(disk);
+        return diff === undefined ? undefined : { kind: 'layout', disks: [diff.newer, diff.older], layout: diff.layout, mtimeMs: diff.mtimeMs, owner: disk };
+      }
+    }
   }
 
   async getattr(path: string): Promise<FileStat> {
     const target = this.resolve(path);
     const found = await this.virtual(target);
     if (found !== undefined) {
-      const { disk, layout } = found;
+      const size = found.kind === 'layout' ? found.layout.size : found.list.size;
+      const mtimeMs = found.kind === 'layout' ? found.mtimeMs : found.list.mtimeMs;
       return {
         mode: S_IFREG | FILE_MODE,
-        uid: disk.uid,
-        gid: disk.gid,
-        size: layout.size,
+        uid: found.owner.uid,
+        gid: found.owner.gid,
+        size,
         nlink: 1,
         ino: virtualInode(path),
         blksize: 4096,
         // DESIGN.md: reported as fully allocated; Windows refuses sparse-looking VHDs over SMB.
-        blocks: Math.ceil(layout.size / SECTOR),
-        atime: disk.mtimeMs,
-        mtime: disk.mtimeMs,
-        ctime: disk.mtimeMs,
+        blocks: Math.ceil(size / SECTOR),
+        atime: mtimeMs,
+        mtime: mtimeMs,
+        ctime: mtimeMs,
       };
     }
     return this.realStat(await lstat(target.source));
@@ -166,7 +236,12 @@ export class BackupFs {
       const disk = await this.disks.get(target.source);
       if (disk !== undefined) {
         const present = new Set(names);
-        for (const name of disk.files().keys()) if (!present.has(name)) names.push(name);
+        const files = [...disk.files().keys()];
+        // Neither builds anything: one stat in the cache, and the diff's parent (composed, not compared).
+        const [list, diff] = await Promise.all([this.blocklistOf(disk), this.diffs.offered(disk)]);
+        const extra = [...files, ...(list === undefined ? [] : files.map((name) => `${name}${BLOCKLIST_SUFFIX}`))];
+        if (diff) extra.push(diffFileName(disk.anchor.letter, disk.anchor.timestamp));
+        for (const name of extra) if (!present.has(name)) names.push(name);
       }
     }
     return ['.', '..', ...names];
@@ -179,9 +254,9 @@ export class BackupFs {
     const target = this.resolve(path);
     const found = await this.virtual(target);
     const handle: Handle =
-      found !== undefined
-        ? { kind: 'virtual', disk: found.disk, layout: found.layout }
-        : { kind: 'real', file: await open(target.source, constants.O_RDONLY | constants.O_NOFOLLOW) };
+      found?.kind === 'layout'
+        ? { kind: 'virtual', disks: found.disks, layout: found.layout }
+        : { kind: 'real', file: await open(found?.list.path ?? target.source, constants.O_RDONLY | constants.O_NOFOLLOW) };
     return this.register(handle);
   }
 
@@ -207,9 +282,11 @@ export class BackupFs {
       }
       return done;
     }
-    const { disk, layout } = handle;
-    if (disk.stale) throw new SynthvhdError('E_IO', `${path}: the backup changed or was deleted while open`, { path });
-    this.disks.revalidate(disk);
+    const { disks, layout } = handle;
+    for (const disk of disks) {
+      if (disk.stale) throw new SynthvhdError('E_IO', `${path}: the backup changed or was deleted while open`, { path });
+      this.disks.revalidate(disk);
+    }
     return readAt(layout, this.sources, position, into, length);
   }
 
@@ -255,6 +332,8 @@ export class BackupFs {
   }
 
   async close(): Promise<void> {
+    // First: a list being hashed stops after its current chunk and is not written.
+    await this.precomputer?.close();
     const files = [...this.handles.values()].flatMap((handle) => (handle.kind === 'real' ? [handle.file] : []));
     this.handles.clear();
     await Promise.allSettled(files.map((file) => file.close()));

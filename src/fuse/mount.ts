@@ -22,10 +22,11 @@
  */
 import { logger } from '../util/logger.js';
 import { constants } from 'node:fs';
-import { access, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import type * as FuseClass from 'fuse-native';
+import { checkCacheDir } from '../blocklist/cache.js';
 import { SynthvhdError, fileError } from '../errors/synthvhd-error.js';
 import { BackupFs } from './backup-fs.js';
 import { findMount } from './mountinfo.js';
@@ -58,6 +59,14 @@ export interface MountOptions {
   readonly tuning?: Partial<MountTuning>;
   /** libfuse's debug output on stderr. */
   readonly debug?: boolean;
+  /**
+   * Serve the blocklists found in this cache directory (src/blocklist/cache.ts) beside the
+   * virtual disks. Refused inside the backup root or the mount point; must exist unless
+   * `precomputeBlocklists` (then it is created).
+   */
+  readonly blocklistCache?: string;
+  /** Compute missing lists into `blocklistCache` in the background (needs `blocklistCache`). */
+  readonly precomputeBlocklists?: boolean;
 }
 
 export interface MountedBackupRoot {
@@ -155,6 +164,39 @@ async function checkMountpoint(mountpoint: string, root: string): Promise<string
   return path;
 }
 
+/**
+ * The blocklist cache directory, absolute. Never inside the backup root (lists are never written
+ * into the backup tree) nor inside the mount point (the mount would then serve, and wait on,
+ * its own files).
+ */
+async function checkBlocklistCache(cacheDir: string, root: string, mountpoint: string, create: boolean): Promise<string> {
+  let dir: string;
+  try {
+    dir = await checkCacheDir(cacheDir, root);
+  } catch (error) {
+    if (!(error instanceof SynthvhdError) || error.code !== 'E_USAGE') throw error;
+    throw fileError('E_USAGE', resolve(cacheDir), `is inside the backup root ${root}: blocklists are never written into the backup tree; choose a --blocklist-cache outside it`, error);
+  }
+  if (isInside(mountpoint, dir)) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  if (create) {
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (error) {
+      throw fileError('E_IO', dir, `cannot create the blocklist cache directory (${codeOf(error)})`, error);
+    }
+  }
+  let info;
+  try {
+    info = await stat(dir);
+  } catch (error) {
+    throw fileError('E_USAGE', dir, `blocklist cache directory does not exist (${codeOf(error)}); \`synthvhd blocklist create --cache-dir\` makes it, or add --blocklists`, error);
+  }
+  if (!info.isDirectory()) throw fileError('E_USAGE', dir, 'blocklist cache is not a directory');
+  // Again through symlinks, now that it exists.
+  if (isInside(mountpoint, await realpath(dir))) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  return dir;
+}
+
 async function checkFuseDevice(allowOther: boolean): Promise<void> {
   try {
     await access('/dev/fuse', constants.R_OK | constants.W_OK);
@@ -198,6 +240,9 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   const tuning: MountTuning = { ...DEFAULT_TUNING, ...options.tuning };
   const root = await checkRoot(rootArgument);
   const mountpoint = await checkMountpoint(mountpointArgument, root.path);
+  const precompute = options.precomputeBlocklists ?? false;
+  if (precompute && options.blocklistCache === undefined) throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR (where the lists are written)');
+  const blocklistCache = options.blocklistCache === undefined ? undefined : await checkBlocklistCache(options.blocklistCache, root.path, mountpoint, precompute);
   await checkFuseDevice(allowOther);
   const Fuse = loadFuseNative();
 
@@ -207,7 +252,11 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
       return optionString;
     }
   }
-  const fs = new BackupFs(root.path, root.dev, { log });
+  const fs = new BackupFs(root.path, root.dev, {
+    log,
+    mountpoint,
+    ...(blocklistCache === undefined ? {} : { blocklistCache, precomputeBlocklists: precompute }),
+  });
   const fuse = new SynthvhdFuse(mountpoint, fuseOperations(fs, log), { timeout: false });
   await new Promise<void>((resolvePromise, reject) => {
     fuse.mount((error) => {

@@ -26,6 +26,8 @@ import type { Layout } from '../extents/extent.js';
 import type { SourceFiles } from '../extents/source-files.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import { isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
+import { diskIdentityKey } from '../urbackup/group-disks.js';
+import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 
 /** urbackup.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
@@ -40,6 +42,34 @@ export function parseDriveLetterFolder(name: string): { timestamp: string; lette
   if (match === null) return undefined;
   const [, timestamp = '', letter = ''] = match;
   return { timestamp, letter };
+}
+
+/** The differencing disk of a backup over the previous backup of its disk (./served-diffs.ts). */
+export function diffFileName(letter: string, timestamp: string): string {
+  return `Image_${letter}_${timestamp}.disk_diff.vhdx`;
+}
+
+/** What a name inside a drive-letter backup folder would be served as, if it is a virtual name. */
+export type VirtualEntry =
+  | { readonly kind: 'disk'; readonly format: ContainerFormat }
+  | { readonly kind: 'blocklist'; readonly format: ContainerFormat }
+  | { readonly kind: 'diff' };
+
+/**
+ * Every virtual name a drive-letter backup folder can hold: the whole disk per format, its
+ * blocklist per format (`<disk name>.blocklist.bin`, see src/blocklist/cache.ts) and the
+ * differencing disk over the previous backup. Whether each exists is decided on lookup.
+ */
+export function virtualEntriesOf(folderName: string): Map<string, VirtualEntry> {
+  const entries = new Map<string, VirtualEntry>();
+  const parsed = parseDriveLetterFolder(folderName);
+  if (parsed === undefined) return entries;
+  for (const [name, format] of virtualNamesOf(folderName)) {
+    entries.set(name, { kind: 'disk', format });
+    entries.set(`${name}${BLOCKLIST_SUFFIX}`, { kind: 'blocklist', format });
+  }
+  entries.set(diffFileName(parsed.letter, parsed.timestamp), { kind: 'diff' });
+  return entries;
 }
 
 /** The virtual file names a drive-letter backup folder can hold, by format. */
@@ -118,6 +148,8 @@ export class ServedDisk {
     readonly key: string,
     readonly anchor: VolumeBackup,
     readonly disk: ComposedDisk,
+    /** urbackup/group-disks.ts `diskIdentityKey` of the anchor: client, device, disk GUID/signature. */
+    readonly identityKey: string,
     readonly uid: number,
     readonly gid: number,
     checkedAt: number,
@@ -172,13 +204,19 @@ export interface ServedDisksOptions {
   readonly maxEntries?: number;
   /** How long a probe result is trusted before the sources are looked at again. */
   readonly revalidateMs?: number;
+  /**
+   * Called once for every disk composed (a folder looked up for the first time, or again after
+   * its sources changed): the mount queues its blocklist there. Must not throw or block.
+   */
+  readonly onComposed?: (disk: ServedDisk) => void;
 }
 
 export class ServedDisks {
   private readonly entries: LRUCache<string, Entry>;
   private readonly probes = new Map<string, Promise<Probe>>();
   private readonly logged = new Set<string>();
-  private readonly revalidateMs: number;
+  readonly revalidateMs: number;
+  private readonly onComposed: ((disk: ServedDisk) => void) | undefined;
 
   constructor(
     private readonly sources: SourceFiles,
@@ -187,6 +225,7 @@ export class ServedDisks {
   ) {
     this.entries = new LRUCache<string, Entry>({ max: options.maxEntries ?? 512 });
     this.revalidateMs = options.revalidateMs ?? 1000;
+    this.onComposed = options.onComposed;
   }
 
   /** The disk served in backup folder `folder` (a path in the source tree), or undefined. */
@@ -241,18 +280,21 @@ export class ServedDisks {
     const anchor = probe.anchor;
     if (anchor === undefined) return undefined;
     try {
-      const { disk } = await composeDiskFor(anchor, probe.siblings);
+      const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);
-      return new ServedDisk(folder, probe.key, anchor, disk, probe.uid, probe.gid, now, (format, error) => {
+      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), probe.uid, probe.gid, now, (format, error) => {
         this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
       });
+      this.onComposed?.(served);
+      return served;
     } catch (error) {
       this.logOnce(probe.key, `${folder}: no virtual disk: ${describe(error)}`);
       return undefined;
     }
   }
 
-  private logOnce(key: string, message: string): void {
+  /** Logs `message` once per source state `key` (a later change of the sources may log it again). */
+  logOnce(key: string, message: string): void {
     const id = `${key}\0${message}`;
     if (this.logged.has(id)) return;
     if (this.logged.size > 10_000) this.logged.clear();
@@ -261,7 +303,7 @@ export class ServedDisks {
   }
 }
 
-function describe(error: unknown): string {
+export function describe(error: unknown): string {
   if (isSynthvhdError(error)) return error.message;
   return `internal error (please report): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`.replace(/\n\s*/g, ' | ');
 }

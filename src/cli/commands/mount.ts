@@ -1,18 +1,29 @@
 // SPDX-License-Identifier: MIT
 /**
- * `synthvhd mount ROOT MOUNTPOINT [--allow-other]`: serves the backup root read-only, with the
- * whole-disk `.disk.vhdx`/`.disk.vhd` in each drive-letter backup folder. Runs in the
- * foreground: one line on stdout once the mount is ready, unmounts on SIGINT/SIGTERM (or when
- * someone else unmounts it) and then returns, so the process exits 0.
+ * `synthvhd mount ROOT MOUNTPOINT [--allow-other] [--blocklist-cache DIR [--blocklists]]`:
+ * serves the backup root read-only, with the whole-disk `.disk.vhdx`/`.disk.vhd` in each
+ * drive-letter backup folder, `.disk_diff.vhdx` over the previous backup of the same disk, and
+ * with `--blocklist-cache` the cached blocklists (`--blocklists`: computed in the background
+ * when missing). Runs in the foreground: one line on stdout once the mount is ready, unmounts
+ * on SIGINT/SIGTERM (or when someone else unmounts it) and then returns, so the process exits 0.
  */
+import { SynthvhdError } from '../../errors/synthvhd-error.js';
 import { mountBackupRoot } from '../../fuse/mount.js';
 
 export interface MountCommandOptions {
   readonly allowOther?: boolean;
   readonly debug?: boolean;
+  /** `--blocklist-cache DIR`: serve the lists `synthvhd blocklist create --cache-dir DIR` made. */
+  readonly blocklistCache?: string;
+  /** `--blocklists`: compute missing lists into the cache in the background. */
+  readonly blocklists?: boolean;
 }
 
 export async function mountCommand(root: string, mountpoint: string, options: MountCommandOptions): Promise<void> {
+  // Before any signal handler or mount: a usage error exits 2 with one line and nothing to undo.
+  if (options.blocklists === true && options.blocklistCache === undefined) {
+    throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR: the cache the lists are written to (outside the backup root)');
+  }
   // Signals are caught from the start: one that arrives while mounting unmounts right after.
   let stopReason: string | undefined;
   let wake: () => void = () => undefined;
@@ -23,7 +34,12 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const mounted = await mountBackupRoot(root, mountpoint, { allowOther: options.allowOther ?? false, debug: options.debug ?? false });
+    const mounted = await mountBackupRoot(root, mountpoint, {
+      allowOther: options.allowOther ?? false,
+      debug: options.debug ?? false,
+      ...(options.blocklistCache === undefined ? {} : { blocklistCache: options.blocklistCache }),
+      precomputeBlocklists: options.blocklists ?? false,
+    });
     // A bug that escapes every handler must not leave a dead mount ("Transport endpoint is not
     // connected") behind: report it, unmount, exit 70 (internal error).
     process.on('uncaughtException', (error) => {

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+/**
+ * The backup-run diffs of a mount: in the folder of a drive-letter backup whose disk has an
+ * earlier backup, `Image_<L>_<ts>.disk_diff.vhdx` is what changed since that backup, as a
+ * differencing VHDX (src/diff/backup-diff.ts `planDiff`) whose parent is the earlier backup's
+ * served `.disk.vhdx` in the mounted tree, so the parent locator's relative_path is
+ * `..\<older folder>\Image_<L>_<ts>.disk.vhdx` and a Windows client on the share follows it.
+ *
+ * The parent is the nearest earlier backup folder of the same client and drive letter whose disk
+ * is served (complete, composable) and has the same disk identity (urbackup/group-disks.ts
+ * `diskIdentityKey`: device number and GPT disk GUID / MBR signature); a folder of the same
+ * letter that held another disk is passed over. Finding it composes disks (cheap: `.raw.mbr`
+ * and boot sectors, cached by ServedDisks), never compares them.
+ *
+ * Two steps, two costs:
+ * - `parentOf` (readdir and getattr's first step): which earlier disk; re-checked at most once
+ *   per `revalidateMs` like the disks themselves. readdir lists the diff name when a parent of
+ *   the same size and sector size exists, without building the diff.
+ * - `get` (getattr, open): the diff's layout, whose size getattr must report, built on first use
+ *   by `planDiff` (compareVolumes: shared extents and `.raw.hash` decide most chunks without
+ *   reading; missing or untrusted hashes mean reading both volumes). It is all asynchronous, so
+ *   the handlers keep answering while a diff is being planned; the promise is cached under both
+ *   backups' source keys (folder + ServedDisk.key of newer and older), so a change on either
+ *   side builds a new diff and concurrent lookups share one build.
+ * A build that fails is logged once and the name answers ENOENT; it is tried again after
+ * RETRY_FAILED_MS (a transient I/O error must not hide the diff for the life of the mount).
+ */
+import { readdir } from 'node:fs/promises';
+import { basename, dirname, join, relative } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { virtualFileName } from '../catalog/catalog.js';
+import { planDiff } from '../diff/backup-diff.js';
+import type { Layout } from '../extents/extent.js';
+import { timestampMinutes } from '../urbackup/backup-tree.js';
+import { describe, diffFileName, parseDriveLetterFolder, type ServedDisk, type ServedDisks } from './served-disks.js';
+
+const RETRY_FAILED_MS = 60_000;
+
+/** One built diff: `newer`'s disk over `older`'s `.disk.vhdx`. */
+export class ServedDiff {
+  constructor(
+    readonly newer: ServedDisk,
+    readonly older: ServedDisk,
+    readonly layout: Layout,
+  ) {}
+
+  /** Either backup changed or vanished: the child no longer matches its sources or its parent. */
+  get stale(): boolean {
+    return this.newer.stale || this.older.stale;
+  }
+
+  /** Newest source mtime of both sides (the parent's identity is part of the child's bytes). */
+  get mtimeMs(): number {
+    return Math.max(this.newer.mtimeMs, this.older.mtimeMs);
+  }
+}
+
+interface ParentEntry {
+  readonly newerKey: string;
+  readonly older: ServedDisk | undefined;
+  checkedAt: number;
+}
+
+interface BuildEntry {
+  result: Promise<ServedDiff | undefined>;
+  /** performance.now() of a failed build, so it is retried later. */
+  failedAt: number | undefined;
+}
+
+export interface ServedDiffsOptions {
+  /** Backups whose diff stays cached (LRU). */
+  readonly maxEntries?: number;
+}
+
+export class ServedDiffs {
+  private readonly parents: LRUCache<string, ParentEntry>;
+  private readonly builds: LRUCache<string, BuildEntry>;
+
+  /**
+   * `root`: the backup root (source tree); `mountpoint`: where it is mounted, so the parent
+   * locator names the parent as a client of the mount sees it.
+   */
+  constructor(
+    private readonly disks: ServedDisks,
+    private readonly root: string,
+    private readonly mountpoint: string,
+    options: ServedDiffsOptions = {},
+  ) {
+    this.parents = new LRUCache<string, ParentEntry>({ max: options.maxEntries ?? 512 });
+    this.builds = new LRUCache<string, BuildEntry>({ max: options.maxEntries ?? 512 });
+  }
+
+  /** The disk `newer`'s diff would have as parent, or undefined (a first backup of its disk). */
+  async parentOf(newer: ServedDisk): Promise<ServedDisk | undefined> {
+    const cached = this.parents.get(newer.folder);
+    const now = performance.now();
+    if (cached !== undefined && cached.newerKey === newer.key && cached.older?.stale !== true && now - cached.checkedAt < this.disks.revalidateMs) {
+      return cached.older;
+    }
+    const older = await this.findParent(newer);
+    this.parents.set(newer.folder, { newerKey: newer.key, older, checkedAt: performance.now() });
+    return older;
+  }
+
+  /**
+   * True when the diff name should be listed: a parent exists that the diff can be built over,
+   * and no build over it has failed. Never builds.
+   */
+  async offered(newer: ServedDisk): Promise<boolean> {
+    const older = await this.parentOf(newer);
+    if (older === undefined || !compatible(older, newer)) return false;
+    const build = this.builds.get(buildKey(newer, older));
+    return build?.failedAt === undefined;
+  }
+
+  /** The diff served in `newer`'s folder, built on first use; undefined when there is none. */
+  async get(newer: ServedDisk): Promise<ServedDiff | undefined> {
+    const older = await this.parentOf(newer);
+    if (older === undefined) return undefined;
+    const key = buildKey(newer, older);
+    const name = join(newer.folder, diffFileName(newer.anchor.letter, newer.anchor.timestamp));
+    if (!compatible(older, newer)) {
+      this.disks.logOnce(key, `${name}: not served: the disk's size or sector size differs from the previous backup's (${older.folder}); a differencing disk needs its parent's`);
+      return undefined;
+    }
+    let build = this.builds.get(key);
+    if (build?.failedAt !== undefined && performance.now() - build.failedAt > RETRY_FAILED_MS) build = undefined;
+    if (build === undefined) {
+      const entry: BuildEntry = { result: Promise.resolve(undefined), failedAt: undefined };
+      entry.result = this.build(newer, older).catch((error: unknown) => {
+        entry.failedAt = performance.now();
+        this.disks.logOnce(key, `${name}: not served: ${describe(error)}`);
+        return undefined;
+      });
+      this.builds.set(key, entry);
+      build = entry;
+    }
+    return build.result;
+  }
+
+  private async findParent(newer: ServedDisk): Promise<ServedDisk | undefined> {
+    const clientDir = dirname(newer.folder);
+    const minutes = timestampMinutes(newer.anchor.timestamp);
+    let names: string[];
+    try {
+      names = await readdir(clientDir);
+    } catch {
+      return undefined; // The client folder vanished: the newer disk goes stale on its own.
+    }
+    const earlier = names
+      .flatMap((name) => {
+        const parsed = parseDriveLetterFolder(name);
+        if (parsed === undefined || parsed.letter !== newer.anchor.letter) return [];
+        const at = timestampMinutes(parsed.timestamp);
+        return at < minutes ? [{ name, at }] : [];
+      })
+      .sort((a, b) => b.at - a.at);
+    // Nearest first; incomplete or unservable backups are no parent (a client could not open
+    // their .disk.vhdx), nor a backup of another disk that had the same letter then.
+    for (const { name } of earlier) {
+      const disk = await this.disks.get(join(clientDir, name));
+      if (disk !== undefined && disk.identityKey === newer.identityKey) return disk;
+    }
+    return undefined;
+  }
+
+  private async build(newer: ServedDisk, older: ServedDisk): Promise<ServedDiff> {
+    const parentPath = join(this.mountpoint, relative(this.root, older.folder), virtualFileName(older.anchor, 'vhdx'));
+    const outputPath = join(this.mountpoint, relative(this.root, newer.folder), diffFileName(newer.anchor.letter, newer.anchor.timestamp));
+    const plan = await planDiff(older.disk, newer.disk, parentPath, outputPath);
+    return new ServedDiff(newer, older, plan.layout);
+  }
+}
+
+/** planDiff refuses these; checked up front so readdir does not list a diff that cannot exist. */
+function compatible(older: ServedDisk, newer: ServedDisk): boolean {
+  return older.disk.image.layout.size === newer.disk.image.layout.size && older.disk.image.sectorSize === newer.disk.image.sectorSize;
+}
+
+function buildKey(newer: ServedDisk, older: ServedDisk): string {
+  return [newer.folder, newer.key, basename(older.folder), older.key].join('\0');
+}
