@@ -386,22 +386,26 @@ class DataRangesWorker : public Worker {
   std::vector<std::pair<int64_t, int64_t>> ranges_;
 };
 
-Napi::Value DataRanges(const Napi::CallbackInfo& info) {
+// Parses (fd, start, end) and queues a worker over that window of the file: dataRanges, fiemap.
+template <typename RangeWorker>
+Napi::Value QueueRangeWorker(const Napi::CallbackInfo& info, const char* name) {
   int fd;
   int64_t start, end;
-  if (!CheckArgCount(info, 3, "dataRanges") || !GetFd(info, 0, "fd", &fd) || !GetOffset(info, 1, "start", &start) ||
+  if (!CheckArgCount(info, 3, name) || !GetFd(info, 0, "fd", &fd) || !GetOffset(info, 1, "start", &start) ||
       !GetOffset(info, 2, "end", &end)) {
     return info.Env().Undefined();
   }
   if (end < start) {
-    Napi::RangeError::New(info.Env(), "dataRanges: end must be >= start").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), std::string(name) + ": end must be >= start").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* worker = new DataRangesWorker(info.Env(), fd, start, end);
+  auto* worker = new RangeWorker(info.Env(), fd, start, end);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
 }
+
+Napi::Value DataRanges(const Napi::CallbackInfo& info) { return QueueRangeWorker<DataRangesWorker>(info, "dataRanges"); }
 
 // ---------------------------------------------------------------------------------------------
 // fiemap: the physical extents behind [start, end) as [logical, physical, length, flags] tuples
@@ -470,22 +474,7 @@ class FiemapWorker : public Worker {
   std::vector<Extent> extents_;
 };
 
-Napi::Value Fiemap(const Napi::CallbackInfo& info) {
-  int fd;
-  int64_t start, end;
-  if (!CheckArgCount(info, 3, "fiemap") || !GetFd(info, 0, "fd", &fd) || !GetOffset(info, 1, "start", &start) ||
-      !GetOffset(info, 2, "end", &end)) {
-    return info.Env().Undefined();
-  }
-  if (end < start) {
-    Napi::RangeError::New(info.Env(), "fiemap: end must be >= start").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-  auto* worker = new FiemapWorker(info.Env(), fd, start, end);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
-}
+Napi::Value Fiemap(const Napi::CallbackInfo& info) { return QueueRangeWorker<FiemapWorker>(info, "fiemap"); }
 
 // ---------------------------------------------------------------------------------------------
 // fsBlockSize: fstatfs(2) f_bsize, which on btrfs and XFS is the superblock block size that
