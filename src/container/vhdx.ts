@@ -148,11 +148,19 @@ export function buildVhdxLayout(disk: DiskImage, options: VhdxOptions = {}): Lay
   const batView = new DataView(bat.buffer);
   const blocks: VhdxFileBlock[] = [];
   let nextOffset = vhdxPayloadStart(geometry);
+  const diskExtents = disk.layout.extents;
+  let extentIndex = 0;
   for (let block = 0; block < geometry.dataBlockCount; block++) {
     const diskStart = block * blockSize;
-    const extents = sliceLayout(disk.layout, diskStart, Math.min(blockSize, diskSize - diskStart), 0);
+    const blockLength = Math.min(blockSize, diskSize - diskStart);
     const index = payloadBatIndex(block, geometry.chunkRatio);
-    if (extents.every((extent) => extent.kind === 'zero')) {
+    // Blocks inside one zero extent (most of a big disk) are decided without slicing: a 500 GB
+    // disk has 15 000 blocks, and building throw-away extent lists for each cost 30 ms of GC.
+    while ((diskExtents[extentIndex]?.start ?? Infinity) + (diskExtents[extentIndex]?.length ?? 0) <= diskStart) extentIndex++;
+    const covering = diskExtents[extentIndex];
+    const insideZero = covering?.kind === 'zero' && covering.start + covering.length >= diskStart + blockLength;
+    const extents = insideZero ? [] : sliceLayout(disk.layout, diskStart, blockLength, 0);
+    if (insideZero || extents.every((extent) => extent.kind === 'zero')) {
       writeVhdxBatEntry(batView, index, PAYLOAD_BLOCK_ZERO, 0); // FileOffsetMB reserved: 0
     } else {
       writeVhdxBatEntry(batView, index, PAYLOAD_BLOCK_FULLY_PRESENT, nextOffset);
