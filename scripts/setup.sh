@@ -19,6 +19,8 @@ build_packages=(python3 make g++)
 test_packages=(
   qemu-utils libvhdi-utils gdisk fdisk ntfs-3g dosfstools mtools libfsntfs-utils
   btrfs-progs xfsprogs samba smbclient systemd git
+  # the peer `npm run bench -- fuse` measures against
+  xmount
 )
 
 install_packages() {
