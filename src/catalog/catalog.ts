@@ -18,7 +18,7 @@ import {
   type SkippedBackup,
   type VolumeBackup,
 } from '../urbackup/backup-tree.js';
-import { findCompanions, isAnchor } from '../urbackup/group-disks.js';
+import { findCompanions, isAnchor, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { loadVolume, type LoadedVolume } from '../urbackup/load-volume.js';
 
 export type ContainerFormat = 'vhdx' | 'vhd';
@@ -52,7 +52,6 @@ function problemOf(error: unknown, path: string): Problem {
   throw error;
 }
 
-const RUN_WINDOW_MINUTES = 24 * 60;
 
 /** Loads `candidates` that could be companions of an anchor taken at `timestamp`. */
 async function loadNearby(candidates: readonly VolumeBackup[], anchor: VolumeBackup, problems: Problem[] | undefined): Promise<LoadedVolume[]> {

@@ -25,15 +25,12 @@ import type { ComposedDisk } from '../disk/compose-disk.js';
 import type { Layout } from '../extents/extent.js';
 import type { SourceFiles } from '../extents/source-files.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
-import { isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
-import { diskIdentityKey } from '../urbackup/group-disks.js';
+import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
+import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 
 /** urbackup.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
-const ANY_IMAGE_FOLDER = /^(\d{6}-\d{4})_Image_(?:[A-Za-z]|SYSVOL|ESP)$/;
-/** The grouping window of urbackup/group-disks.ts and catalog.ts (24 hours). */
-const RUN_WINDOW_MINUTES = 24 * 60;
 const FORMATS: readonly ContainerFormat[] = ['vhdx', 'vhd'];
 
 /** Timestamp and letter of a drive-letter backup folder name, or undefined. */
@@ -119,7 +116,7 @@ async function probeFolder(folder: string): Promise<Probe> {
     // The client folder vanished between the two reads: the probe below sees no sources.
   }
   const candidates = names.filter((name) => {
-    const match = ANY_IMAGE_FOLDER.exec(name);
+    const match = BACKUP_FOLDER_PATTERN.exec(name);
     return name !== folderName && match !== null && Math.abs(timestampMinutes(match[1] ?? '') - minutes) <= RUN_WINDOW_MINUTES;
   });
   const found = await Promise.all(candidates.sort().map((name) => readBackupFolder(client, join(clientDir, name), name)));

@@ -26,7 +26,8 @@ export interface SkippedBackup {
   readonly reason: string;
 }
 
-const FOLDER_PATTERN = /^(\d{6}-\d{4})_Image_([A-Za-z]|SYSVOL|ESP)$/;
+/** A volume backup folder name (urbackup.md §1.1): groups 1 = `YYMMDD-HHMM`, 2 = the volume. */
+export const BACKUP_FOLDER_PATTERN = /^(\d{6}-\d{4})_Image_([A-Za-z]|SYSVOL|ESP)$/;
 const OTHER_FORMATS = ['vhd', 'vhdz', 'vhdx', 'vhdxz'];
 
 /** A drive-letter volume (not SYSVOL or ESP): these get a virtual whole disk beside them. */
@@ -56,7 +57,7 @@ export async function readBackupFolder(
   folder: string,
   folderName: string,
 ): Promise<VolumeBackup | SkippedBackup | undefined> {
-  const match = FOLDER_PATTERN.exec(folderName);
+  const match = BACKUP_FOLDER_PATTERN.exec(folderName);
   if (match === null) return undefined;
   const [, timestamp = '', letter = ''] = match;
   const names = new Set(await listDirectory(folder));

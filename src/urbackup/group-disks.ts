@@ -13,7 +13,8 @@
 import { isDriveLetter, timestampMinutes } from './backup-tree.js';
 import type { LoadedVolume } from './load-volume.js';
 
-const RUN_WINDOW_MINUTES = 24 * 60;
+/** How far (in minutes) a companion backup may be from its anchor: one backup run (README's grouping rule). */
+export const RUN_WINDOW_MINUTES = 24 * 60;
 
 export interface DiskSource {
   readonly client: string;
