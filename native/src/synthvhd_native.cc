@@ -205,23 +205,38 @@ class CloneRangeWorker : public Worker {
   int64_t length_;
 };
 
+// The (srcFd, srcOffset, dstFd, dstOffset, length) arguments of cloneRange and copyFileRange.
+struct TransferArgs {
+  int src_fd;
+  int64_t src_offset;
+  int dst_fd;
+  int64_t dst_offset;
+  int64_t length;
+};
+
+bool GetTransferArgs(const Napi::CallbackInfo& info, const char* name, TransferArgs* args) {
+  return CheckArgCount(info, 5, name) && GetFd(info, 0, "srcFd", &args->src_fd) &&
+         GetOffset(info, 1, "srcOffset", &args->src_offset) && GetFd(info, 2, "dstFd", &args->dst_fd) &&
+         GetOffset(info, 3, "dstOffset", &args->dst_offset) && GetOffset(info, 4, "length", &args->length);
+}
+
+template <typename TransferWorker>
+Napi::Value QueueTransferWorker(const Napi::CallbackInfo& info, const TransferArgs& args) {
+  auto* worker = new TransferWorker(info.Env(), args.src_fd, args.src_offset, args.dst_fd, args.dst_offset, args.length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 Napi::Value CloneRange(const Napi::CallbackInfo& info) {
-  int src_fd, dst_fd;
-  int64_t src_offset, dst_offset, length;
-  if (!CheckArgCount(info, 5, "cloneRange") || !GetFd(info, 0, "srcFd", &src_fd) ||
-      !GetOffset(info, 1, "srcOffset", &src_offset) || !GetFd(info, 2, "dstFd", &dst_fd) ||
-      !GetOffset(info, 3, "dstOffset", &dst_offset) || !GetOffset(info, 4, "length", &length)) {
-    return info.Env().Undefined();
-  }
-  if (length == 0) {
+  TransferArgs args;
+  if (!GetTransferArgs(info, "cloneRange", &args)) return info.Env().Undefined();
+  if (args.length == 0) {
     // FICLONERANGE reads src_length 0 as "to the end of the source": never what a caller means.
     Napi::RangeError::New(info.Env(), "cloneRange: length must be > 0").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* worker = new CloneRangeWorker(info.Env(), src_fd, src_offset, dst_fd, dst_offset, length);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return QueueTransferWorker<CloneRangeWorker>(info, args);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,17 +288,9 @@ class CopyFileRangeWorker : public Worker {
 };
 
 Napi::Value CopyFileRange(const Napi::CallbackInfo& info) {
-  int src_fd, dst_fd;
-  int64_t src_offset, dst_offset, length;
-  if (!CheckArgCount(info, 5, "copyFileRange") || !GetFd(info, 0, "srcFd", &src_fd) ||
-      !GetOffset(info, 1, "srcOffset", &src_offset) || !GetFd(info, 2, "dstFd", &dst_fd) ||
-      !GetOffset(info, 3, "dstOffset", &dst_offset) || !GetOffset(info, 4, "length", &length)) {
-    return info.Env().Undefined();
-  }
-  auto* worker = new CopyFileRangeWorker(info.Env(), src_fd, src_offset, dst_fd, dst_offset, length);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  TransferArgs args;
+  if (!GetTransferArgs(info, "copyFileRange", &args)) return info.Env().Undefined();
+  return QueueTransferWorker<CopyFileRangeWorker>(info, args);
 }
 
 // ---------------------------------------------------------------------------------------------
