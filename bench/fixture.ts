@@ -2,7 +2,7 @@
 /**
  * The benchmark's backup root: one urBackup-style RAW image backup of a C: volume holding
  * `volumeBytes` of random (non-zero, incompressible) data, on an MBR disk with one partition at
- * 1 MiB. Written from the format notes (urbackup.md §1.1 paths, §2.2 the 512 KiB .raw header,
+ * 1 MiB. Written from the format notes (docs/urbackup-formats.md §1.1 paths, §2.2 the 512 KiB .raw header,
  * §3.3 the SMBRData fields), like fixtures/build-fixtures.ts but without file systems: the
  * volume's content does not matter for throughput. Reused when it already exists.
  */
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-/** urbackup.md §2.2 */
+/** docs/urbackup-formats.md §2.2 */
 const RAW_VOLUME_OFFSET = 512 * KiB;
 const PARTITION_OFFSET = MiB;
 
@@ -31,7 +31,7 @@ function int32(value: number): Buffer {
   return out;
 }
 
-/** urbackup.md §3.2 CWData::addString: u32 LE length, then the bytes. */
+/** docs/urbackup-formats.md §3.2 CWData::addString: u32 LE length, then the bytes. */
 function string(value: Buffer | string): Buffer {
   const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
   return Buffer.concat([int32(bytes.length), bytes]);

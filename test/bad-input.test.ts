@@ -50,7 +50,7 @@ async function patch(path: string, edit: (bytes: Buffer) => Buffer): Promise<voi
   await writeFile(path, edit(await readFile(path)));
 }
 
-// SMBRData field offsets (urbackup.md §3.3): status 0, version 1, device_number 2,
+// SMBRData field offsets (docs/urbackup-formats.md §3.3): status 0, version 1, device_number 2,
 // partition_number 6, serial_number (u32 length + bytes) 10.
 describe('materialize refuses broken backups', () => {
   it('a truncated .raw.mbr', async () => {

@@ -402,7 +402,7 @@ describe('dynamic VHDX of a 4Kn disk', () => {
     expect(text).toContain(`(${diskSize} bytes)`);
     expect(await inspectContainer(layoutReader(layout), layout.size)).toMatchObject({ logicalSectorSize: 4096, physicalSectorSize: 4096 });
 
-    // qemu 7.2's vhdx driver only supports 512-byte logical sectors (formats/vhd-vhdx.md B.3).
+    // qemu 7.2's vhdx driver only supports 512-byte logical sectors (docs/containers.md §3.5).
     const qemu = await run('qemu-img', ['info', '-f', 'vhdx', path]);
     expect(qemu.code).not.toBe(0);
     expect(qemu.stderr).toContain('Operation not supported');

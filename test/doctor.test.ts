@@ -43,7 +43,7 @@ function check(report: Report, name: string): Check {
   return found;
 }
 
-/** A fake VHDZ image backup (urbackup.md §1.1 naming): listed, never served. */
+/** A fake VHDZ image backup (docs/urbackup-formats.md §1.1 naming): listed, never served. */
 async function addVhdzBackup(clientDir: string): Promise<string> {
   const folder = join(clientDir, '241120-0100_Image_D');
   await mkdir(folder, { recursive: true });

@@ -2,8 +2,8 @@
 /**
  * Checks the fixture builder itself against independent tools, so product tests can trust it:
  * sgdisk/fdisk verify the truth partition tables, fsntfsinfo and mtools read the file systems
- * both in the truth disks and in each .raw (volume at 524288, urbackup.md §2.2), and the
- * urBackup side files follow urbackup.md §1.2 and §3.3.
+ * both in the truth disks and in each .raw (volume at 524288, docs/urbackup-formats.md §2.2), and the
+ * urBackup side files follow docs/urbackup-formats.md §1.2 and §3.3.
  */
 import { execFile as execFileCallback } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -74,7 +74,7 @@ async function hashRange(file: string, position: number, length: number): Promis
   return hash.digest('hex');
 }
 
-/** The leading SMBRData fields (urbackup.md §3.3 #1–#8), parsed here independently. */
+/** The leading SMBRData fields (docs/urbackup-formats.md §3.3 #1–#8), parsed here independently. */
 function parseMbrHead(data: Buffer): { status: number; version: number; deviceNumber: number; partitionNumber: number; serial: string; fsName: string; mbr: Buffer; end: number } {
   let at = 2;
   const int32 = (): number => {
@@ -277,7 +277,7 @@ describe('fixture builder', () => {
     const d = disk('legacy-mbr');
     const data = await readFile(`${d.anchor.rawPath}.mbr`);
     const extra = await readRange(d.truthImage, 512, 63 * 512);
-    // SQLite varints: 512 = 84 00, 32256 = 81 FC 00 (urbackup.md §3.2).
+    // SQLite varints: 512 = 84 00, 32256 = 81 FC 00 (docs/urbackup-formats.md §3.2).
     const tail = Buffer.concat([Buffer.from([0, 0, 0, 0, 0x84, 0x00, 0x81, 0xfc, 0x00]), extra]);
     expect(data.subarray(-tail.length).equals(tail)).toBe(true);
   });

@@ -132,7 +132,7 @@ describe('a live backup root', () => {
   it('a volume that cannot be placed shows no virtual file and is logged once with the reason', async () => {
     const bios = disk('bios-mbr');
     const copied = await copyBackup(bios.anchor.backupDir, root, 'broken-client');
-    // .raw.mbr field #4 (urbackup.md §3.3): partition_number, int32 LE at byte 6. The MBR lists 2.
+    // .raw.mbr field #4 (docs/urbackup-formats.md §3.3): partition_number, int32 LE at byte 6. The MBR lists 2.
     const mbrPath = join(copied, `${basename(bios.anchor.rawPath)}.mbr`);
     const mbr = await readFile(mbrPath);
     mbr.writeInt32LE(3, 6);

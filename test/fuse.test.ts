@@ -21,7 +21,7 @@ import { CLI, run, runOk, synthvhd, type RunResult } from './helpers/run.js';
 const fixtures = inject('fixtures');
 const GiB = 1024 ** 3;
 
-/** What DESIGN.md says is offered: the .vhd only up to 2040 GiB and for 512-byte sectors. */
+/** What docs/containers.md §1 says is offered: the .vhd only up to 2040 GiB and for 512-byte sectors. */
 function offersVhd(disk: FixtureDisk): boolean {
   return disk.sectorSize === 512 && disk.diskSize <= 2040 * GiB;
 }

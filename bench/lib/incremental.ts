@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /**
  * Two RAW backups of one volume, made as urBackup makes a RAW incremental on btrfs/XFS
- * (urbackup.md §1.3): the older `.raw` holds `dataBytes` of data made by cloning one random seed
+ * (docs/urbackup-formats.md §1.3): the older `.raw` holds `dataBytes` of data made by cloning one random seed
  * (so 100 GiB cost one seed's I/O), the newer is a reflink copy of it with 1 % of the data
  * chunks rewritten, and both have a correct `.raw.hash`. Used by `bench diff` and its test.
  */

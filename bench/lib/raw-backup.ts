@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /**
  * A minimal urBackup RAW volume backup for benchmarks: an MBR disk with one partition whose
- * `.raw` is given, a `.raw.mbr` (SMBRData version 0, urbackup.md §3.3) and `.raw.sync`.
+ * `.raw` is given, a `.raw.mbr` (SMBRData version 0, docs/urbackup-formats.md §3.3) and `.raw.sync`.
  * The volume carries no file system, so synthvhd skips the serial check.
  */
 import { mkdir, writeFile } from 'node:fs/promises';

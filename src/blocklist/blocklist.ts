@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * The blocklist format of LTR Data's VhdBlockBackup (formats/peers-and-apis.md section 1, read in
+ * The blocklist format of LTR Data's VhdBlockBackup (docs/containers.md §7, read in
  * `LTRData/DotNetFileTools` VhdBlockBackup/Program.cs): `<image>.blocklist.bin`, no header, one
  * 16-byte entry per 2 MiB block of the virtual DISK (not of the image file), each the first 16
  * bytes of the SHA-1 of the block; the last block is hashed over its short remainder only. So a
@@ -48,7 +48,7 @@ const zeroHashes = new Map<number, Uint8Array>();
 
 /**
  * The entry of an all-zero block of `length` bytes: a constant, so zero blocks are never read
- * (DESIGN.md "Blocklists"). Computed once per length (in practice: 2 MiB and the short tail).
+ * (docs/containers.md §7). Computed once per length (in practice: 2 MiB and the short tail).
  */
 export function zeroBlockHash(length = BLOCKLIST_BLOCK_SIZE): Uint8Array {
   let hash = zeroHashes.get(length);

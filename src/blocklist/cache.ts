@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /**
  * Blocklists of the virtual disks of urBackup backups, kept in a cache directory the user chooses,
- * never inside the backup tree (the backup is read-only everywhere: DESIGN.md "Rules of the
- * house"). The FUSE mount serves a cached list beside the virtual disk as
+ * never inside the backup tree (the backup is read-only everywhere: docs/architecture.md
+ * §9). The FUSE mount serves a cached list beside the virtual disk as
  * `Image_<L>_<ts>.disk.vhdx.blocklist.bin` (and `.disk.vhd.blocklist.bin`: the list is of the
  * disk, so both containers share it), so VhdBlockBackup on Windows can `--check`/`--copy` from
  * the share without hashing the disk over SMB.

@@ -105,7 +105,7 @@ export async function copyChangedBlocks(sourceArgument: string, targetArgument: 
   if (changed.length === 0) return { ...report, ...none };
 
   // The diff's identity is its content: the parent it applies to, its geometry and the new disk's
-  // list. The same copy made twice gives the same bytes (DESIGN.md "Deterministic output").
+  // list. The same copy made twice gives the same bytes (docs/containers.md §5).
   const { header, metadata, geometry } = parsed;
   const identity = new Uint8Array(
     createHash('sha256')

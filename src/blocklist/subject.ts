@@ -39,7 +39,7 @@ export interface BackupSubject extends SubjectBase {
 
 export type ListSubject = ImageSubject | BackupSubject;
 
-/** urbackup.md §1.1: `Image_<L>_<YYMMDD-HHMM>.raw`. */
+/** docs/urbackup-formats.md §1.1: `Image_<L>_<YYMMDD-HHMM>.raw`. */
 const RAW_NAME = /^Image_([A-Za-z]|SYSVOL|ESP)_\d{6}-\d{4}\.raw$/;
 
 async function isBackupArgument(path: string): Promise<boolean> {

@@ -42,7 +42,7 @@ export interface Catalog {
   readonly problems: readonly Problem[];
 }
 
-/** DESIGN.md "Virtual names": `Image_<L>_<ts>.disk.vhdx` / `.disk.vhd` beside the volume backup. */
+/** docs/architecture.md §8: `Image_<L>_<ts>.disk.vhdx` / `.disk.vhd` beside the volume backup. */
 export function virtualFileName(anchor: VolumeBackup, format: ContainerFormat): string {
   return `Image_${anchor.letter}_${anchor.timestamp}.disk.${format}`;
 }

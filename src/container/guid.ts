@@ -10,8 +10,8 @@
  *   as a big-endian UUID ("Virtual Hard Disk Image Format Specification" v1.0 2006, "Hard Disk
  *   Footer Format": "Unique Id ... a 128-bit universally unique identifier (UUID)").
  *
- * Every GUID synthvhd writes is derived from the source identity (DESIGN.md "Deterministic
- * output"), so one backup always yields the same bytes. Hashing is not I/O: this module stays pure.
+ * Every GUID synthvhd writes is derived from the source identity (docs/containers.md
+ * §5), so one backup always yields the same bytes. Hashing is not I/O: this module stays pure.
  */
 import { createHash } from 'node:crypto';
 import { internalError } from '../errors/synthvhd-error.js';
@@ -68,7 +68,7 @@ export function guidToString(bytes: Uint8Array, order: GuidByteOrder = 'ms'): st
 /**
  * `{xxxxxxxx-...}` in lowercase: the form of the VHDX parent locator's `parent_linkage` value
  * (MS-VHDX 2.6.2.6 parent locator keys: "encoded as a lowercase string with enclosing braces"; libvhdi 20210425
- * fails to parse uppercase, see formats/vhd-vhdx.md B.6).
+ * fails to parse uppercase, see docs/containers.md §4.2).
  */
 export function guidToBracedLowercase(bytes: Uint8Array, order: GuidByteOrder = 'ms'): string {
   return `{${guidToString(bytes, order)}}`;

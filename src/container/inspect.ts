@@ -439,7 +439,7 @@ async function checkVhdxBat(
       : entry.state === PAYLOAD_BLOCK_FULLY_PRESENT || entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT;
     if (!allocated) continue;
     // A payload block only needs to hold the disk's bytes: qemu writes the last block of a fixed
-    // VHDX only up to the disk's end (formats/vhd-vhdx.md B.5), and reads it fine.
+    // VHDX only up to the disk's end (docs/containers.md §8), and reads it fine.
     const block = index - Math.floor(index / (geometry.chunkRatio + 1));
     const end = entry.fileOffset + (isSectorBitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : Math.min(blockSize, virtualDiskSize - block * blockSize));
     if (end > reader.size) {

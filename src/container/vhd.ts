@@ -6,11 +6,11 @@
  * (https://www.microsoft.com/en-us/download/details.aspx?id=23850). Section names below are
  * the spec's ("Hard Disk Footer Format", "Dynamic Disk Header Format", "Appendix: CHS
  * Calculation"). All integers are big-endian; a VHD sector is always 512 bytes. Tool behaviour
- * (qemu's size rule by creator application) is in formats/vhd-vhdx.md A.
+ * (qemu's size rule by creator application) is in docs/containers.md §2.
  *
  * The footer says creator `win ` so that qemu (and Windows) take the exact Current Size, not
- * the CHS-rounded size (formats/vhd-vhdx.md A.3). Every field is derived from the disk: the
- * same disk always gives the same bytes (DESIGN.md "Deterministic output").
+ * the CHS-rounded size (docs/containers.md §2.3). Every field is derived from the disk: the
+ * same disk always gives the same bytes (docs/containers.md §5).
  */
 import type { DiskImage } from '../disk/disk-image.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
@@ -33,7 +33,7 @@ export const VHD_FILE_FORMAT_VERSION = 0x00010000;
 export const VHD_FIXED_DATA_OFFSET = 0xffffffffffffffffn;
 /** Time Stamp: seconds since January 1, 2000 12:00:00 AM UTC (= Unix time 946684800). */
 export const VHD_EPOCH_UNIX_SECONDS = 946_684_800;
-/** Creator Application `win ` (Windows): qemu then trusts Current Size (formats/vhd-vhdx.md A.3). */
+/** Creator Application `win ` (Windows): qemu then trusts Current Size (docs/containers.md §2.3). */
 export const VHD_CREATOR_APPLICATION = 'win ';
 /** Creator Version 10.0 (major << 16 | minor), a Windows-style value. */
 export const VHD_CREATOR_VERSION = 0x000a0000;
@@ -97,7 +97,7 @@ export interface VhdFooter {
 }
 
 /**
- * "Appendix: CHS Calculation", exactly (integer divisions; formats/vhd-vhdx.md A.2, the same as
+ * "Appendix: CHS Calculation", exactly (integer divisions; docs/containers.md §2.2, the same as
  * qemu `calculate_geometry`). The product saturates at 65535 x 16 x 255 sectors (~127.5 GiB).
  */
 export function chsGeometry(currentSize: number): ChsGeometry {
@@ -328,7 +328,7 @@ export function vhdFooterOf(disk: DiskImage): VhdFooter {
     creatorVersion: VHD_CREATOR_VERSION,
     creatorHostOs: VHD_CREATOR_HOST_OS,
     originalSize: size, // "Original Size": the size at creation, = Current Size
-    currentSize: size, // exact, never CHS-rounded (DESIGN.md "Disk size")
+    currentSize: size, // exact, never CHS-rounded (docs/architecture.md §5)
     geometry: chsGeometry(size),
     diskType: VHD_DISK_TYPE_FIXED,
     uniqueId: vhdUniqueId(disk),

@@ -5,7 +5,7 @@
  * VhdBlockBackup's `--copy`). Pure: the content is a Layout (usually `file` extents into the
  * source image's data, so nothing is copied until the layout is written).
  *
- * Spec: [MS-VHDX] v20180912 (formats/vhd-vhdx.md B.6):
+ * Spec: [MS-VHDX] v20180912 (docs/containers.md §4):
  * - File Parameters HasParent = 1 and a Parent Locator item (2.6.2.1, 2.6.2.6): LocatorType
  *   B04AEFB7-D19E-4A81-B789-25B8E9445913, `parent_linkage` = the parent's DataWriteGuid as a
  *   lowercase braced string, `relative_path`, `absolute_win32_path` (2.6.2.6.3).
@@ -15,7 +15,7 @@
  *   are in this file (bit = 1) and which come from the parent (0), LSB-first (2.4, 2.5.1.1).
  *   Blocks not touched stay PAYLOAD_BLOCK_NOT_PRESENT: "the parent ... SHOULD be inspected".
  * - Block size and logical sector size are the parent's (2.6.2.4: they MUST be the same; DiscUtils
- *   does the same for the block size: formats/peers-and-apis.md section 1).
+ *   does the same for the block size: docs/containers.md §4.1).
  * - The Virtual Disk ID (Page 83 Data, 2.6.2.3) is the parent's: the child is the same virtual
  *   disk in a newer state, as in Hyper-V checkpoint chains [Inferred; not testable here].
  *

@@ -5,7 +5,7 @@
  * Spec: [MS-VHDX] "Virtual Hard Disk v2 (VHDX) File Format" v20180912
  * (https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx/), the successor of
  * the "VHDX Format Specification v1.00" (Microsoft, 2012-08-25). Structure encoders live in
- * ./vhdx/ (one structure per file); the recipe is formats/vhd-vhdx.md B.7:
+ * ./vhdx/ (one structure per file); the layout is docs/containers.md §3.1:
  *
  *   0        File Type Identifier (creator "synthvhd")                     MS-VHDX 2.2.1
  *   64 KiB   Header 1, SequenceNumber 1                                    MS-VHDX 2.2.2
@@ -19,7 +19,7 @@
  * A block whose disk range is all `zero` extents is PAYLOAD_BLOCK_ZERO and takes no room; every
  * other block is FULLY_PRESENT and its content is the disk's own extents (sliceLayout), so `file`
  * extents of the disk stay `file` extents of the container. Everything is derived from the disk
- * identity: the same disk always gives the same bytes (DESIGN.md "Deterministic output").
+ * identity: the same disk always gives the same bytes (docs/containers.md §5).
  */
 import type { DiskImage } from '../disk/disk-image.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
@@ -60,7 +60,7 @@ import { encodeVhdxHeader } from './vhdx/header.js';
 import { encodeVhdxMetadata, vhdxStandardMetadataItems } from './vhdx/metadata.js';
 import { encodeVhdxRegionTable } from './vhdx/region-table.js';
 
-/** Hyper-V's default block size (formats/vhd-vhdx.md B.4); `--block-size` overrides it. */
+/** Hyper-V's default block size (docs/containers.md §3.5); `--block-size` overrides it. */
 export const VHDX_DEFAULT_BLOCK_SIZE = 32 * MIB;
 
 /** MS-VHDX 2.2.1 Creator: diagnostic text naming the writer. */
@@ -208,7 +208,7 @@ export function vhdxPayloadStart(geometry: VhdxBatGeometry): number {
 }
 
 /**
- * The whole VHDX file around a BAT and its blocks (formats/vhd-vhdx.md B.7): file identifier,
+ * The whole VHDX file around a BAT and its blocks (docs/containers.md §3.1): file identifier,
  * two headers, two region tables, the zeroed log, the BAT, the metadata region, then the blocks.
  * Shared by the dynamic writer above and the differencing writer (./vhdx-differencing.ts).
  */

@@ -2,7 +2,7 @@
 /**
  * Which parts of two files are the same physical blocks (FIEMAP). urBackup makes each RAW
  * incremental as a reflink copy or a btrfs/ZFS snapshot of the previous `.raw` and then writes
- * the changed blocks (urbackup.md §1.3), so on btrfs/XFS the unchanged ranges of two backups of
+ * the changed blocks (docs/urbackup-formats.md §1.3), so on btrfs/XFS the unchanged ranges of two backups of
  * one volume still share their extents: equal by definition, no need to read them.
  */
 import { open } from 'node:fs/promises';

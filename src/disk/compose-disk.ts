@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * Composes a whole disk from the volumes of one backup run (DESIGN.md "Placement"):
+ * Composes a whole disk from the volumes of one backup run (docs/architecture.md §4):
  * the saved LBA0 and GPT copies at their saved positions, each volume at its partition's
  * offset (checked: the entry exists, is long enough, the serial matches), the NTFS backup boot
  * sector right after the volume, zeros everywhere else. Holes of the `.raw` files stay zero
@@ -66,7 +66,7 @@ export function placeVolume(table: DiskTable, volume: LoadedVolume): Partition {
   if (boot.length !== undefined && boot.length > volume.volumeLength) {
     throw fileError('E_RAW_IMAGE', rawPath, `shorter than its volume: the ${boot.fs.toUpperCase()} boot sector says ${boot.length} bytes, the image holds ${volume.volumeLength}`);
   }
-  // Windows clients save the serial as a decimal string (urbackup.md §3.3 field 5); Linux
+  // Windows clients save the serial as a decimal string (docs/urbackup-formats.md §3.3 field 5); Linux
   // clients save a UUID, which the boot sector cannot confirm.
   if (/^\d+$/.test(data.serialNumber) && boot.serial !== undefined && Number(data.serialNumber) !== boot.serial) {
     throw fileError('E_PLACEMENT', rawPath, `serial mismatch: ${mbrPath.replace(/.*\//, '')} says ${data.serialNumber}, the ${boot.fs.toUpperCase()} boot sector has ${boot.serial}`);
@@ -193,7 +193,7 @@ export function composeDisk(source: DiskSource): ComposedDisk {
     pieces = paint(pieces, { kind: 'zero', start: partition.offset, length: partition.length });
     pieces = paint(pieces, { kind: 'file', start: partition.offset, length: volume.volumeLength, path: volume.backup.rawPath, offset: volume.volumeOffset });
     // NTFS keeps a copy of its boot sector in the sector right after the volume, normally the
-    // partition's last sector; the client's image stops before it (urbackup.md §2.4).
+    // partition's last sector; the client's image stops before it (docs/urbackup-formats.md §2.4).
     const boot = readBootSector(volume.bootSector);
     const backupBootEnd = volume.volumeLength + boot.bytesPerSector;
     if (boot.fs === 'ntfs' && boot.length === volume.volumeLength && backupBootEnd <= partition.length) {

@@ -53,7 +53,7 @@ export function isExtended(entry: MbrEntry): boolean {
 /**
  * Primary partitions of an MBR disk in Windows numbering: Windows numbers the non-extended
  * primary entries 1, 2, … in table order; logical partitions inside an extended partition
- * come after them, but urBackup saves only LBA0, never the EBRs (urbackup.md §3.3 field 8),
+ * come after them, but urBackup saves only LBA0, never the EBRs (docs/urbackup-formats.md §3.3 field 8),
  * so those cannot be placed.
  */
 export function mbrPartitions(sector: Uint8Array, path: string): { partitions: Partition[]; hasExtended: boolean } {

@@ -4,7 +4,7 @@
  * the generated pieces of the disk (LBA0, GPT headers and arrays, boot-loader extra data) at
  * their saved positions.
  *
- * Disk size (DESIGN.md "Disk size"): GPT: the backup header is the last sector of the disk, so
+ * Disk size (docs/architecture.md §5): GPT: the backup header is the last sector of the disk, so
  * size = backup_gpt_header_pos + sector size. MBR: nothing is saved, so the end of the last
  * partition rounded up to 2 MiB.
  */
@@ -61,7 +61,7 @@ function mbrDiskTable(data: MbrData, path: string): DiskTable {
 }
 
 function sectorSizeOf(position: number, path: string): 512 | 4096 {
-  // urbackup.md §3.3 field 9: gpt_header_pos is the byte offset of LBA1 = the logical sector size.
+  // docs/urbackup-formats.md §3.3 field 9: gpt_header_pos is the byte offset of LBA1 = the logical sector size.
   if (position === 512 || position === 4096) return position;
   throw fileError('E_MBRDATA', path, `gpt_header_pos is ${position}, expected the sector size 512 or 4096`);
 }
@@ -76,7 +76,7 @@ function gptDiskTable(data: MbrData, path: string): DiskTable {
   const sectorSize = sectorSizeOf(gpt.headerPosition, path);
   const primary = checkGptHeader(gpt.header, gpt.table);
   // urBackup falls back to the primary position when the backup header could not be read
-  // (urbackup.md §3.3 field 13): then there is no saved backup copy at all.
+  // (docs/urbackup-formats.md §3.3 field 13): then there is no saved backup copy at all.
   const backupSaved = gpt.backupHeaderPosition !== gpt.headerPosition;
   const backup = backupSaved ? checkGptHeader(gpt.backupHeader, gpt.backupTable) : ({ ok: false, problem: 'not saved' } as const);
   const notes: string[] = [];

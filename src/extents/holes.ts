@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /**
- * Splits `file` extents over the holes of their source file into `zero` extents (DESIGN.md "The
- * extent model": "a file extent whose source range is a hole may be split into zero extents when
- * the consumer benefits"). Blocklist hashing benefits most: a zero extent is never read. Pure: the
+ * Splits `file` extents over the holes of their source file into `zero` extents (docs/architecture.md
+ * §6: a file extent whose source range is a hole may be split into zero extents when the
+ * consumer benefits). Blocklist hashing benefits most: a zero extent is never read. Pure: the
  * caller finds the data ranges (SEEK_DATA/SEEK_HOLE, src/native/native.ts `dataRanges`).
  */
 import type { Layout } from './extent.js';

@@ -33,7 +33,7 @@ const S_IFMT = constants.S_IFMT;
 const S_IFDIR = constants.S_IFDIR;
 const S_IFREG = constants.S_IFREG;
 const S_IFLNK = constants.S_IFLNK;
-/** DESIGN.md "Virtual names": files 0444, directories 0555 (symlinks carry no mode of their own). */
+/** docs/architecture.md §8: files 0444, directories 0555 (symlinks carry no mode of their own). */
 const FILE_MODE = 0o444;
 const DIR_MODE = 0o555;
 const SECTOR = 512;
@@ -200,7 +200,7 @@ export class BackupFs {
         nlink: 1,
         ino: virtualInode(path),
         blksize: 4096,
-        // DESIGN.md: reported as fully allocated; Windows refuses sparse-looking VHDs over SMB.
+        // docs/architecture.md §8: reported as fully allocated; Windows refuses sparse-looking VHDs over SMB.
         blocks: Math.ceil(size / SECTOR),
         atime: mtimeMs,
         mtime: mtimeMs,

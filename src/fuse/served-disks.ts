@@ -29,7 +29,7 @@ import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinut
 import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 
-/** urbackup.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
+/** docs/urbackup-formats.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
 const FORMATS: readonly ContainerFormat[] = ['vhdx', 'vhd'];
 

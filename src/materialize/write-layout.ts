@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * Writes a Layout to a real file, complete or not at all (DESIGN.md "materialize"): a temp file
+ * Writes a Layout to a real file, complete or not at all (docs/architecture.md §7.2): a temp file
  * in the destination folder; `bytes` by pwrite; `file` extents shared with the source by
  * FICLONERANGE where block-aligned (btrfs, XFS reflink=1, ZFS >= 2.2.3 with block cloning),
  * copied otherwise (all-zero chunks skipped, so they stay holes); `zero` extents left as holes;

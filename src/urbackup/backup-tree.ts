@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * Finds urBackup image backups under a backup root. urbackup.md §1.1: each volume backup is
+ * Finds urBackup image backups under a backup root. docs/urbackup-formats.md §1.1: each volume backup is
  * `<root>/<client>/<YYMMDD-HHMM>_Image_<L>/Image_<L>_<YYMMDD-HHMM>.<ext>`, where `<L>` is a
  * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw` (served) or vhd/vhdz/vhdx/vhdxz (not).
  */
@@ -13,11 +13,11 @@ export interface VolumeBackup {
   readonly folder: string;
   /** Drive letter (`C`), `SYSVOL` or `ESP`. */
   readonly letter: string;
-  /** `YYMMDD-HHMM`, server local time (urbackup.md §1.1). */
+  /** `YYMMDD-HHMM`, server local time (docs/urbackup-formats.md §1.1). */
   readonly timestamp: string;
   readonly rawPath: string;
   readonly mbrPath: string;
-  /** `.raw.sync` exists: urBackup finished and fsynced the backup (urbackup.md §1.2). */
+  /** `.raw.sync` exists: urBackup finished and fsynced the backup (docs/urbackup-formats.md §1.2). */
   readonly complete: boolean;
 }
 
@@ -26,7 +26,7 @@ export interface SkippedBackup {
   readonly reason: string;
 }
 
-/** A volume backup folder name (urbackup.md §1.1): groups 1 = `YYMMDD-HHMM`, 2 = the volume. */
+/** A volume backup folder name (docs/urbackup-formats.md §1.1): groups 1 = `YYMMDD-HHMM`, 2 = the volume. */
 export const BACKUP_FOLDER_PATTERN = /^(\d{6}-\d{4})_Image_([A-Za-z]|SYSVOL|ESP)$/;
 const OTHER_FORMATS = ['vhd', 'vhdz', 'vhdx', 'vhdxz'];
 

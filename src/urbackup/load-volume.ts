@@ -11,7 +11,7 @@ import { type MbrData, parseMbrFile } from './mbr-data.js';
 import type { VolumeBackup } from './backup-tree.js';
 import { MBR_ENTRIES_OFFSET, MBR_TYPE_GPT_PROTECTIVE } from '../disk/mbr.js';
 
-/** urbackup.md §2.2: the volume starts at a constant 512 KiB in every `.raw`. */
+/** docs/urbackup-formats.md §2.2: the volume starts at a constant 512 KiB in every `.raw`. */
 export const RAW_VOLUME_OFFSET = 524288;
 /** Bytes of the volume's start kept for boot-sector checks (one 4Kn sector). */
 const BOOT_SECTOR_BYTES = 4096;
@@ -24,7 +24,7 @@ export interface DataRange {
 export interface LoadedVolume {
   readonly backup: VolumeBackup;
   readonly mbrBytes: Uint8Array;
-  /** undefined for a whole-disk image (`.raw.mbr` version 100, urbackup.md §2.5). */
+  /** undefined for a whole-disk image (`.raw.mbr` version 100, docs/urbackup-formats.md §2.5). */
   readonly mbrData: MbrData | undefined;
   readonly rawSize: number;
   /** Newest mtime of `.raw` and `.raw.mbr`. */
@@ -49,7 +49,7 @@ async function readExactly(path: string, position: number, length: number): Prom
 }
 
 /**
- * Volume length inside a `.raw` (urbackup.md §2.3): `size - 512 KiB`, except for volumes over
+ * Volume length inside a `.raw` (docs/urbackup-formats.md §2.3): `size - 512 KiB`, except for volumes over
  * 2 TiB, where urBackup (2.5.x) writes a protective MBR and its own GPT, whose single entry's
  * LastLBA is one past the volume's end, and puts a backup GPT after the volume.
  */

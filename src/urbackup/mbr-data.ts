@@ -2,13 +2,13 @@
 /**
  * Parser for urBackup's `.raw.mbr`: the client's serialized SMBRData reply, stored verbatim.
  * Source: uroni/urbackup_backend urbackupcommon/mbrdata.h (SMBRData(CRData&)) and
- * common/data.cpp (CRData primitives); notes in shared/formats/urbackup.md §3.
+ * common/data.cpp (CRData primitives); notes in docs/urbackup-formats.md §3.
  *
  * Pure: bytes in, a record out. `path` is only used in error messages.
  */
 import { fileError } from '../errors/synthvhd-error.js';
 
-/** urbackup.md §3.3 field 2: 0 = MBR disk, 1 = GPT disk, 100 = whole-disk image (§2.5). */
+/** docs/urbackup-formats.md §3.3 field 2: 0 = MBR disk, 1 = GPT disk, 100 = whole-disk image (§2.5). */
 export const MBRDATA_VERSION_MBR = 0;
 export const MBRDATA_VERSION_GPT = 1;
 export const MBRDATA_VERSION_WHOLE_DISK = 100;
@@ -142,7 +142,7 @@ class FieldReader {
 
 const utf8 = new TextDecoder('utf-8');
 
-/** Parses a `.raw.mbr` file's bytes (urbackup.md §3.3). */
+/** Parses a `.raw.mbr` file's bytes (docs/urbackup-formats.md §3.3). */
 export function parseMbrFile(bytes: Uint8Array, path: string): MbrFile {
   const reader = new FieldReader(bytes, path);
   const status = reader.char('status');

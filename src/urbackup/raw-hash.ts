@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * urBackup's `.raw.hash` (urbackup.md §1.2): one SHA-256 (32 bytes) per 512 KiB chunk of the
+ * urBackup's `.raw.hash` (docs/urbackup-formats.md §1.2): one SHA-256 (32 bytes) per 512 KiB chunk of the
  * VOLUME (chunk 0 starts at the volume's first byte, i.e. `.raw` offset 512 KiB), in order.
  * Unused blocks are never sent and stay holes, which hash like zeros. The last chunk is hashed
  * over its short remainder [I: inferred; the fixture follows it, verify reports it if not].

@@ -4,7 +4,7 @@
  *
  * Spec: [MS-VHDX] v20180912 (VHDX Format Specification v1.00, 2012), 2.5 BAT, 2.5.1 BAT Entry,
  * 2.4 Blocks. The count formulas are images in MS-VHDX; the text below matches qemu
- * `vhdx_calc_bat_entries` (formats/vhd-vhdx.md B.4).
+ * `vhdx_calc_bat_entries` (docs/containers.md §3.4).
  */
 import { SynthvhdError, internalError } from '../../errors/synthvhd-error.js';
 import { isPowerOfTwo, roundUp, viewOf } from '../binary.js';
@@ -82,7 +82,7 @@ export interface VhdxBatEntry {
 /**
  * Writes entry `index`: State | FileOffsetMB << 20 (MS-VHDX 2.5.1), as two u32 halves so that
  * no bigint is needed. `fileOffset` must be a multiple of 1 MiB (0 for NOT_PRESENT/ZERO:
- * MS-VHDX 2.5.1.1 says FileOffsetMB is reserved for them; formats/vhd-vhdx.md B.4).
+ * MS-VHDX 2.5.1.1 says FileOffsetMB is reserved for them; docs/containers.md §3.6).
  */
 export function writeVhdxBatEntry(bat: Uint8Array | DataView, index: number, state: number, fileOffset: number): void {
   if (fileOffset % VHDX_ALIGNMENT !== 0 || fileOffset < 0 || !Number.isSafeInteger(fileOffset)) {

@@ -6,7 +6,7 @@
  * the 4 KiB header) and 2.2.3.1 (region table: over the 64 KiB table): "CRC-32C hash over the
  * entire ... with the Checksum field taking the value of zero during the computation". The CRC
  * is the standard CRC-32C (Castagnoli, reflected, init and final XOR 0xFFFFFFFF; check value
- * crc32c("123456789") = 0xE3069283), stored little-endian (formats/vhd-vhdx.md B.8).
+ * crc32c("123456789") = 0xE3069283), stored little-endian (docs/containers.md §3.7).
  */
 import { crc32c } from '@node-rs/crc32';
 

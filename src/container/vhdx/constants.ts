@@ -5,7 +5,7 @@
  * Spec: [MS-VHDX] "Virtual Hard Disk v2 (VHDX) File Format" v20180912
  * (https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx/), which supersedes the
  * "VHDX Format Specification v1.00" published 2012-08-25 by Microsoft. Section numbers below are
- * MS-VHDX's. Facts checked against qemu 7.2 and libvhdi 20210425 are in formats/vhd-vhdx.md.
+ * MS-VHDX's. Facts checked against qemu 7.2 and libvhdi 20210425 are in docs/containers.md.
  *
  * All integers are little-endian; all GUIDs are stored mixed-endian ('ms', see ../guid.ts). The
  * GUID constants below are shared byte arrays: copy them into buffers, never write into them.
@@ -73,13 +73,13 @@ export const VHDX_ALIGNMENT = MIB;
 
 // ---- Log (MS-VHDX 2.3) ----
 
-/** A zeroed 1 MiB log right after the header section (formats/vhd-vhdx.md B.5, what qemu writes). */
+/** A zeroed 1 MiB log right after the header section (docs/containers.md §3.3, what qemu writes). */
 export const VHDX_LOG_OFFSET = MIB;
 export const VHDX_LOG_LENGTH = MIB;
 
 // ---- BAT (MS-VHDX 2.5) ----
 
-/** The BAT region starts after the log (formats/vhd-vhdx.md B.7). */
+/** The BAT region starts after the log (docs/containers.md §3.1). */
 export const VHDX_BAT_OFFSET = VHDX_LOG_OFFSET + VHDX_LOG_LENGTH;
 /** MS-VHDX 2.5.1: each BAT entry is a u64: State bits 0-2, reserved 3-19, FileOffsetMB 20-63. */
 export const VHDX_BAT_ENTRY_SIZE = 8;

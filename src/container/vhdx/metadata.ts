@@ -66,7 +66,7 @@ export interface VhdxMetadataEntry {
 
 /**
  * The table (32-byte header + 32 bytes per item; the rest of its 64 KiB is zero) and the item
- * data, packed in order from region offset 64 KiB (as qemu does: formats/vhd-vhdx.md B.3).
+ * data, packed in order from region offset 64 KiB (as qemu does: docs/containers.md §3.5).
  * The caller places `table` at the region start and `itemData` at region + 64 KiB.
  */
 export function encodeVhdxMetadata(items: readonly VhdxMetadataItem[]): { table: Uint8Array; itemData: Uint8Array } {
