@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/** The `.raw.mbr` parser against hand-built SMBRData records (urbackup.md §3.2–3.3). */
+/** The `.raw.mbr` parser against hand-built SMBRData records (docs/urbackup-formats.md §3.2–3.3). */
 import { describe, expect, it } from 'vitest';
 import { parseMbrFile } from '../src/urbackup/mbr-data.js';
 
