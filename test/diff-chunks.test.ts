@@ -4,7 +4,7 @@
  * shared extents or data, checked against the truth images compared byte by byte here; and
  * `synthvhd verify` finding a .raw.hash that disagrees with its data.
  */
-import { open, mkdtemp, rm, readFile, writeFile, unlink } from 'node:fs/promises';
+import { open, mkdtemp, rm, readFile, stat, writeFile, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -13,11 +13,17 @@ import { compareVolumes } from '../src/diff/changed-chunks.js';
 import { loadVolume } from '../src/urbackup/load-volume.js';
 import { readBackupFolder, isVolumeBackup, type VolumeBackup } from '../src/urbackup/backup-tree.js';
 import { withLoopFs } from './helpers/loop-fs.js';
-import { runOk, synthvhd } from './helpers/run.js';
+import { REPO_ROOT, runOk, synthvhd } from './helpers/run.js';
 import { fixtureDisk } from './helpers/fixture-disk.js';
+import { nodeWitnessed, type KernelIo } from './helpers/io-witness.js';
 
 const fixtures = inject('fixtures');
 const CHUNK = 512 * 1024;
+/** What the trust check of one `.raw.hash` may re-read: a sample of its data chunks. */
+const TRUST_SAMPLE_BYTES = 20 * CHUNK;
+/** The program itself: its JavaScript, the `.raw.mbr` and `.raw.hash` files. */
+const PROGRAM_BYTES = 4 * 1024 * 1024;
+const COMPARE_CHILD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'compare-volumes-child.js');
 let work: string;
 let expectedChanged: number[];
 
@@ -55,6 +61,19 @@ async function backupOf(folder: string): Promise<VolumeBackup> {
   return entry;
 }
 
+/** compareVolumes in a child process, with what the kernel counted it reading. */
+async function compareWitnessed(olderDir: string, newerDir: string): Promise<{ result: { changed: number[] }; io: KernelIo }> {
+  const child = await nodeWitnessed(COMPARE_CHILD, [olderDir, newerDir]);
+  expect(child.stderr).toBe('');
+  expect(child.code).toBe(0);
+  return { result: JSON.parse(child.stdout) as { changed: number[] }, io: child.io };
+}
+
+/** Bytes the .raw files of these backup folders' volumes occupy (what reading their data costs). */
+async function allocatedBytes(rawPaths: readonly string[]): Promise<number> {
+  return (await Promise.all(rawPaths.map(async (path) => (await stat(path)).blocks * 512))).reduce((a, b) => a + b, 0);
+}
+
 async function copyBackup(volume: FixtureVolume, target: string): Promise<string> {
   await runOk('cp', ['-a', '--sparse=always', volume.backupDir, target]);
   return join(target, basename(volume.backupDir));
@@ -75,8 +94,13 @@ describe('changed chunks between two backups of C:', () => {
     const newer = await loadVolume(await backupOf(diskByName('uefi-gpt-run2').anchor.backupDir));
     const result = await compareVolumes(older, newer);
     expect(result.changed).toEqual(expectedChanged);
-    expect(result.decidedByHashes).toBe(result.chunkCount);
     expect(result.notes).toEqual([]);
+    // The kernel's count, in a process of its own: the two trust samples and the program, not the data.
+    const witnessed = await compareWitnessed(diskByName('uefi-gpt-run1').anchor.backupDir, diskByName('uefi-gpt-run2').anchor.backupDir);
+    expect(witnessed.result.changed).toEqual(expectedChanged);
+    const bound = 2 * TRUST_SAMPLE_BYTES + PROGRAM_BYTES;
+    expect(bound).toBeLessThan((await allocatedBytes([older.backup.rawPath, newer.backup.rawPath])) / 4);
+    expect(witnessed.io.rchar).toBeLessThanOrEqual(bound);
   });
 
   it('without .raw.hash, or with one that lies about a hole, it compares data and says so', async () => {
@@ -113,12 +137,13 @@ describe('changed chunks between two backups of C:', () => {
         await runOk('dd', [`if=${run2Raw}`, `of=${newerRaw}`, 'bs=512K', `skip=${offset / CHUNK}`, `seek=${offset / CHUNK}`, 'count=1', 'conv=notrunc', 'status=none']);
       }
       await unlink(`${newerRaw}.hash`);
-      const older = await loadVolume(await backupOf(olderDir));
-      const newer = await loadVolume(await backupOf(newerDir));
-      const result = await compareVolumes(older, newer);
+      // The kernel's count: both sides of the rewritten chunks (the only ones not shared any
+      // more), the older .raw.hash's trust sample and the program; not the shared data.
+      const { result, io } = await compareWitnessed(olderDir, newerDir);
       expect(result.changed).toEqual(expectedChanged);
-      expect(result.decidedBySharing).toBeGreaterThan(result.chunkCount / 2);
-      expect(result.bytesRead).toBeLessThan(((result.chunkCount - result.decidedBySharing) * 2 + 1) * CHUNK);
+      const bound = (expectedChanged.length * 2 + 2) * CHUNK + TRUST_SAMPLE_BYTES + PROGRAM_BYTES;
+      expect(bound).toBeLessThan((await allocatedBytes([join(olderDir, basename(newerRaw)), newerRaw])) / 4);
+      expect(io.rchar).toBeLessThanOrEqual(bound);
     });
   });
 });

@@ -22,6 +22,8 @@ export interface IncrementalPair {
   readonly dataChunks: number;
   /** Chunks of the volume rewritten in the newer backup. */
   readonly rewritten: number;
+  /** Their indexes (512 KiB chunks of the volume), ascending. */
+  readonly rewrittenChunks: readonly number[];
 }
 
 export async function makeIncrementalPair(
@@ -58,10 +60,12 @@ export async function makeIncrementalPair(
   await promisify(execFile)('cp', ['--reflink=always', older.raw, newer.raw]);
   const dataChunks = dataBytes / CHUNK;
   const rewritten = Math.floor(dataChunks / 100);
+  const rewrittenChunks: number[] = [];
   const handle = await open(newer.raw, 'r+');
   try {
     for (let k = 0; k < rewritten; k++) {
       const index = Math.floor((k * dataChunks) / rewritten);
+      rewrittenChunks.push(index);
       const bytes = randomBytes(CHUNK);
       await handle.write(bytes, 0, CHUNK, RAW_HEADER + index * CHUNK);
       createHash('sha256').update(bytes).digest().copy(hashes, index * 32);
@@ -71,5 +75,5 @@ export async function makeIncrementalPair(
     await handle.close();
   }
   await writeFile(`${newer.raw}.hash`, hashes);
-  return { older, newer, dataChunks, rewritten };
+  return { older, newer, dataChunks, rewritten, rewrittenChunks };
 }
