@@ -296,12 +296,19 @@ describe('inspectContainer on VHDs', () => {
   it('round-trips our fixed VHD and rejects a damaged footer checksum', async () => {
     const { disk } = await makeDisk('inspect', [{ kind: 'file', offset: 0, length: 3 * MIB }]);
     const layout = buildVhdLayout(disk);
+    // The unique id as libvhdi reads it, and as the footer's bytes say (VHD spec: Unique Id, 16
+    // bytes at footer offset 68, big-endian); never from the function that wrote it.
+    const path = join(directory, 'inspect.vhd');
+    await writeLayout(layout, path);
+    const identifier = /Identifier\s*:\s*(\S+)/.exec((await runOk('vhdiinfo', [path])).stdout)?.[1];
+    const hex = (await footerBytes(layout)).subarray(68, 84).toString('hex');
+    expect(identifier).toBe(`${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`);
     expect(await inspectContainer(layoutReader(layout), layout.size)).toEqual({
       format: 'vhd',
       type: 'fixed',
       virtualSize: 3 * MIB,
       logicalSectorSize: 512,
-      uniqueId: guidToString(vhdUniqueId(disk), 'rfc'),
+      uniqueId: identifier,
       creator: 'win 10.0 on Wi2k',
     });
     const error: unknown = await inspectContainer(layoutReader(layout, new Map([[layout.size - 100, 0x40]])), layout.size).catch(
