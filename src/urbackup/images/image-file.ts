@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+/**
+ * One file of a urBackup image backup (`.vhd`, `.vhdz`, `.vhdx`, `.vhdxz`) opened read-only:
+ * its bytes as urBackup's reader sees them. A compressed file (recognised by its magic, not its
+ * name: `urbackupsrv decompress-file` leaves a plain VHD named `.vhdz`) is read through its
+ * index, decoding blocks (./block-codec.ts) into a small cache; a plain file is read directly.
+ * This is the I/O half of ./compressed-file.ts; used to parse headers, BATs and bitmaps, and by
+ * tests to read extents. Serving reads goes through the extent readers, not through here.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { SynthvhdError, fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
+import { decodeBlock } from './block-codec.js';
+import {
+  COMPRESSED_HEADER_READ,
+  type CompressedContainer,
+  RECORD_HEADER_SIZE,
+  blockCount,
+  indexLength,
+  isCompressedFile,
+  parseCompressedHeader,
+  parseCompressedIndex,
+  parseRecordHeader,
+} from './compressed-file.js';
+
+/** Opens a source file read-only (the confined open of src/extents/confined-open.ts in production). */
+export type SourceOpener = (path: string, role: string) => Promise<FileHandle>;
+
+async function preadExactly(handle: FileHandle, path: string, position: number, length: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(buffer, done, length - done, position + done));
+    } catch (error) {
+      throw fileError('E_IO', path, `read failed at ${position + done}: ${(error as Error).message}`, error);
+    }
+    if (bytesRead === 0) throw fileError('E_CONTAINER', path, `unexpected end of file at ${position + done} (truncated?)`);
+    done += bytesRead;
+  }
+  return buffer;
+}
+
+/**
+ * Reads and decodes the block record at `record` of compressed file `path` to `blockLength`
+ * bytes. The record must end before `limit` (the index offset). Errors name the file and record.
+ */
+export async function readCompressedRecord(
+  handle: FileHandle,
+  path: string,
+  record: number,
+  blockLength: number,
+  limit: number,
+  exact = true,
+): Promise<Uint8Array> {
+  const head = parseRecordHeader(await preadExactly(handle, path, record, RECORD_HEADER_SIZE));
+  if (record + RECORD_HEADER_SIZE + head.storedSize > limit) {
+    throw fileError('E_IO', path, `corrupt compressed block record at ${record}: its ${head.storedSize} bytes run past the data (${limit})`);
+  }
+  const payload = await preadExactly(handle, path, record + RECORD_HEADER_SIZE, head.storedSize);
+  try {
+    return await decodeBlock(head.mode, payload, blockLength, exact);
+  } catch (error) {
+    if (isSynthvhdError(error) && error.path === undefined) throw fileError(error.code, path, `block record at ${record}: ${error.message}`, error);
+    throw error;
+  }
+}
+
+/** Decoded blocks kept while parsing (headers, BAT, bitmaps are read in file order). */
+const PARSE_CACHE_BLOCKS = 8;
+
+export class ImageFile {
+  private readonly cache = new Map<number, Promise<Uint8Array>>();
+
+  private constructor(
+    readonly path: string,
+    readonly handle: FileHandle,
+    /** Size on disk. */
+    readonly fileSize: number,
+    readonly mtimeMs: number,
+    /** The container, when the file is urBackup-compressed. */
+    readonly container: CompressedContainer | undefined,
+  ) {}
+
+  /** The size of the VHD/VHDX (the logical size of a compressed file). */
+  get size(): number {
+    return this.container?.header.logicalSize ?? this.fileSize;
+  }
+
+  static async open(path: string, opener: SourceOpener, role: string): Promise<ImageFile> {
+    const handle = await opener(path, role);
+    try {
+      const info = await handle.stat();
+      const head = info.size >= 25 ? await preadExactly(handle, path, 0, Math.min(COMPRESSED_HEADER_READ, info.size)) : new Uint8Array(0);
+      if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined);
+      try {
+        const header = parseCompressedHeader(head, info.size);
+        const offsets = parseCompressedIndex(await preadExactly(handle, path, header.indexOffset, indexLength(header)), header);
+        const partial: CompressedContainer = { path, header, offsets, lastBlockLength: header.blockSize };
+        const file = new ImageFile(path, handle, info.size, info.mtimeMs, partial);
+        const last = blockCount(header) - 1;
+        const lastRecord = offsets[last] ?? -1;
+        if (lastRecord === -1) return file;
+        // The last block decodes to what urBackup compressed (usually a whole block): learn it.
+        const decoded = await readCompressedRecord(handle, path, lastRecord, header.blockSize, header.indexOffset, false);
+        const needed = header.logicalSize - last * header.blockSize;
+        if (decoded.length < needed) {
+          throw fileError('E_CONTAINER', path, `the last block decodes to ${decoded.length} bytes, fewer than the ${needed} the file size needs`);
+        }
+        const container = { ...partial, lastBlockLength: decoded.length };
+        const done = new ImageFile(path, handle, info.size, info.mtimeMs, container);
+        done.cache.set(last, Promise.resolve(decoded));
+        return done;
+      } catch (error) {
+        if (isSynthvhdError(error) && error.path === undefined) throw fileError(error.code, path, error.message, error);
+        throw error;
+      }
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  /** Reads [position, position + length) of the VHD/VHDX; short only at its end. */
+  async read(position: number, length: number): Promise<Uint8Array> {
+    const count = Math.max(0, Math.min(length, this.size - position));
+    const container = this.container;
+    if (container === undefined) {
+      return count === 0 ? new Uint8Array(0) : preadExactly(this.handle, this.path, position, count);
+    }
+    const out = new Uint8Array(count);
+    const { blockSize } = container.header;
+    let done = 0;
+    while (done < count) {
+      const at = position + done;
+      const block = Math.floor(at / blockSize);
+      const skip = at - block * blockSize;
+      const piece = Math.min(count - done, blockSize - skip);
+      const decoded = await this.block(block);
+      out.set(decoded.subarray(skip, skip + piece), done);
+      done += piece;
+    }
+    return out;
+  }
+
+  private block(block: number): Promise<Uint8Array> {
+    const container = this.container;
+    if (container === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): block() of a plain file');
+    const cached = this.cache.get(block);
+    if (cached !== undefined) {
+      this.cache.delete(block);
+      this.cache.set(block, cached);
+      return cached;
+    }
+    const record = container.offsets[block] ?? -1;
+    const length = block === blockCount(container.header) - 1 ? container.lastBlockLength : container.header.blockSize;
+    const decoded =
+      record === -1
+        ? Promise.resolve(new Uint8Array(length))
+        : readCompressedRecord(this.handle, this.path, record, length, container.header.indexOffset);
+    decoded.catch(() => this.cache.delete(block));
+    this.cache.set(block, decoded);
+    while (this.cache.size > PARSE_CACHE_BLOCKS) {
+      const oldest = this.cache.keys().next().value;
+      if (oldest === undefined) break;
+      this.cache.delete(oldest);
+    }
+    return decoded;
+  }
+
+  async close(): Promise<void> {
+    this.cache.clear();
+    await this.handle.close();
+  }
+}
