@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   },
   blocklist: async () => (await import('./blocklist.js')).runBlocklistBench,
   diff: async () => (await import('./diff.js')).runDiffBench,
+  fixtures: async () => (await import('./fixture-build.js')).runFixturesBench,
 };
 
 async function main(): Promise<void> {

@@ -99,13 +99,10 @@ function parseMbrHead(data: Buffer): { status: number; version: number; deviceNu
 
 let fixtures: FixtureSet;
 let root: string;
-const buildSeconds: number[] = [];
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'synthvhd-fixture-check-'));
-  const started = performance.now();
   fixtures = await buildFixtures(root);
-  buildSeconds.push((performance.now() - started) / 1000);
 });
 
 afterAll(async () => {
@@ -127,9 +124,9 @@ function volume(d: FixtureDisk, letter: string): FixtureVolume {
 const DISK_NAMES = ['uefi-gpt-run1', 'uefi-gpt-run2', 'bios-mbr', 'legacy-mbr', 'gpt-4kn', 'huge-gpt'];
 
 describe('fixture builder', () => {
-  it('builds all disks quickly, with a manifest', async () => {
+  // How long the build takes is measured by `npm run bench -- fixtures`, not asserted here.
+  it('builds all disks, with a manifest', async () => {
     expect(fixtures.disks.map((d) => d.name)).toEqual(DISK_NAMES);
-    expect(buildSeconds[0]).toBeLessThan(30);
     const manifest = JSON.parse(await readFile(join(root, 'manifest.json'), 'utf8')) as FixtureSet;
     expect(manifest).toEqual(fixtures);
     expect(fixtures.incomplete).toHaveLength(1);
