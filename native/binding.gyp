@@ -19,6 +19,30 @@
       "conditions": [
         ["OS!='linux'", { "type": "none" }]
       ]
+    },
+    {
+      # The FUSE session (src/fuse_session.cc): libfuse 3's low-level API with reads served on its
+      # worker threads, zlib and libzstd for compressed blocks. A module of its own, so the file
+      # calls above still load where libfuse3 is missing at run time (Debian: libfuse3-dev
+      # libzstd-dev zlib1g-dev pkg-config to build, libfuse3-3 to run).
+      "target_name": "synthvhd_fuse",
+      "sources": ["src/fuse_session.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(pkg-config --cflags-only-I fuse3 | sed 's/-I//g')"
+      ],
+      "libraries": ["<!@(pkg-config --libs fuse3 libzstd zlib)"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS",
+        "_FILE_OFFSET_BITS=64",
+        "_GNU_SOURCE"
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-fno-exceptions", "-Wall", "-Wextra"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none" }]
+      ]
     }
   ]
 }
