@@ -17,7 +17,7 @@ import { ImageFile, type SourceOpener } from '../src/urbackup/images/image-file.
 import { volumeLayout, volumeOffsetFromMbr } from '../src/urbackup/images/image-volume.js';
 import { openImageDisk } from '../src/urbackup/images/open-image-backup.js';
 import { parseUrbackupVhd, urbackupVhdParentCandidates } from '../src/urbackup/images/urbackup-vhd.js';
-import { IMAGE_VOLUME_OFFSET, type WrittenImage, seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
+import { IMAGE_VOLUME_OFFSET, type WrittenImage, seededRandom, writeUrbackupImage, writeUrbackupVhdxImage } from '../fixtures/urbackup-images.js';
 
 const MIB = 1024 * 1024;
 const CLIENT_BLOCK = 4096;
@@ -224,6 +224,39 @@ describe('incremental chains', () => {
       '/b/c/260103-0100_Image_C/p.vhdz',
     ]);
     expect(urbackupVhdParentCandidates('/b/c/other/x.vhd', 'p.vhd')).toEqual(['/b/c/other/p.vhd', '/b/c/p.vhd']);
+  });
+});
+
+describe("urBackup's VHDX and VHDXZ", () => {
+  it('full VHDX, full VHDXZ, and a VHDXZ child of a VHDX read as urBackup reads them', async () => {
+    const plain = writeUrbackupVhdxImage(truth.volume, truth.used, { random });
+    const plainPath = await place('260301-0100_Image_C', 'Image_C_260301-0100.vhdx', plain.bytes);
+    const read = await readVolume(plainPath);
+    expect(firstDifference(read.bytes, truth.volume)).toBe(-1);
+    // qemu-img reads the fixture as the same disk: the writer makes valid VHDX.
+    const out = join(dir, 'qemu-vhdx.raw');
+    execFileSync('qemu-img', ['convert', '-f', 'vhdx', '-O', 'raw', plainPath, out]);
+    expect(firstDifference(new Uint8Array(await readFile(out)), plain.disk)).toBe(-1);
+
+    const packed = writeUrbackupVhdxImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd', shuffle: true } });
+    const packedPath = await place('260301-0200_Image_C', 'Image_C_260301-0200.vhdxz', packed.bytes);
+    const readPacked = await readVolume(packedPath);
+    // Unwritten sectors of a FULLY_PRESENT block read as the file holds them, for urBackup too.
+    expect(firstDifference(readPacked.bytes, packed.disk.subarray(IMAGE_VOLUME_OFFSET))).toBe(-1);
+
+    const second = truth.volume.slice();
+    const changed = [9, 10, 2000, SIZE / CLIENT_BLOCK - 3];
+    for (const block of changed) second.fill(0x77, block * CLIENT_BLOCK, (block + 1) * CLIENT_BLOCK);
+    const child = writeUrbackupVhdxImage(second, changed, {
+      random,
+      compressed: { codec: 'zlib' },
+      parent: { path: plainPath, dataWriteGuid: plain.dataWriteGuid },
+      parentDisk: plain.disk,
+    });
+    const childPath = await place('260302-0100_Image_C', 'Image_C_260302-0100.vhdxz', child.bytes);
+    const readChild = await readVolume(childPath);
+    expect(firstDifference(readChild.bytes, second)).toBe(-1);
+    expect(readChild.ownRanges.reduce((sum, [, length]) => sum + length, 0)).toBe(IMAGE_VOLUME_OFFSET + changed.length * CLIENT_BLOCK);
   });
 });
 
