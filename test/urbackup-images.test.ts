@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isSynthvhdError } from '../src/errors/synthvhd-error.js';
 import { codecsReady } from '../src/urbackup/images/block-codec.js';
+import { DecodePool } from '../src/urbackup/images/decode-pool.js';
+import { DecodedBlocks } from '../src/urbackup/images/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
 import { ImageFile, type SourceOpener } from '../src/urbackup/images/image-file.js';
 import { volumeLayout, volumeOffsetFromMbr } from '../src/urbackup/images/image-volume.js';
@@ -257,6 +259,55 @@ describe("urBackup's VHDX and VHDXZ", () => {
     const readChild = await readVolume(childPath);
     expect(firstDifference(readChild.bytes, second)).toBe(-1);
     expect(readChild.ownRanges.reduce((sum, [, length]) => sum + length, 0)).toBe(IMAGE_VOLUME_OFFSET + changed.length * CLIENT_BLOCK);
+  });
+});
+
+describe('decoded blocks off the main thread', () => {
+  it('a served VHDZ volume read through the worker pool and the bytes-bounded cache equals the truth; a corrupt record is E_IO', async () => {
+    const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd', shuffle: true } });
+    const path = await place('260401-0100_Image_C', 'Image_C_260401-0100.vhdz', image);
+    const opened = await openImageDisk(path, opener);
+    const volume = volumeLayout(opened.disk, IMAGE_VOLUME_OFFSET);
+    const handle = await open(path, 'r');
+    const pool = new DecodePool(2);
+    let reads = 0;
+    const blocks = new DecodedBlocks(pool, async (_, position, length) => {
+      reads++;
+      const buffer = new Uint8Array(length);
+      await handle.read(buffer, 0, length, position);
+      return buffer;
+    }, 6 * MIB);
+    try {
+      const out = new Uint8Array(volume.size);
+      // 128 KiB reads, as FUSE sends them, in order.
+      for (const extent of volume.extents) {
+        if (extent.kind === 'compressed') {
+          for (let at = 0; at < extent.length; at += 128 * 1024) {
+            const count = Math.min(128 * 1024, extent.length - at);
+            await blocks.readInto(extent, at, out, extent.start + at, count);
+          }
+        } else if (extent.kind !== 'zero') {
+          throw new Error(`unexpected ${extent.kind} extent in a VHDZ volume`);
+        }
+      }
+      expect(firstDifference(out, truth.volume)).toBe(-1);
+      // Each record was read once (header + payload), not once per 128 KiB read.
+      const records = new Set(volume.extents.flatMap((extent) => (extent.kind === 'compressed' ? [extent.record] : [])));
+      expect(reads).toBe(records.size * 2);
+      const corrupt = volume.extents.find((extent) => extent.kind === 'compressed');
+      if (corrupt?.kind !== 'compressed') throw new Error('no compressed extent');
+      blocks.clear();
+      const damaged = new DecodedBlocks(pool, async (_, position, length) => {
+        const buffer = new Uint8Array(length);
+        await handle.read(buffer, 0, length, position);
+        if (position > corrupt.record) buffer.fill(0x33, 4, 64);
+        return buffer;
+      });
+      await expectError(damaged.readInto(corrupt, 0, out, 0, 512), 'E_IO', new RegExp(`Image_C_260401-0100\\.vhdz: block record at ${corrupt.record}: corrupt compressed block`));
+    } finally {
+      await pool.close();
+      await handle.close();
+    }
   });
 });
 
