@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: MIT
 /**
- * `npm run bench -- fuse [--quick] [--no-tuning]`: read throughput of a virtual .vhdx served by
- * `synthvhd mount`, against the same bytes read straight from the `.raw` and against xmount's
- * VHD of that `.raw` (`xmount --in raw <raw> --out vhd <dir>`):
- *   - sequential 1 MiB reads of the whole file (dd), cold (page cache dropped with
- *     `echo 3 > /proc/sys/vm/drop_caches`) and warm (the better of two reads right after);
- *   - 4 KiB reads at random aligned offsets from 8 reader processes at once, cold and warm
- *     (the same offsets for every target);
- * each the median of three runs.
- * Then the same for a few mount tunings (page cache off, kernel readahead, max_read, libuv
- * threads), which is how DEFAULT_TUNING in src/fuse/mount.ts was chosen.
- * Needs root (drop_caches, mounts) and xmount. The fixture (a ≥ 1 GiB C: backup) is kept in
- * $SYNTHVHD_BENCH_DIR (default /var/tmp/synthvhd-bench) and reused.
+ * `npm run bench -- fuse [--quick] [--no-tuning]`: read throughput of the virtual disks served by
+ * `synthvhd mount`, against the same bytes read straight from the `.raw` and against its peers,
+ * all in one run over one `.raw` of random data:
+ *   - xmount's VHD of the `.raw` (`xmount --in raw <raw> --out vhd <dir>`, FUSE, libfuse 2);
+ *   - nbdkit's partitioning plugin over the `.raw`, read by nbdcopy (`nbdkit -U SOCK
+ *     partitioning <raw>`, `nbdcopy nbd+unix:///?socket=SOCK null:`): NBD, no FUSE, no page cache.
+ * Each figure is the median of three runs:
+ *   - first read: dd bs=1M of the whole file with the source in the page cache but not the
+ *     served file (its pages dropped with `dd iflag=nocache count=0`, posix_fadvise DONTNEED):
+ *     what the daemon itself moves;
+ *   - repeat read: the better of two reads right after (the kernel's page cache of the mount);
+ *   - cold read: after `echo 3 > /proc/sys/vm/drop_caches` (the disk under the source counts);
+ *   - 4 KiB reads at random aligned offsets from 8 reader processes at once, source warm, served
+ *     file dropped (the same offsets for every target).
+ * Then the ratios issue #13 sets as targets, the daemon's RSS before and after reading (it must
+ * not grow with the bytes read), and (without --no-tuning) a table of mount tunings.
+ * Needs root (drop_caches, mounts), xmount, nbdkit and nbdcopy. The fixture (a ≥ 1 GiB C:
+ * backup) is kept in $SYNTHVHD_BENCH_DIR (default /var/tmp/synthvhd-bench) and reused.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,17 +33,32 @@ const execFileAsync = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
 const READERS = 8;
+/** Each figure is the median of `REPEAT` runs (a 2-core VM's disk and CPU are noisy). */
+const REPEAT = 3;
 
 interface Result {
-  readonly seqColdMBs: number;
-  readonly seqWarmMBs: number;
-  readonly randColdIops: number;
-  readonly randWarmIops: number;
+  readonly firstMBs: number;
+  readonly repeatMBs: number;
+  readonly coldMBs: number;
+  readonly randIops: number;
+}
+
+interface Target {
+  readonly name: string;
+  /** The file read (the .raw, a file in a mount). */
+  readonly file: string;
+  /** Warms what the target reads from: the .raw, never the served file. */
+  readonly source: string;
 }
 
 async function dropCaches(): Promise<void> {
   await execFileAsync('sync');
   await writeFile('/proc/sys/vm/drop_caches', '3\n');
+}
+
+/** Drops the page cache of `file` alone (posix_fadvise DONTNEED through coreutils dd). */
+async function dropFile(file: string): Promise<void> {
+  await execFileAsync('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { maxBuffer: MiB });
 }
 
 /** Whole-file sequential read with dd (bs=1M); MB/s (10^6 bytes). */
@@ -46,8 +67,7 @@ async function sequential(file: string): Promise<number> {
   const { stderr } = await execFileAsync('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M'], { maxBuffer: MiB });
   const seconds = (performance.now() - started) / 1000;
   const match = /^(\d+) bytes/m.exec(stderr);
-  const bytes = Number(match?.[1] ?? 0);
-  return bytes / seconds / 1e6;
+  return Number(match?.[1] ?? 0) / seconds / 1e6;
 }
 
 /** READERS processes × `count` random 4 KiB reads, all starting at the same moment; reads per second. */
@@ -66,26 +86,28 @@ function median(values: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
-/** Each figure is the median of `REPEAT` runs (a 2-core VM's disk and CPU are noisy). */
-const REPEAT = 3;
-
-async function measure(file: string, randomCount: number): Promise<Result> {
-  const seqCold: number[] = [];
-  const seqWarm: number[] = [];
-  const randCold: number[] = [];
-  const randWarm: number[] = [];
+async function measure(target: Target, randomCount: number): Promise<Result> {
+  const first: number[] = [];
+  const repeat: number[] = [];
+  const cold: number[] = [];
+  const rand: number[] = [];
+  const direct = target.file === target.source;
   for (let run = 0; run < REPEAT; run++) {
-    await dropCaches();
-    seqCold.push(await sequential(file));
-    // Warm = steady state: the better of two reads right after the cold one.
-    seqWarm.push(Math.max(await sequential(file), await sequential(file)));
+    await sequential(target.source);
+    if (!direct) await dropFile(target.file);
+    first.push(await sequential(target.file));
+    repeat.push(Math.max(await sequential(target.file), await sequential(target.file)));
   }
   for (let run = 0; run < REPEAT; run++) {
     await dropCaches();
-    randCold.push(await random(file, randomCount));
-    randWarm.push(await random(file, randomCount));
+    cold.push(await sequential(target.file));
   }
-  return { seqColdMBs: median(seqCold), seqWarmMBs: median(seqWarm), randColdIops: median(randCold), randWarmIops: median(randWarm) };
+  for (let run = 0; run < REPEAT; run++) {
+    await sequential(target.source);
+    if (!direct) await dropFile(target.file);
+    rand.push(await random(target.file, randomCount));
+  }
+  return { firstMBs: median(first), repeatMBs: median(repeat), coldMBs: median(cold), randIops: median(rand) };
 }
 
 function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<void> {
@@ -114,13 +136,20 @@ async function stopChild(child: ChildProcess, mountpoint: string): Promise<void>
   if ((await findMount(mountpoint)) !== undefined) await execFileAsync('fusermount', ['-u', '-z', mountpoint]).catch(() => undefined);
 }
 
-/** Mounts with `tuning` (bench/mount-child.js), runs `work` on the file, unmounts. */
-async function withSynthvhd<T>(root: string, relative: string, tuning: Partial<MountTuning>, env: NodeJS.ProcessEnv, work: (file: string) => Promise<T>): Promise<T> {
+/** Resident set size of process `pid` in MiB (VmRSS, proc(5)). */
+async function rssMiB(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN) / 1024;
+}
+
+/** Mounts with `tuning` (bench/mount-child.js), runs `work` on the mount point and the daemon's pid, unmounts. */
+async function withSynthvhd<T>(root: string, tuning: Partial<MountTuning>, env: NodeJS.ProcessEnv, work: (mountpoint: string, pid: number | undefined) => Promise<T>): Promise<T> {
   const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-mnt-'));
   const child = spawn(process.execPath, [join(HERE, 'mount-child.js'), root, mountpoint, JSON.stringify(tuning)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   try {
     await waitForLine(child, /^ready$/m, 'the synthvhd mount');
-    return await work(join(mountpoint, relative));
+    return await work(mountpoint, child.pid);
   } finally {
     await stopChild(child, mountpoint);
     await rm(mountpoint, { recursive: true, force: true });
@@ -140,12 +169,47 @@ async function withXmount<T>(rawPath: string, work: (file: string) => Promise<T>
   }
 }
 
-function row(name: string, result: Result): string {
-  const cell = (value: number, width: number): string => value.toFixed(0).padStart(width);
-  return `${name.padEnd(34)}${cell(result.seqColdMBs, 10)}${cell(result.seqWarmMBs, 10)}${cell(result.randColdIops, 12)}${cell(result.randWarmIops, 12)}`;
+/**
+ * nbdkit's partitioning plugin over the `.raw` (a disk with one partition holding it), read
+ * whole by nbdcopy: MB/s of the first read (source warm; NBD has no page cache of its own, so
+ * every read is a first read), median of three.
+ */
+async function nbdkitFirstRead(rawPath: string): Promise<number> {
+  const directory = await mkdtemp(join(tmpdir(), 'synthvhd-bench-nbd-'));
+  const socket = join(directory, 'nbd.sock');
+  const server = spawn('nbdkit', ['-f', '-U', socket, 'partitioning', rawPath], { stdio: ['ignore', 'ignore', 'inherit'] });
+  try {
+    for (let tries = 0; ; tries++) {
+      if (await access(socket).then(() => true, () => false)) break;
+      if (tries > 100 || server.exitCode !== null) throw new Error('nbdkit did not start (apt-get install nbdkit libnbd-bin)');
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 50));
+    }
+    const uri = `nbd+unix:///?socket=${socket}`;
+    const bytes = Number((await execFileAsync('nbdinfo', ['--size', uri])).stdout.trim());
+    const runs: number[] = [];
+    for (let run = 0; run < REPEAT; run++) {
+      await sequential(rawPath);
+      const started = performance.now();
+      await execFileAsync('nbdcopy', [uri, 'null:']);
+      runs.push(bytes / ((performance.now() - started) / 1000) / 1e6);
+    }
+    return median(runs);
+  } finally {
+    server.kill('SIGTERM');
+    await rm(directory, { recursive: true, force: true });
+  }
 }
 
-const HEADER = `${'target'.padEnd(34)}${'seq cold'.padStart(10)}${'seq warm'.padStart(10)}${'rand cold'.padStart(12)}${'rand warm'.padStart(12)}\n${''.padEnd(34)}${'MB/s'.padStart(10)}${'MB/s'.padStart(10)}${'4K IOPS'.padStart(12)}${'4K IOPS'.padStart(12)}`;
+function row(name: string, result: Result): string {
+  const cell = (value: number, width: number): string => value.toFixed(0).padStart(width);
+  return `${name.padEnd(34)}${cell(result.firstMBs, 10)}${cell(result.repeatMBs, 10)}${cell(result.coldMBs, 10)}${cell(result.randIops, 12)}`;
+}
+
+const HEADER = `${'target'.padEnd(34)}${'first'.padStart(10)}${'repeat'.padStart(10)}${'cold'.padStart(10)}${'rand 4K'.padStart(12)}\n${''.padEnd(34)}${'MB/s'.padStart(10)}${'MB/s'.padStart(10)}${'MB/s'.padStart(10)}${'IOPS'.padStart(12)}`;
+
+function ratio(a: number, b: number): string {
+  return `${(a / b).toFixed(2)}×`;
+}
 
 export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
   const quick = args.includes('--quick');
@@ -154,37 +218,46 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
   process.stdout.write(`building/reusing the bench fixture in ${directory} …\n`);
   const fixture = await buildBenchFixture(directory, (quick ? 256 : 1024) * MiB);
   const randomCount = quick ? 500 : 2000;
+  const vhdRelative = fixture.vhdxRelative.replace(/\.vhdx$/, '.vhd');
   process.stdout.write(`C: volume ${fixture.volumeBytes / MiB} MiB of random data; ${READERS} random readers × ${randomCount} reads\n\n${HEADER}\n`);
 
-  const direct = await measure(fixture.rawPath, randomCount);
+  const raw = fixture.rawPath;
+  const direct = await measure({ name: 'direct', file: raw, source: raw }, randomCount);
   process.stdout.write(`${row('direct .raw', direct)}\n`);
-  const xmount = await withXmount(fixture.rawPath, (file) => measure(file, randomCount));
+  const xmount = await withXmount(raw, (file) => measure({ name: 'xmount', file, source: raw }, randomCount));
   process.stdout.write(`${row('xmount --out vhd', xmount)}\n`);
-  const ours = await withSynthvhd(fixture.backupRoot, fixture.vhdxRelative, {}, {}, (file) => measure(file, randomCount));
-  process.stdout.write(`${row('synthvhd .disk.vhdx (default)', ours)}\n\n`);
-
-  const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
+  const nbdkit = await nbdkitFirstRead(raw);
+  process.stdout.write(`${'nbdkit partitioning + nbdcopy'.padEnd(34)}${nbdkit.toFixed(0).padStart(10)}\n`);
+  const ours = await withSynthvhd(fixture.backupRoot, {}, {}, async (mountpoint, pid) => {
+    const rssBefore = await rssMiB(pid);
+    const vhd = await measure({ name: 'synthvhd .vhd', file: join(mountpoint, vhdRelative), source: raw }, randomCount);
+    process.stdout.write(`${row('synthvhd .disk.vhd', vhd)}\n`);
+    const vhdx = await measure({ name: 'synthvhd .vhdx', file: join(mountpoint, fixture.vhdxRelative), source: raw }, randomCount);
+    process.stdout.write(`${row('synthvhd .disk.vhdx', vhdx)}\n`);
+    return { vhd, vhdx, rssBefore, rssAfter: await rssMiB(pid) };
+  });
+  const { vhd } = ours;
+  // measure() reads its file whole 4 × REPEAT times (first, two repeats, cold), for two files.
+  const readGiB = (2 * 4 * REPEAT * fixture.volumeBytes) / 1024 ** 3;
   process.stdout.write(
     [
-      `synthvhd / xmount:  seq cold ${ratio(ours.seqColdMBs, xmount.seqColdMBs)}, seq warm ${ratio(ours.seqWarmMBs, xmount.seqWarmMBs)} (target ≥ 1.5×), rand cold ${ratio(ours.randColdIops, xmount.randColdIops)}, rand warm ${ratio(ours.randWarmIops, xmount.randWarmIops)} (target ≥ 1×)`,
-      `synthvhd / direct:  seq cold ${ratio(ours.seqColdMBs, direct.seqColdMBs)}, seq warm ${ratio(ours.seqWarmMBs, direct.seqWarmMBs)} (target ≥ 0.5×), rand cold ${ratio(ours.randColdIops, direct.randColdIops)}, rand warm ${ratio(ours.randWarmIops, direct.randWarmIops)}`,
+      '',
+      `synthvhd .vhd / xmount:  first read ${ratio(vhd.firstMBs, xmount.firstMBs)} (target ≥ 1.5×), 4K random ${ratio(vhd.randIops, xmount.randIops)} (target ≥ 2×), repeat ${ratio(vhd.repeatMBs, xmount.repeatMBs)}, cold ${ratio(vhd.coldMBs, xmount.coldMBs)}`,
+      `synthvhd .vhd / nbdkit:  first read ${ratio(vhd.firstMBs, nbdkit)} (target ≥ 1×)`,
+      `synthvhd .vhd / direct:  repeat read ${ratio(vhd.repeatMBs, direct.repeatMBs)} (target ≥ 0.5×), first read ${ratio(vhd.firstMBs, direct.firstMBs)}, 4K random ${ratio(vhd.randIops, direct.randIops)}`,
+      `synthvhd daemon RSS: ${ours.rssBefore.toFixed(0)} MiB mounted, ${ours.rssAfter.toFixed(0)} MiB after ${readGiB.toFixed(0)} GiB of whole-file reads of its files`,
       '',
     ].join('\n'),
   );
 
   if (args.includes('--no-tuning')) return;
-  process.stdout.write(`mount tunings (synthvhd .disk.vhdx):\n${HEADER}\n`);
+  process.stdout.write(`mount tunings (synthvhd .disk.vhd):\n${HEADER}\n`);
   const variants: { name: string; tuning: Partial<MountTuning>; env?: NodeJS.ProcessEnv }[] = [
-    { name: 'no page cache (no auto_cache)', tuning: { pageCache: 'none' } },
-    { name: 'kernel_cache', tuning: { pageCache: 'keep' } },
     { name: 'readahead 128 KiB (kernel default)', tuning: { readAheadKb: 128 } },
-    { name: 'readahead 1 MiB', tuning: { readAheadKb: 1024 } },
     { name: 'readahead 4 MiB', tuning: { readAheadKb: 4096 } },
-    { name: 'max_read 32 KiB', tuning: { maxRead: 32 * 1024 } },
-    { name: 'UV_THREADPOOL_SIZE=16', tuning: {}, env: { UV_THREADPOOL_SIZE: '16' } },
   ];
   for (const variant of variants) {
-    const result = await withSynthvhd(fixture.backupRoot, fixture.vhdxRelative, variant.tuning, variant.env ?? {}, (file) => measure(file, randomCount));
+    const result = await withSynthvhd(fixture.backupRoot, variant.tuning, variant.env ?? {}, (mountpoint) => measure({ name: variant.name, file: join(mountpoint, vhdRelative), source: raw }, randomCount));
     process.stdout.write(`${row(variant.name, result)}\n`);
   }
 }
