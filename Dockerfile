@@ -33,7 +33,7 @@ RUN bash scripts/setup.sh --runtime-packages \
 COPY --from=build /opt/synthvhd/package.json ./
 COPY --from=build /opt/synthvhd/node_modules/ node_modules/
 COPY --from=build /opt/synthvhd/dist/src/ dist/src/
-COPY --from=build /opt/synthvhd/native/build/Release/synthvhd_native.node native/build/Release/
+COPY --from=build /opt/synthvhd/native/build/Release/synthvhd_native.node /opt/synthvhd/native/build/Release/synthvhd_fuse.node native/build/Release/
 RUN ln -s /opt/synthvhd/dist/src/cli/main.js /usr/local/bin/synthvhd
 ENV NODE_ENV=production
 ENTRYPOINT ["/usr/local/bin/synthvhd"]

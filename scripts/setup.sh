@@ -13,14 +13,14 @@ cd "$(dirname "$0")/.."
 
 # runtime: FUSE (libfuse.so.2 for fuse-native, fusermount from fuse3)
 runtime_packages=(libfuse2 fuse3)
-# native addon build
-build_packages=(python3 make g++)
+# native addon build (the FUSE session links libfuse3, libzstd and zlib, found with pkg-config)
+build_packages=(python3 make g++ pkg-config libfuse3-dev libzstd-dev zlib1g-dev)
 # independent checkers and fixture builders used by the tests (systemd: systemd-analyze verify)
 test_packages=(
   qemu-utils libvhdi-utils gdisk fdisk ntfs-3g dosfstools mtools libfsntfs-utils
   btrfs-progs xfsprogs samba smbclient systemd git
-  # the peer `npm run bench -- fuse` measures against
-  xmount
+  # the peers `npm run bench -- fuse` measures against
+  xmount nbdkit libnbd-bin
 )
 
 install_packages() {
