@@ -17,6 +17,7 @@ import { DecodedBlocks } from '../src/urbackup/images/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
 import { ImageFile, type SourceOpener } from '../src/urbackup/images/image-file.js';
 import { volumeLayout, volumeOffsetFromMbr } from '../src/urbackup/images/image-volume.js';
+import { changedChunkFlags, changedSince, loadImageVolume } from '../src/urbackup/images/load-image-volume.js';
 import { openImageDisk } from '../src/urbackup/images/open-image-backup.js';
 import { parseUrbackupVhd, urbackupVhdParentCandidates } from '../src/urbackup/images/urbackup-vhd.js';
 import { IMAGE_VOLUME_OFFSET, type WrittenImage, seededRandom, writeUrbackupImage, writeUrbackupVhdxImage } from '../fixtures/urbackup-images.js';
@@ -204,6 +205,24 @@ describe('incremental chains', () => {
     const level3Path = await place('260104-0100_Image_C', 'Image_C_260104-0100.vhd', level3);
     const read3 = await readVolume(level3Path);
     expect(firstDifference(read3.bytes, third)).toBe(-1);
+
+    // The backup-run diff from the chain's own BATs and bitmaps: every 512 KiB chunk whose bytes
+    // differ from the full backup is flagged, and only chunks the two children wrote are.
+    const loaded = await loadImageVolume(level3Path, false, opener);
+    expect(loaded.volumeLength).toBe(SIZE);
+    expect(firstDifference(loaded.bootSector, third.subarray(0, 4096))).toBe(-1);
+    expect(loaded.chain.map((file) => file.path)).toEqual([level3Path, childPath, fullPath]);
+    const ranges = changedSince(loaded, fullPath);
+    expect(ranges).toBeDefined();
+    const chunk = 512 * 1024;
+    const flags = changedChunkFlags(ranges ?? [], SIZE, chunk);
+    const written = new Set([...changed, ...changed3].map((block) => Math.floor((block * CLIENT_BLOCK) / chunk)));
+    flags.forEach((flag, index) => {
+      const differs = firstDifference(truth.volume.subarray(index * chunk, (index + 1) * chunk), third.subarray(index * chunk, (index + 1) * chunk)) !== -1;
+      if (differs) expect(flag).toBe(true);
+      expect(flag).toBe(written.has(index));
+    });
+    expect(changedSince(loaded, '/not/in/the/chain.vhdz')).toBeUndefined();
   });
 
   it('a missing parent and a wrong parent are refused with one clear message', async () => {

@@ -45,6 +45,8 @@ export interface OpenedImageDisk {
   readonly identity: Uint8Array;
   /** VHD footer Time Stamp (0 for VHDX). */
   readonly timeStamp: number;
+  /** The opened parent of a differencing image. */
+  readonly parent: OpenedImageDisk | undefined;
 }
 
 /** Deeper than this is a broken tree (urBackup's own chains are far shorter). */
@@ -105,6 +107,7 @@ async function openAt(path: string, opener: SourceOpener, seen: Set<string>): Pr
       warnings: [...warnings, ...(parent?.warnings ?? [])],
       identity,
       timeStamp,
+      parent,
     };
   } catch (error) {
     throw withPath(error, path);
