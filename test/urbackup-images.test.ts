@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isSynthvhdError } from '../src/errors/synthvhd-error.js';
 import { codecsReady } from '../src/urbackup/images/block-codec.js';
+import { findImageBackupFiles, isImageSideFile } from '../src/urbackup/images/image-backup-files.js';
 import { DecodePool } from '../src/urbackup/images/decode-pool.js';
 import { DecodedBlocks } from '../src/urbackup/images/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
@@ -104,6 +105,24 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
+});
+
+describe('backup folders', () => {
+  it('finds the image in any format and names its side files after the whole image name', () => {
+    const names = new Set(['Image_C_260101-0100.vhdz', 'Image_C_260101-0100.vhdz.mbr', 'Image_C_260101-0100.vhdz.hash', 'Image_C_260101-0100.vhdz.sync']);
+    expect(findImageBackupFiles('/r/c/f', 'Image_C_260101-0100', names)).toEqual({
+      extension: 'vhdz',
+      imagePath: '/r/c/f/Image_C_260101-0100.vhdz',
+      mbrPath: '/r/c/f/Image_C_260101-0100.vhdz.mbr',
+      hashPath: '/r/c/f/Image_C_260101-0100.vhdz.hash',
+      syncPath: '/r/c/f/Image_C_260101-0100.vhdz.sync',
+      complete: true,
+    });
+    expect(findImageBackupFiles('/r/c/f', 'Image_C_260101-0100', new Set(['Image_C_260101-0100.vhdxz']))?.complete).toBe(false);
+    expect(findImageBackupFiles('/r/c/f', 'Image_C_260101-0100', new Set(['Image_C_260101-0100.raw.mbr']))).toBeUndefined();
+    expect(isImageSideFile('Image_C_260101-0100.vhdxz.cbitmap')).toBe(true);
+    expect(isImageSideFile('Image_C_260101-0100.vhdz')).toBe(false);
+  });
 });
 
 describe('full images', () => {
