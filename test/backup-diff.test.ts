@@ -84,7 +84,7 @@ describe('synthvhd diff', () => {
     const parent = join(work, 'parent.vhdx');
     const child = join(work, 'child.vhdx');
     expect((await synthvhd(['materialize', older, '-o', parent])).code).toBe(0);
-    const witnessed = await synthvhdWitnessed(['diff', older, newer, '-o', child, '--parent', parent, '--json']);
+    const witnessed = await synthvhdWitnessed(['diff', older, newer, '-o', child, '--parent', parent, '--windows-path', '//nas/restore', '--json']);
     expect(witnessed.stderr).toBe('');
     expect(witnessed.code).toBe(0);
     const report = JSON.parse(witnessed.stdout) as DiffReport;
@@ -105,6 +105,8 @@ describe('synthvhd diff', () => {
     const parentId = /Identifier\s*:\s*(\S+)/.exec(parentInfo.stdout)?.[1];
     const childInfo = await runOk('vhdiinfo', [child]);
     expect(childInfo.stdout).toMatch(/Disk type\s*:\s*Differential/);
+    // --windows-path names the parent's folder as Windows reaches it (MS-VHDX 2.6.2.6.3 form).
+    expect(childInfo.stdout).toContain('Parent filename\t\t: \\\\?\\UNC\\nas\\restore\\parent.vhdx');
     expect(/Parent identifier\s*:\s*(\S+)/.exec(childInfo.stdout)?.[1]).toBe(parentId);
     expect(parentId).toMatch(/^[0-9a-f-]{36}$/);
 

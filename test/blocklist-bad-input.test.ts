@@ -145,7 +145,7 @@ describe('blocklist create refuses broken images', () => {
     await mkdir(dir);
     const diff = join(dir, 'disk0_diff.vhdx');
     await copyFile(join(diffDir, 'disk0_diff.vhdx'), diff);
-    await expectRefused(['blocklist', 'create', diff], diff, /parent not found: tried .*disk0\.vhdx \(relative_path\), .*made[/]disk0\.vhdx \(absolute_win32_path\)/, [`${diff}.blocklist.bin`]);
+    await expectRefused(['blocklist', 'create', diff], diff, /parent not found: tried .*disk0\.vhdx \(relative_path\)/, [`${diff}.blocklist.bin`]);
     await expectRefused(['merge', diff, '-o', join(dir, 'out.vhdx')], diff, /parent not found/, [join(dir, 'out.vhdx')]);
     // Put back beside it, the right parent makes the same diff readable.
     await copyFile(join(diffDir, 'disk0.vhdx'), join(dir, 'disk0.vhdx'));

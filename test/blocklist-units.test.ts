@@ -128,7 +128,7 @@ describe('stopping a background list (the mount unmounting while it precomputes)
     const disk = await bigDisk();
     const cache = join(work, 'stopped-cache');
     const folder = join(work, 'root', 'pc1', '241101-0100_Image_C');
-    const anchor: VolumeBackup = { client: 'pc1', folder, letter: 'C', timestamp: '241101-0100', rawPath: join(folder, 'Image_C_241101-0100.raw'), mbrPath: join(folder, 'Image_C_241101-0100.raw.mbr'), complete: true };
+    const anchor: VolumeBackup = { root: join(work, 'root'), client: 'pc1', folder, letter: 'C', timestamp: '241101-0100', rawPath: join(folder, 'Image_C_241101-0100.raw'), mbrPath: join(folder, 'Image_C_241101-0100.raw.mbr'), complete: true };
     const events: string[] = [];
     const precomputer = new BlocklistPrecomputer(cache, { onReady: () => events.push('ready'), onError: (_request, error) => events.push(error.message) });
     precomputer.request(anchor, disk);

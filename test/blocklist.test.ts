@@ -213,7 +213,7 @@ interface CheckJson {
 interface CopyJson extends CheckJson {
   diff?: string;
   diffList?: string;
-  parentLocator?: { relativePath: string; absoluteWin32Path: string };
+  parentLocator?: { relativePath: string; absoluteWin32Path?: string };
 }
 
 function blocksOf(report: CheckJson): number[] {
@@ -263,15 +263,18 @@ describe('check, copy and merge between the two backup runs of the UEFI disk', (
   });
 
   it('copy writes a differencing VHDX libvhdi reads, with its parent, as the newer disk', async () => {
-    const report = await json<CopyJson>(['blocklist', 'copy', '--json', '--cache-dir', cache, diskByName('uefi-gpt-run2').anchor.backupDir, target]);
+    const report = await json<CopyJson>(['blocklist', 'copy', '--json', '--cache-dir', cache, '--windows-path', 'D:\\VMs\\', diskByName('uefi-gpt-run2').anchor.backupDir, target]);
     const diff = join(dir, 'disk0_diff.vhdx');
     expect(report.diff).toBe(diff);
     expect(blocksOf(report)).toEqual(changed);
     expect(report.parentLocator?.relativePath).toBe('.\\disk0.vhdx');
+    // MS-VHDX 2.6.2.6.3: a drive-letter Win32 path, from --windows-path (TARGET's folder on Windows).
+    expect(report.parentLocator?.absoluteWin32Path).toBe('\\\\?\\D:\\VMs\\disk0.vhdx');
     // The diff holds the changed blocks and little else (32 MiB payload blocks, mostly holes).
     expect((await stat(diff)).blocks * 512).toBeLessThan(changed.length * BLOCK + 8 * 1024 * 1024);
     const info = await runOk('vhdiinfo', [diff]);
     expect(info.stdout).toMatch(/Disk type\s*:\s*Differential/);
+    expect(info.stdout).toContain('Parent filename\t\t: \\\\?\\D:\\VMs\\disk0.vhdx');
     expect(info.stdout).toMatch(new RegExp(`Parent identifier\\s*:\\s*${(await inspectJson(target)).dataWriteGuid ?? 'missing'}`));
     expect(info.stdout).toMatch(new RegExp(`Media size\\s*:.*\\(${diskByName('uefi-gpt-run1').diskSize} bytes\\)`));
     await withVhdiMount(diff, async (rawDisk) => {

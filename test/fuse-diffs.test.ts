@@ -9,7 +9,7 @@
  * backup of its disk, has no diff.
  */
 import { copyFile, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FixtureDisk } from '../fixtures/build-fixtures.js';
@@ -94,6 +94,13 @@ describe('synthvhd mount: .disk_diff.vhdx', () => {
     expect(inspected.code).toBe(0);
     const report = JSON.parse(inspected.stdout) as { parent?: { paths?: Record<string, string> } };
     expect(report.parent?.paths?.relative_path).toBe(`..\\${basename(run1.anchor.backupDir)}\\${basename(served(run1, 'disk.vhdx'))}`);
+    // MS-VHDX 2.6.2.6.3: absolute_win32_path is a Win32 path; the mount's default names the mount
+    // point as `\\<host>\<folder name>` (the shipped share), libvhdi reads it as the parent's name.
+    const parentInMount = relative(mountpoint.path, served(run1, 'disk.vhdx')).split('/').join('\\');
+    const expected = `\\\\?\\UNC\\${hostname()}\\${basename(mountpoint.path)}\\${parentInMount}`;
+    expect(report.parent?.paths?.absolute_win32_path).toBe(expected);
+    expect(field(childInfo, 'Parent filename')).toBe(expected);
+    expect(Object.keys(report.parent?.paths ?? {}).sort()).toEqual(['absolute_win32_path', 'relative_path']);
   });
 
   it('reads as the run-2 disk: vhdimount over copies kept side by side, and our reader inside the mount', async () => {

@@ -67,11 +67,6 @@ export function blocklistCachePath(cacheDir: string, anchor: VolumeBackup, disk:
   return join(cacheFolder(cacheDir, anchor), `Image_${anchor.letter}_${anchor.timestamp}.disk.${identityTag(disk)}${BLOCKLIST_SUFFIX}`);
 }
 
-/** The backup root a backup folder lives under (`<root>/<client>/<folder>`). */
-export function backupRootOf(anchor: VolumeBackup): string {
-  return dirname(dirname(anchor.folder));
-}
-
 /** realpath of `path`, or of its nearest existing ancestor plus the rest (the cache may not exist yet). */
 async function realpathLoose(path: string): Promise<string> {
   const absolute = resolve(path);
@@ -119,7 +114,7 @@ export async function computeCachedBlocklist(
   disk: DiskImage,
   options: HashOptions = {},
 ): Promise<CachedBlocklist & { readonly result: HashResult }> {
-  const dir = await checkCacheDir(cacheDir, backupRootOf(anchor));
+  const dir = await checkCacheDir(cacheDir, anchor.root);
   const path = blocklistCachePath(dir, anchor, disk);
   const folder = dirname(path);
   try {
@@ -127,7 +122,7 @@ export async function computeCachedBlocklist(
   } catch (error) {
     throw fileError('E_IO', folder, `cannot create the cache folder: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
   }
-  const result = await hashDisk(disk.layout, options);
+  const result = await hashDisk(disk.layout, { confinement: { root: anchor.root }, ...options });
   const mtimeMs = await writeListFile(path, result.list, disk.mtimeMs);
   for (const name of await readdir(folder).catch(() => [] as string[])) {
     if (name !== basename(path) && name.endsWith(BLOCKLIST_SUFFIX)) await unlink(join(folder, name)).catch(() => undefined);

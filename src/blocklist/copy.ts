@@ -18,6 +18,7 @@ import { basename, dirname, extname, join, relative, resolve, sep } from 'node:p
 import { deriveGuid } from '../container/guid.js';
 import { chainPaths } from '../container/open-image.js';
 import { buildDifferencingVhdxLayout } from '../container/vhdx-differencing.js';
+import { absoluteWin32Path } from '../container/windows-path.js';
 import { fileError } from '../errors/synthvhd-error.js';
 import { type WriteReport, writeLayout } from '../materialize/write-layout.js';
 import { blocklistPathOf } from './blocklist.js';
@@ -35,6 +36,12 @@ export interface CopyOptions extends HashOptions {
   readonly cacheDir?: string;
   /** Progress of writing the diff. */
   readonly onWriteProgress?: (done: number, total: number) => void;
+  /**
+   * TARGET's folder as Windows reaches it (`\\nas\backups\vms`, `D:\VMs`, from
+   * parseWindowsFolder): the diff's `absolute_win32_path` then names TARGET there; without it the
+   * entry is left out (MS-VHDX 2.6.2.6.3 allows no Linux path in it).
+   */
+  readonly windowsPath?: string;
 }
 
 export interface CopyReport extends CheckReport {
@@ -43,7 +50,7 @@ export interface CopyReport extends CheckReport {
   /** The differencing VHDX written, or undefined when nothing changed. */
   readonly diff: string | undefined;
   readonly diffList: string | undefined;
-  readonly parentLocator: { readonly relativePath: string; readonly absoluteWin32Path: string } | undefined;
+  readonly parentLocator: { readonly relativePath: string; readonly absoluteWin32Path: string | undefined } | undefined;
   readonly fullyPresentBlocks: number;
   readonly partiallyPresentBlocks: number;
   readonly write: WriteReport | undefined;
@@ -61,16 +68,6 @@ export function relativeParentPath(diffPath: string, parentPath: string): string
   return path.startsWith('..') ? path : `.\\${path}`;
 }
 
-/**
- * MS-VHDX 2.6.2.6.3 `absolute_win32_path` "MUST begin with \\?\". A Linux path has no drive, so it
- * is written as `\\?\` + the path with `/` turned into `\` (`\\?\\srv\disks\a.vhdx`): libvhdi
- * (vhdiinfo, vhdimount) accepts it (it uses only the file name after the last `\`), Windows
- * cannot resolve it and falls back on relative_path, which it tries first anyway; our reader
- * (src/container/open-image.ts) maps it back to the Linux path.
- */
-export function absoluteWin32ParentPath(parentPath: string): string {
-  return `\\\\?\\${resolve(parentPath).split(sep).join('\\')}`;
-}
 
 export async function copyChangedBlocks(sourceArgument: string, targetArgument: string, options: CopyOptions = {}): Promise<CopyReport> {
   // Everything that can be refused is checked before anything is written.
@@ -115,7 +112,10 @@ export async function copyChangedBlocks(sourceArgument: string, targetArgument: 
       .update(sourceList.bytes)
       .digest(),
   );
-  const parentLocator = { relativePath: relativeParentPath(diffPath, target.label), absoluteWin32Path: absoluteWin32ParentPath(target.label) };
+  const parentLocator = {
+    relativePath: relativeParentPath(diffPath, target.label),
+    absoluteWin32Path: options.windowsPath === undefined ? undefined : absoluteWin32Path(options.windowsPath, basename(target.label)),
+  };
   const diff = buildDifferencingVhdxLayout({
     virtualDiskSize: metadata.virtualDiskSize,
     blockSize: geometry.blockSize,
@@ -128,7 +128,11 @@ export async function copyChangedBlocks(sourceArgument: string, targetArgument: 
     ranges: report.changedRanges,
     content: source.layout,
   });
-  const write = await writeLayout(diff.layout, diffPath, { force: true, ...(options.onWriteProgress === undefined ? {} : { onProgress: options.onWriteProgress }) });
+  const write = await writeLayout(diff.layout, diffPath, {
+    force: true,
+    ...(options.onWriteProgress === undefined ? {} : { onProgress: options.onWriteProgress }),
+    ...(source.kind === 'backup' ? { confinement: { root: source.anchor.root } } : {}),
+  });
   // Program.cs: `File.WriteAllBytes(diffMetafile, sourceMetafile)`, after the diff: never older than it.
   const diffList = blocklistPathOf(diffPath);
   await writeListFile(diffList, sourceList.bytes, (await stat(diffPath)).mtimeMs);

@@ -14,6 +14,7 @@
 import type { Layout } from '../extents/extent.js';
 import { extentEnd } from '../extents/extent.js';
 import { readAt } from '../extents/read-at.js';
+import type { Confinement } from '../extents/confined-open.js';
 import { SourceFiles } from '../extents/source-files.js';
 import { BLOCKLIST_BLOCK_SIZE, BLOCKLIST_HASH_SIZE, blockCountOf, blockLengthOf, zeroBlockHash } from './blocklist.js';
 import { HashPool } from './hash-pool.js';
@@ -32,6 +33,8 @@ export interface HashOptions {
    * the chunk it is on, then hashDisk rejects with an E_IO error and returns no list.
    */
   readonly signal?: AbortSignal;
+  /** The backup root the layout's sources must stay in (src/extents/confined-open.ts). */
+  readonly confinement?: Confinement;
 }
 
 export interface HashResult {
@@ -96,7 +99,7 @@ export async function hashDisk(layout: Layout, options: HashOptions = {}): Promi
   if (chunks.length > 0) {
     const pool = new HashPool(Math.min(options.workers ?? HashPool.defaultSize(), chunks.length));
     workers = pool.size;
-    const sources = new SourceFiles(64);
+    const sources = new SourceFiles(64, options.confinement);
     try {
       let next = 0;
       // Each lane owns one buffer: read a chunk, hand it to a worker, wait, repeat. Two lanes per

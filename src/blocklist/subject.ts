@@ -13,7 +13,7 @@ import { fileError } from '../errors/synthvhd-error.js';
 import type { Layout } from '../extents/extent.js';
 import type { VolumeBackup } from '../urbackup/backup-tree.js';
 import { blocklistPathOf } from './blocklist.js';
-import { backupRootOf, blocklistCachePath, checkCacheDir } from './cache.js';
+import { blocklistCachePath, checkCacheDir } from './cache.js';
 
 interface SubjectBase {
   /** The argument as the user should see it in messages (absolute path). */
@@ -61,7 +61,7 @@ export async function openSubject(argument: string, cacheDir: string | undefined
     if (cacheDir === undefined) {
       throw fileError('E_USAGE', path, 'is a urBackup backup: its blocklist goes into a cache directory, never into the backup tree: give --cache-dir DIR');
     }
-    const dir = await checkCacheDir(cacheDir, backupRootOf(anchor));
+    const dir = await checkCacheDir(cacheDir, anchor.root);
     const { disk } = await composeDiskFor(anchor, siblings);
     return {
       kind: 'backup',

@@ -4,8 +4,8 @@
  * names of the virtual files each disk is served as. `ls`, `materialize` and the FUSE mount all
  * go through here, so they agree on what exists.
  */
-import { basename, dirname, resolve } from 'node:path';
-import { stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
 import { composeDisk, type ComposedDisk } from '../disk/compose-disk.js';
 import {
@@ -131,9 +131,14 @@ export async function buildCatalog(root: string): Promise<Catalog> {
  */
 export async function resolveVolumeBackup(source: string): Promise<{ backup: VolumeBackup; siblings: VolumeBackup[] }> {
   const absolute = resolve(source);
-  let folder = absolute;
+  let folder: string;
   try {
-    if (!(await stat(absolute)).isDirectory()) folder = dirname(absolute);
+    const given = (await stat(absolute)).isDirectory() ? absolute : dirname(absolute);
+    // The backup root is two levels up, resolved; the client and backup folders are taken by
+    // name below it, so a folder that is a symlink out of the root is not followed out of it
+    // (its sources are refused as outside the root, as `ls` refuses them).
+    const root = await realpath(dirname(dirname(given)));
+    folder = join(root, basename(dirname(given)), basename(given));
   } catch (error) {
     throw fileError('E_USAGE', absolute, 'does not exist', error);
   }

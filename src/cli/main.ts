@@ -73,6 +73,7 @@ export function buildProgram(): Command {
     .argument('<newer>', 'the newer backup of the same volume')
     .requiredOption('-o, --output <file.vhdx>', 'the differencing VHDX to write')
     .option('--parent <file>', "the parent's path as the child should name it (default: the older backup's served Image_<L>_<ts>.disk.vhdx); checked by DataWriteGuid when it exists")
+    .option('--windows-path <folder>', "the parent's folder as Windows reaches it (\\\\server\\share\\pc1\\241101-0100_Image_C or D:\\VMs): written as the diff's absolute_win32_path (otherwise only relative_path)")
     .option('--reflink <mode>', 'auto, always or never (as for materialize)', 'auto')
     .option('--force', 'replace an existing output file')
     .option('--json', 'print a machine-readable report')
@@ -104,6 +105,7 @@ export function buildProgram(): Command {
     .option('--debug', "libfuse's debug output on stderr")
     .option('--blocklist-cache <dir>', 'serve the blocklists in this cache dir (made by `blocklist create --cache-dir`) as Image_<L>_<ts>.disk.vhdx.blocklist.bin beside each disk; outside the backup root')
     .option('--blocklists', 'compute missing blocklists into --blocklist-cache in the background, for each backup folder when it is first looked at')
+    .option('--windows-path <share>', 'the mount point as Windows reaches it (\\\\server\\vdisks): served .disk_diff.vhdx files then name their parent there in absolute_win32_path (otherwise only relative_path)')
     .addHelpText('after', '\nExample:\n  synthvhd mount --allow-other /srv/urbackup /srv/vdisks\n  (then share /srv/vdisks read-only with Samba: see contrib/smb.conf.example)')
     .action(lazy(() => import('./commands/mount.js'), (module) => module.mountCommand));
 

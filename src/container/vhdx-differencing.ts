@@ -56,9 +56,13 @@ export interface DifferencingVhdxSpec {
   readonly logicalSectorSize: number;
   readonly page83: Uint8Array;
   readonly parentDataWriteGuid: Uint8Array;
-  /** MS-VHDX 2.6.2.6.3 `relative_path` (separator `\`) and `absolute_win32_path` values. */
+  /**
+   * MS-VHDX 2.6.2.6.3 `relative_path` (separator `\`) and, when Windows' path of the parent is
+   * known, `absolute_win32_path` (`\\?\C:\…` or `\\?\UNC\…`, ./windows-path.ts); a Linux path
+   * is never written there.
+   */
   readonly relativePath: string;
-  readonly absoluteWin32Path: string;
+  readonly absoluteWin32Path: string | undefined;
   /** This file's FileWriteGuid and DataWriteGuid ('ms' byte order). */
   readonly fileWriteGuid: Uint8Array;
   readonly dataWriteGuid: Uint8Array;
@@ -76,11 +80,11 @@ export interface DifferencingVhdxLayout {
 }
 
 /** The parent locator item: parent_linkage first (the one required key), then the paths. */
-export function differencingParentLocator(parentDataWriteGuid: Uint8Array, relativePath: string, absoluteWin32Path: string): Uint8Array {
+export function differencingParentLocator(parentDataWriteGuid: Uint8Array, relativePath: string, absoluteWin32Path: string | undefined): Uint8Array {
   return encodeVhdxParentLocator([
     ['parent_linkage', guidToBracedLowercase(parentDataWriteGuid, 'ms')],
     ['relative_path', relativePath],
-    ['absolute_win32_path', absoluteWin32Path],
+    ...(absoluteWin32Path === undefined ? [] : [['absolute_win32_path', absoluteWin32Path] as const]),
   ]);
 }
 

@@ -9,7 +9,7 @@
  */
 import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fileError } from '../errors/synthvhd-error.js';
+import { fileError, internalError } from '../errors/synthvhd-error.js';
 import type { ComposedDisk } from '../disk/compose-disk.js';
 import { type Layout, findExtentIndex } from '../extents/extent.js';
 import { readAt } from '../extents/read-at.js';
@@ -20,7 +20,7 @@ import { VHDX_DEFAULT_BLOCK_SIZE, vhdxDataWriteGuid, vhdxPage83 } from '../conta
 import { buildDifferencingVhdxLayout, type DiskRange } from '../container/vhdx-differencing.js';
 import { RAW_HASH_CHUNK } from '../urbackup/raw-hash.js';
 import { compareVolumes, type ChunkComparison } from './changed-chunks.js';
-import { absoluteWin32ParentPath, relativeParentPath } from '../blocklist/copy.js';
+import { relativeParentPath } from '../blocklist/copy.js';
 
 export interface DiffPlan {
   readonly layout: Layout;
@@ -72,7 +72,12 @@ async function compareByReading(older: Layout, newer: Layout, start: number, end
   return bytesRead;
 }
 
-export async function planDiff(older: ComposedDisk, newer: ComposedDisk, parentPath: string, outputPath: string): Promise<DiffPlan> {
+/**
+ * Plans the differencing VHDX at `outputPath` whose parent is OLDER's whole-disk VHDX at
+ * `parentPath`. `parentWin32Path`: MS-VHDX `absolute_win32_path` of the parent when Windows' path
+ * of it is known (src/container/windows-path.ts), else the entry is left out.
+ */
+export async function planDiff(older: ComposedDisk, newer: ComposedDisk, parentPath: string, outputPath: string, parentWin32Path?: string): Promise<DiffPlan> {
   const diskSize = newer.image.layout.size;
   if (older.image.layout.size !== diskSize) {
     throw fileError('E_USAGE', newer.placed[0]?.volume.backup.folder ?? outputPath, `disk size changed (${older.image.layout.size} → ${diskSize} bytes): a differencing disk needs the parent's size`);
@@ -93,7 +98,10 @@ export async function planDiff(older: ComposedDisk, newer: ComposedDisk, parentP
     covered.push([partition.offset, partition.offset + Math.min(volume.volumeLength, counterpart.volume.volumeLength)]);
   }
   covered.sort((x, y) => x[0] - y[0]);
-  const sources = new SourceFiles(8);
+  // The anchor is always the first placed volume (src/disk/compose-disk.ts).
+  const root = newer.placed[0]?.volume.backup.root;
+  if (root === undefined) throw internalError('a composed disk without placed volumes');
+  const sources = new SourceFiles(8, { root });
   let otherBytesRead = 0;
   try {
     let position = 0;
@@ -115,7 +123,7 @@ export async function planDiff(older: ComposedDisk, newer: ComposedDisk, parentP
     page83: vhdxPage83(older.image),
     parentDataWriteGuid: vhdxDataWriteGuid(older.image),
     relativePath: relativeParentPath(outputPath, parentPath),
-    absoluteWin32Path: absoluteWin32ParentPath(parentPath),
+    absoluteWin32Path: parentWin32Path,
     fileWriteGuid: deriveGuid(identity, 'diff-file-write-guid', 'ms'),
     dataWriteGuid: deriveGuid(identity, 'diff-data-write-guid', 'ms'),
     ranges: merged,

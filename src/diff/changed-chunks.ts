@@ -64,7 +64,7 @@ async function distrust(hashes: RawHashes, volume: LoadedVolume, withData: Uint8
 }
 
 async function trustedHashes(volume: LoadedVolume, chunkCount: number, withData: Uint8Array, sources: SourceFiles, notes: string[]): Promise<RawHashes | undefined> {
-  const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength);
+  const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength, { root: volume.backup.root });
   if ('problem' in hashes) {
     notes.push(`${hashes.problem}: comparing data instead`);
     return undefined;
@@ -82,12 +82,17 @@ export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): 
   const chunkCount = chunkCountOf(newer.volumeLength);
   const olderCount = chunkCountOf(older.volumeLength);
   const notes: string[] = [];
-  const sources = new SourceFiles(4);
+  const sources = new SourceFiles(4, { root: newer.backup.root });
   try {
     const olderData = chunksWithData(older, olderCount);
     const newerData = chunksWithData(newer, chunkCount);
     const shared = sharedChunks(
-      await sharedRanges(older.backup.rawPath, newer.backup.rawPath, newer.volumeOffset, newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength)),
+      await sharedRanges(
+        { path: older.backup.rawPath, confinement: { root: older.backup.root } },
+        { path: newer.backup.rawPath, confinement: { root: newer.backup.root } },
+        newer.volumeOffset,
+        newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength),
+      ),
       newer,
       chunkCount,
     );

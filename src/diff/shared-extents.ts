@@ -5,15 +5,15 @@
  * the changed blocks (docs/urbackup-formats.md §1.3), so on btrfs/XFS the unchanged ranges of two backups of
  * one volume still share their extents: equal by definition, no need to read them.
  */
-import { open } from 'node:fs/promises';
+import { openSourceFile, type Confinement } from '../extents/confined-open.js';
 import { FIEMAP_EXTENT_NOT_COMPARABLE, fiemap, type PhysicalExtent } from '../native/native.js';
 import { isNativeError } from '../native/native-error.js';
 
 /** [start, end) ranges (file offsets) where both files map to the same physical bytes. */
 export type SharedRanges = readonly (readonly [start: number, end: number])[];
 
-async function mapOf(path: string, start: number, end: number): Promise<PhysicalExtent[] | undefined> {
-  const handle = await open(path, 'r');
+async function mapOf(path: string, start: number, end: number, confinement: Confinement): Promise<PhysicalExtent[] | undefined> {
+  const handle = await openSourceFile(path, confinement);
   try {
     return await fiemap(handle.fd, start, end);
   } catch (error) {
@@ -51,9 +51,14 @@ export function sharedRangesOf(a: readonly PhysicalExtent[], b: readonly Physica
   return shared;
 }
 
-/** Ranges of [start, end) where `pathA` and `pathB` share physical extents; empty when unknown. */
-export async function sharedRanges(pathA: string, pathB: string, start: number, end: number): Promise<SharedRanges> {
-  const [a, b] = await Promise.all([mapOf(pathA, start, end), mapOf(pathB, start, end)]);
-  if (a === undefined || b === undefined) return [];
-  return sharedRangesOf(a, b, start, end);
+/** Ranges of [start, end) where files `a` and `b` share physical extents; empty when unknown. */
+export async function sharedRanges(
+  a: { readonly path: string; readonly confinement: Confinement },
+  b: { readonly path: string; readonly confinement: Confinement },
+  start: number,
+  end: number,
+): Promise<SharedRanges> {
+  const [mapA, mapB] = await Promise.all([mapOf(a.path, start, end, a.confinement), mapOf(b.path, start, end, b.confinement)]);
+  if (mapA === undefined || mapB === undefined) return [];
+  return sharedRangesOf(mapA, mapB, start, end);
 }

@@ -24,11 +24,11 @@ const IN_FLIGHT = 8;
 
 export async function verifyVolume(volume: LoadedVolume, onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
   const started = process.hrtime.bigint();
-  const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength);
+  const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength, { root: volume.backup.root });
   if ('problem' in hashes) throw fileError('E_RAW_IMAGE', `${volume.backup.rawPath}.hash`, hashes.problem.replace(/^[^:]*: /, ''));
   const chunkCount = chunkCountOf(volume.volumeLength);
   const withData = chunksWithData(volume, chunkCount);
-  const sources = new SourceFiles(4);
+  const sources = new SourceFiles(4, { root: volume.backup.root });
   const mismatches: number[] = [];
   let next = 0;
   let done = 0;

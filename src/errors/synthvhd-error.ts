@@ -29,6 +29,11 @@ export type ErrorCode =
   | 'E_BLOCKLIST'
   /** Reading or writing a file failed. */
   | 'E_IO'
+  /**
+   * A backup's source file is not used because serving it could leak bytes: a symbolic link, not
+   * a regular file, outside the backup root, or a metadata file larger than its format allows.
+   */
+  | 'E_UNSAFE_SOURCE'
   /** A broken invariant: a bug in synthvhd. */
   | 'E_INTERNAL';
 

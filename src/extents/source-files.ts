@@ -2,16 +2,22 @@
 /**
  * Read-only file handles for the source files named by `file` extents, kept open in an LRU so
  * that a FUSE read or a copy loop does not pay an open() per call. Sources are always opened
- * O_RDONLY: the backup is never written to.
+ * O_RDONLY: the backup is never written to. With a confinement (the backup root), every open
+ * goes through ./confined-open.ts: no symlink, regular files only, inside the root, checked on
+ * the opened descriptor, so a source swapped for a link after the disk was composed is refused.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { fileError } from '../errors/synthvhd-error.js';
+import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
+import { openSourceFile, type Confinement } from './confined-open.js';
 
 export class SourceFiles {
   private readonly handles: LRUCache<string, Promise<FileHandle>>;
 
-  constructor(maxOpen = 256) {
+  constructor(
+    maxOpen = 256,
+    private readonly confinement?: Confinement,
+  ) {
     this.handles = new LRUCache<string, Promise<FileHandle>>({
       max: maxOpen,
       dispose: (handle) => {
@@ -24,7 +30,7 @@ export class SourceFiles {
   get(path: string): Promise<FileHandle> {
     let handle = this.handles.get(path);
     if (handle === undefined) {
-      handle = open(path, 'r');
+      handle = openSourceFile(path, this.confinement);
       // A failed open must not stay cached: the file may appear later (live backup roots).
       handle.catch(() => this.handles.delete(path));
       this.handles.set(path, handle);
@@ -43,6 +49,7 @@ export class SourceFiles {
     try {
       handle = await this.get(path);
     } catch (error) {
+      if (isSynthvhdError(error)) throw error;
       throw fileError('E_IO', path, `cannot open: ${(error as Error).message}`, error);
     }
     let done = 0;

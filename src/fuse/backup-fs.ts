@@ -28,14 +28,11 @@ import { realInode, virtualInode } from './inode.js';
 import { readAt } from '../extents/read-at.js';
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
+import { mirroredMode, type VirtualAccess } from './reader-access.js';
 
 const S_IFMT = constants.S_IFMT;
-const S_IFDIR = constants.S_IFDIR;
 const S_IFREG = constants.S_IFREG;
 const S_IFLNK = constants.S_IFLNK;
-/** docs/architecture.md §8: files 0444, directories 0555 (symlinks carry no mode of their own). */
-const FILE_MODE = 0o444;
-const DIR_MODE = 0o555;
 const SECTOR = 512;
 /** open(2) access-mode mask (fcntl.h); Node's fs.constants lacks it. */
 const O_ACCMODE = 3;
@@ -73,12 +70,12 @@ type Target =
   | { readonly kind: 'real'; readonly source: string }
   | { readonly kind: 'virtual'; readonly source: string; readonly folder: string; readonly entry: VirtualEntry };
 
-/** What a virtual name stands for once it is known to exist. */
+/** What a virtual name stands for once it is known to exist; `access`: who may read it. */
 type Served =
   /** A container composed from extents; `disks` are the backups it depends on (EIO once one is stale). */
-  | { readonly kind: 'layout'; readonly disks: readonly ServedDisk[]; readonly layout: Layout; readonly mtimeMs: number; readonly owner: ServedDisk }
+  | { readonly kind: 'layout'; readonly disks: readonly ServedDisk[]; readonly layout: Layout; readonly mtimeMs: number; readonly access: VirtualAccess }
   /** A real file outside the backup tree (a cached blocklist), passed through read-only. */
-  | { readonly kind: 'file'; readonly list: CachedBlocklist; readonly owner: ServedDisk };
+  | { readonly kind: 'file'; readonly list: CachedBlocklist; readonly access: VirtualAccess };
 
 type Handle =
   | { readonly kind: 'real'; readonly file: FileHandle }
@@ -98,6 +95,8 @@ export interface BackupFsOptions extends ServedDisksOptions {
   readonly blocklistCache?: string;
   /** Compute missing lists into `blocklistCache` in the background (one worker thread). */
   readonly precomputeBlocklists?: boolean;
+  /** The mount point as Windows reaches it, checked (src/container/windows-path.ts). */
+  readonly windowsPath?: string;
 }
 
 export class BackupFs {
@@ -115,7 +114,9 @@ export class BackupFs {
     private readonly rootDev: number,
     options: BackupFsOptions,
   ) {
-    this.sources = new SourceFiles(options.maxOpenSources ?? 256);
+    // Every source is opened confined to the root: no symlink, no file outside it, even if one
+    // is swapped in after its disk was composed.
+    this.sources = new SourceFiles(options.maxOpenSources ?? 256, { root });
     this.blocklistCache = options.blocklistCache;
     const log = options.log;
     const precomputer =
@@ -171,17 +172,18 @@ export class BackupFs {
     switch (entry.kind) {
       case 'disk': {
         const layout = disk.layout(entry.format);
-        return layout === undefined ? undefined : { kind: 'layout', disks: [disk], layout, mtimeMs: disk.mtimeMs, owner: disk };
+        return layout === undefined ? undefined : { kind: 'layout', disks: [disk], layout, mtimeMs: disk.mtimeMs, access: disk.access };
       }
       case 'blocklist': {
         // Beside a container only when that container is offered (no .vhd above 2040 GiB).
         if (![...disk.files().values()].includes(entry.format)) return undefined;
         const list = await this.blocklistOf(disk);
-        return list === undefined ? undefined : { kind: 'file', list, owner: disk };
+        // The list is derived from the disk's bytes: the same readers as the disk.
+        return list === undefined ? undefined : { kind: 'file', list, access: disk.access };
       }
       case 'diff': {
         const diff = await this.diffs.get(disk);
-        return diff === undefined ? undefined : { kind: 'layout', disks: [diff.newer, diff.older], layout: diff.layout, mtimeMs: diff.mtimeMs, owner: disk };
+        return diff === undefined ? undefined : { kind: 'layout', disks: [diff.newer, diff.older], layout: diff.layout, mtimeMs: diff.mtimeMs, access: diff.access };
       }
     }
   }
@@ -193,9 +195,9 @@ export class BackupFs {
       const size = found.kind === 'layout' ? found.layout.size : found.list.size;
       const mtimeMs = found.kind === 'layout' ? found.mtimeMs : found.list.mtimeMs;
       return {
-        mode: S_IFREG | FILE_MODE,
-        uid: found.owner.uid,
-        gid: found.owner.gid,
+        mode: S_IFREG | found.access.mode,
+        uid: found.access.uid,
+        gid: found.access.gid,
         size,
         nlink: 1,
         ino: virtualInode(path),
@@ -212,7 +214,10 @@ export class BackupFs {
 
   private realStat(info: Stats): FileStat {
     const type = info.mode & S_IFMT;
-    const permissions = type === S_IFDIR ? DIR_MODE : type === S_IFLNK ? 0o777 : FILE_MODE;
+    // The source's own permissions minus write: the kernel (default_permissions) then refuses
+    // whoever the source tree refuses. A symlink is mirrored as a symlink (the kernel resolves
+    // it on the client's side, with the client's rights); its mode means nothing.
+    const permissions = type === S_IFLNK ? 0o777 : mirroredMode(info.mode);
     return {
       mode: type | permissions,
       uid: info.uid,

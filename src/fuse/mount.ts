@@ -4,6 +4,10 @@
  *
  * Mount options (measured in bench/fuse.ts, numbers in the report of that change):
  * - `ro`: the kernel refuses writes itself (EROFS) before they reach a handler.
+ * - `default_permissions`: the kernel checks every access against the owner, group and mode
+ *   getattr reports (the source's, minus write; for virtual files derived from their sources,
+ *   ./reader-access.ts), for every caller. Without it, with `allow_other`, every local user
+ *   (and every Samba user) could read whatever the daemon can.
  * - `use_ino`: st_ino from inode.ts reaches stat() and Samba's file ids (libfuse otherwise
  *   reports its own node ids, which change after `forget`). fuse-native forwards neither `ro`
  *   nor `use_ino`, so the option string is built here (see `SynthvhdFuse`).
@@ -24,11 +28,13 @@ import { logger } from '../util/logger.js';
 import { constants } from 'node:fs';
 import { access, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import type * as FuseClass from 'fuse-native';
 import { checkCacheDir } from '../blocklist/cache.js';
 import { SynthvhdError, fileError } from '../errors/synthvhd-error.js';
 import { BackupFs } from './backup-fs.js';
+import { parseWindowsFolder } from '../container/windows-path.js';
 import { findMount } from './mountinfo.js';
 import { fuseOperations } from './operations.js';
 
@@ -67,6 +73,12 @@ export interface MountOptions {
   readonly blocklistCache?: string;
   /** Compute missing lists into `blocklistCache` in the background (needs `blocklistCache`). */
   readonly precomputeBlocklists?: boolean;
+  /**
+   * The mount point as Windows reaches it (`\\server\share`): served diffs name their parent
+   * there in `absolute_win32_path` (src/container/windows-path.ts). Default: `\\<host name>\<the
+   * mount point's folder name>`, the share contrib/smb.conf.example makes of /srv/vdisks.
+   */
+  readonly windowsPath?: string;
 }
 
 export interface MountedBackupRoot {
@@ -83,6 +95,7 @@ export interface MountedBackupRoot {
 export function fuseOptionString(tuning: MountTuning, allowOther: boolean, debug: boolean): string {
   const options = [
     'ro',
+    'default_permissions',
     'use_ino',
     'fsname=synthvhd',
     'subtype=synthvhd',
@@ -96,6 +109,26 @@ export function fuseOptionString(tuning: MountTuning, allowOther: boolean, debug
   if (allowOther) options.push('allow_other');
   if (debug) options.push('debug');
   return `-o${options.join(',')}`;
+}
+
+/**
+ * What Windows most likely calls the mount point when it is shared as contrib/smb.conf.example
+ * shares it: `\\<this host>\<folder name>`. libvhdi needs an `absolute_win32_path` to find a
+ * diff's parent (it never matches `relative_path`), and a wrong guess costs Windows nothing: it
+ * tries `relative_path` first.
+ */
+export function defaultWindowsPath(mountpoint: string): string {
+  return `\\\\${hostname()}\\${basename(mountpoint)}`;
+}
+
+/** The checked `windowsPath` to serve diffs with: the user's, else the default when it is a valid path. */
+function windowsPathOption(given: string | undefined, mountpoint: string): { windowsPath?: string } {
+  if (given !== undefined) return { windowsPath: parseWindowsFolder(given) };
+  try {
+    return { windowsPath: parseWindowsFolder(defaultWindowsPath(mountpoint)) };
+  } catch {
+    return {};
+  }
 }
 
 function defaultLog(line: string): void {
@@ -256,6 +289,7 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
     log,
     mountpoint,
     ...(blocklistCache === undefined ? {} : { blocklistCache, precomputeBlocklists: precompute }),
+    ...windowsPathOption(options.windowsPath, mountpoint),
   });
   const fuse = new SynthvhdFuse(mountpoint, fuseOperations(fs, log), { timeout: false });
   await new Promise<void>((resolvePromise, reject) => {

@@ -30,6 +30,8 @@ import { basename, dirname, join, relative } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { virtualFileName } from '../catalog/catalog.js';
 import { planDiff } from '../diff/backup-diff.js';
+import { type VirtualAccess, virtualAccess } from './reader-access.js';
+import { absoluteWin32Path } from '../container/windows-path.js';
 import type { Layout } from '../extents/extent.js';
 import { timestampMinutes } from '../urbackup/backup-tree.js';
 import { describe, diffFileName, parseDriveLetterFolder, type ServedDisk, type ServedDisks } from './served-disks.js';
@@ -38,11 +40,19 @@ const RETRY_FAILED_MS = 60_000;
 
 /** One built diff: `newer`'s disk over `older`'s `.disk.vhdx`. */
 export class ServedDiff {
+  /**
+   * Readable by whoever could read both backups: its bytes are NEWER's, and which blocks it
+   * holds tells what changed since OLDER.
+   */
+  readonly access: VirtualAccess;
+
   constructor(
     readonly newer: ServedDisk,
     readonly older: ServedDisk,
     readonly layout: Layout,
-  ) {}
+  ) {
+    this.access = virtualAccess([...newer.sources, ...older.sources], newer.access.uid, newer.access.gid);
+  }
 
   /** Either backup changed or vanished: the child no longer matches its sources or its parent. */
   get stale(): boolean {
@@ -70,6 +80,11 @@ interface BuildEntry {
 export interface ServedDiffsOptions {
   /** Backups whose diff stays cached (LRU). */
   readonly maxEntries?: number;
+  /**
+   * The mount point as Windows reaches it (`\\server\share`, from parseWindowsFolder): the
+   * diff's `absolute_win32_path` then names its parent there; without it the entry is left out.
+   */
+  readonly windowsPath?: string;
 }
 
 export class ServedDiffs {
@@ -84,7 +99,7 @@ export class ServedDiffs {
     private readonly disks: ServedDisks,
     private readonly root: string,
     private readonly mountpoint: string,
-    options: ServedDiffsOptions = {},
+    private readonly options: ServedDiffsOptions = {},
   ) {
     this.parents = new LRUCache<string, ParentEntry>({ max: options.maxEntries ?? 512 });
     this.builds = new LRUCache<string, BuildEntry>({ max: options.maxEntries ?? 512 });
@@ -165,9 +180,11 @@ export class ServedDiffs {
   }
 
   private async build(newer: ServedDisk, older: ServedDisk): Promise<ServedDiff> {
-    const parentPath = join(this.mountpoint, relative(this.root, older.folder), virtualFileName(older.anchor, 'vhdx'));
+    const parentInMount = join(relative(this.root, older.folder), virtualFileName(older.anchor, 'vhdx'));
+    const parentPath = join(this.mountpoint, parentInMount);
     const outputPath = join(this.mountpoint, relative(this.root, newer.folder), diffFileName(newer.anchor.letter, newer.anchor.timestamp));
-    const plan = await planDiff(older.disk, newer.disk, parentPath, outputPath);
+    const windowsPath = this.options.windowsPath;
+    const plan = await planDiff(older.disk, newer.disk, parentPath, outputPath, windowsPath === undefined ? undefined : absoluteWin32Path(windowsPath, parentInMount));
     return new ServedDiff(newer, older, plan.layout);
   }
 }

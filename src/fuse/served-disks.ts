@@ -28,6 +28,7 @@ import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
 import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
+import { type SourceObject, type VirtualAccess, virtualAccess } from './reader-access.js';
 
 /** docs/urbackup-formats.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
@@ -83,8 +84,13 @@ interface Probe {
   /** Set when the folder is a complete drive-letter RAW backup. */
   readonly anchor: VolumeBackup | undefined;
   readonly siblings: readonly VolumeBackup[];
+  /** Owner of the anchor's `.raw`: the owner of the virtual files. */
   readonly uid: number;
   readonly gid: number;
+  /** The root and client folders: every source is reached through them (./reader-access.ts). */
+  readonly ancestors: readonly SourceObject[];
+  /** By volume folder: its `.raw`, `.raw.mbr` and the folder itself. */
+  readonly volumeObjects: ReadonlyMap<string, readonly SourceObject[]>;
 }
 
 async function statOrUndefined(path: string): Promise<Stats | undefined> {
@@ -95,15 +101,20 @@ async function statOrUndefined(path: string): Promise<Stats | undefined> {
   }
 }
 
+/** Size, mtime and who may read it: a change of any of them composes the disk again. */
 function fingerprint(info: Stats | undefined): string {
-  return info === undefined ? '-' : `${info.size}@${info.mtimeMs}`;
+  return info === undefined ? '-' : `${info.size}@${info.mtimeMs}:${info.uid}.${info.gid}.${info.mode.toString(8)}`;
+}
+
+function sourceObject(info: Stats): SourceObject {
+  return { uid: info.uid, gid: info.gid, mode: info.mode, isDirectory: info.isDirectory() };
 }
 
 async function probeFolder(folder: string): Promise<Probe> {
   const folderName = basename(folder);
   const clientDir = dirname(folder);
   const client = basename(clientDir);
-  const none = (key: string): Probe => ({ key, anchor: undefined, siblings: [], uid: 0, gid: 0 });
+  const none = (key: string): Probe => ({ key, anchor: undefined, siblings: [], uid: 0, gid: 0, ancestors: [], volumeObjects: new Map() });
   if (parseDriveLetterFolder(folderName) === undefined) return none('not a drive-letter backup');
   const entry = await readBackupFolder(client, folder, folderName);
   if (entry === undefined || !isVolumeBackup(entry)) return none(`not served: ${entry?.reason ?? ''}`);
@@ -122,14 +133,22 @@ async function probeFolder(folder: string): Promise<Probe> {
   const found = await Promise.all(candidates.sort().map((name) => readBackupFolder(client, join(clientDir, name), name)));
   const siblings = found.filter((item): item is VolumeBackup => item !== undefined && isVolumeBackup(item));
   const volumes = [entry, ...siblings];
-  const states = await Promise.all(volumes.map(async (volume) => Promise.all([statOrUndefined(volume.rawPath), statOrUndefined(volume.mbrPath)])));
+  const states = await Promise.all(
+    volumes.map(async (volume) => Promise.all([statOrUndefined(volume.rawPath), statOrUndefined(volume.mbrPath), statOrUndefined(volume.folder)])),
+  );
+  // The folders every source is reached through: the root and the client folder (each volume
+  // folder is in `states`).
+  const ancestors = await Promise.all([dirname(clientDir), clientDir].map(statOrUndefined));
   const parts = volumes.map((volume, index) => {
-    const [raw, mbr] = states[index] ?? [undefined, undefined];
-    return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}`;
+    const [raw, mbr, folderInfo] = states[index] ?? [undefined, undefined, undefined];
+    return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}:${fingerprint(folderInfo)}`;
   });
+  parts.push(...ancestors.map(fingerprint));
   const anchorRaw = states[0]?.[0];
   if (anchorRaw === undefined) return none('raw vanished');
-  return { key: parts.join('|'), anchor: entry, siblings: volumes, uid: anchorRaw.uid, gid: anchorRaw.gid };
+  const objectsOf = (infos: readonly (Stats | undefined)[]): SourceObject[] => infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+  const volumeObjects = new Map(volumes.map((volume, index) => [volume.folder, objectsOf(states[index] ?? [])]));
+  return { key: parts.join('|'), anchor: entry, siblings: volumes, uid: anchorRaw.uid, gid: anchorRaw.gid, ancestors: objectsOf(ancestors), volumeObjects };
 }
 
 /** One composed disk, as served in its anchor's folder. */
@@ -139,6 +158,8 @@ export class ServedDisk {
   /** When the sources were last compared with `key` (ms, performance clock). */
   checkedAt: number;
   private readonly layouts = new Map<ContainerFormat, Layout | undefined>();
+  /** Who may read the disk's virtual files: everyone who could read all of `sources`. */
+  readonly access: VirtualAccess;
 
   constructor(
     readonly folder: string,
@@ -147,12 +168,15 @@ export class ServedDisk {
     readonly disk: ComposedDisk,
     /** urbackup/group-disks.ts `diskIdentityKey` of the anchor: client, device, disk GUID/signature. */
     readonly identityKey: string,
-    readonly uid: number,
-    readonly gid: number,
+    /** The files the disk serves bytes of and the folders on the way to them. */
+    readonly sources: readonly SourceObject[],
+    /** Owner of the anchor's `.raw`, who owns the virtual files. */
+    owner: { readonly uid: number; readonly gid: number },
     checkedAt: number,
     private readonly onLayoutError: (format: ContainerFormat, error: unknown) => void,
   ) {
     this.checkedAt = checkedAt;
+    this.access = virtualAccess(sources, owner.uid, owner.gid);
   }
 
   get mtimeMs(): number {
@@ -279,7 +303,9 @@ export class ServedDisks {
     try {
       const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);
-      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), probe.uid, probe.gid, now, (format, error) => {
+      // Only the volumes placed on the disk give it bytes; companions left out do not count.
+      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? [])];
+      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, now, (format, error) => {
         this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
       });
       this.onComposed?.(served);

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
 import type { FileExtent, Layout } from '../extents/extent.js';
 import { SourceFiles } from '../extents/source-files.js';
+import type { Confinement } from '../extents/confined-open.js';
 import { cloneRange, fsBlockSize } from '../native/native.js';
 import { isNativeError } from '../native/native-error.js';
 import { planClone } from './clone-plan.js';
@@ -49,6 +50,8 @@ export interface WriteOptions {
   readonly force?: boolean;
   readonly reflink?: ReflinkMode;
   readonly onProgress?: (done: number, total: number) => void;
+  /** The backup root the layout's sources must stay in (src/extents/confined-open.ts). */
+  readonly confinement?: Confinement;
 }
 
 function isZero(buffer: Uint8Array): boolean {
@@ -216,7 +219,7 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
   const mode = options.reflink ?? 'auto';
   await refuseExisting(path, force);
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.partial`);
-  const sources = new SourceFiles(16);
+  const sources = new SourceFiles(16, options.confinement);
   let handle: FileHandle | undefined;
   let generatedBytes = 0;
   let zeroBytes = 0;

@@ -4,10 +4,15 @@
  * `<root>/<client>/<YYMMDD-HHMM>_Image_<L>/Image_<L>_<YYMMDD-HHMM>.<ext>`, where `<L>` is a
  * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw` (served) or vhd/vhdz/vhdx/vhdxz (not).
  */
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, realpath, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
 export interface VolumeBackup {
+  /**
+   * The backup root the folder lives in (`<root>/<client>/<folder>`), resolved: no source of
+   * this backup is used from outside it (src/extents/confined-open.ts).
+   */
+  readonly root: string;
   readonly client: string;
   /** Absolute path of the backup folder. */
   readonly folder: string;
@@ -51,7 +56,11 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Reads one backup folder; undefined when it is not an image backup folder. */
+/**
+ * Reads one backup folder; undefined when it is not an image backup folder. `folder` is
+ * `<root>/<client>/<folderName>` with `root` resolved (realpath): the root of a backup is
+ * taken from it.
+ */
 export async function readBackupFolder(
   client: string,
   folder: string,
@@ -72,6 +81,7 @@ export async function readBackupFolder(
   }
   const rawPath = join(folder, `${base}.raw`);
   return {
+    root: dirname(dirname(folder)),
     client,
     folder,
     letter,
@@ -100,7 +110,8 @@ export async function scanClientFolder(client: string, clientPath: string): Prom
 }
 
 /** All image backups below `root`, sorted by client, then folder name. */
-export async function scanBackupRoot(root: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+export async function scanBackupRoot(rootArgument: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+  const root = await realpath(rootArgument);
   const volumes: VolumeBackup[] = [];
   const skipped: SkippedBackup[] = [];
   for (const client of (await listDirectory(root)).sort()) {

@@ -6,7 +6,8 @@
  * over its short remainder [I: inferred; the fixture follows it, verify reports it if not].
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { isSynthvhdError } from '../errors/synthvhd-error.js';
+import { readSourceFile, type Confinement } from '../extents/confined-open.js';
 
 export const RAW_HASH_CHUNK = 512 * 1024;
 export const RAW_HASH_SIZE = 32;
@@ -22,18 +23,24 @@ export function chunkCountOf(volumeLength: number): number {
   return Math.ceil(volumeLength / RAW_HASH_CHUNK);
 }
 
-/** Reads `.raw.hash`; a reason instead when it is missing or has the wrong length. */
-export async function readRawHashes(rawPath: string, volumeLength: number): Promise<RawHashes | { readonly problem: string }> {
+/**
+ * Reads `.raw.hash` (confined to the backup root like every source; its size is checked before
+ * a byte is read); a reason instead when it is missing, unsafe or has the wrong length.
+ */
+export async function readRawHashes(rawPath: string, volumeLength: number, confinement: Confinement): Promise<RawHashes | { readonly problem: string }> {
   const path = `${rawPath}.hash`;
+  const chunkCount = chunkCountOf(volumeLength);
+  const expected = chunkCount * RAW_HASH_SIZE;
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    ({ bytes } = await readSourceFile(path, confinement, { maxSize: expected, role: 'urBackup .raw.hash' }));
   } catch (error) {
-    return { problem: `${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})` };
+    if (isSynthvhdError(error) && error.code === 'E_UNSAFE_SOURCE') return { problem: error.message };
+    const cause = isSynthvhdError(error) ? error.cause : error;
+    return { problem: `${path}: cannot read (${(cause as NodeJS.ErrnoException).code ?? String(cause)})` };
   }
-  const chunkCount = chunkCountOf(volumeLength);
-  if (bytes.length !== chunkCount * RAW_HASH_SIZE) {
-    return { problem: `${path}: ${bytes.length} bytes, expected ${chunkCount * RAW_HASH_SIZE} (${chunkCount} chunks of 512 KiB)` };
+  if (bytes.length !== expected) {
+    return { problem: `${path}: ${bytes.length} bytes, expected ${expected} (${chunkCount} chunks of 512 KiB)` };
   }
   return {
     path,

@@ -4,6 +4,7 @@
  * (`--createmeta`, `--check`, `--copy`, then Merge-VHD) on Linux, with lists both tools read.
  */
 import { type Command, Option } from 'commander';
+import { parseWindowsFolder } from '../../container/windows-path.js';
 import { type CheckReport, checkBlocklists } from '../../blocklist/check.js';
 import { copyChangedBlocks } from '../../blocklist/copy.js';
 import { createBlocklist } from '../../blocklist/create.js';
@@ -80,6 +81,7 @@ async function checkAction(source: string, target: string, options: CommonOption
 interface CopyCliOptions extends CommonOptions {
   readonly createmeta?: boolean;
   readonly diffdir?: string;
+  readonly windowsPath?: string;
 }
 
 async function copyAction(source: string, target: string, options: CopyCliOptions): Promise<void> {
@@ -89,6 +91,7 @@ async function copyAction(source: string, target: string, options: CopyCliOption
     ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
     ...(options.diffdir === undefined ? {} : { diffdir: options.diffdir }),
     createmeta: options.createmeta ?? false,
+    ...(options.windowsPath === undefined ? {} : { windowsPath: parseWindowsFolder(options.windowsPath) }),
     ...parseThreads(options.threads),
     onProgress: (done, total) => {
       hashing.update(done, total);
@@ -171,6 +174,7 @@ export function registerBlocklistCommands(program: Command): void {
     .argument('<target>', 'the older .vhdx: the parent of the diff')
     .option('--createmeta', "hash SOURCE now (and write its list) instead of reading its list")
     .option('--diffdir <dir>', 'write the diff into this folder instead of beside TARGET')
+    .option('--windows-path <folder>', "TARGET's folder as Windows reaches it (\\\\nas\\vms or D:\\VMs): the diff's absolute_win32_path then names TARGET there (otherwise only relative_path is written)")
     .addOption(cacheDirOption())
     .option('--threads <n>', 'hashing threads with --createmeta (default: one per core)')
     .option('--json', 'print a machine-readable report')

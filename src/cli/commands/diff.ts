@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /** `synthvhd diff OLDER NEWER -o OUT.vhdx`: what changed between two backups, as a differencing VHDX. */
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
+import { absoluteWin32Path, parseWindowsFolder } from '../../container/windows-path.js';
 import { checkParent, defaultParentPath, planDiff } from '../../diff/backup-diff.js';
 import { fileError } from '../../errors/synthvhd-error.js';
 import { refuseExisting, writeLayout } from '../../materialize/write-layout.js';
@@ -12,6 +13,8 @@ import { progressBar } from '../progress.js';
 export interface DiffOptions {
   readonly output: string;
   readonly parent?: string;
+  /** The parent's folder as Windows reaches it: written as absolute_win32_path. */
+  readonly windowsPath?: string;
   readonly reflink?: string;
   readonly force?: boolean;
   readonly json?: boolean;
@@ -31,9 +34,17 @@ export async function diffCommand(olderSource: string, newerSource: string, opti
   const newer = (await composeDiskFor(newerSide.anchor, newerSide.siblings)).disk;
   const parentPath = options.parent === undefined ? defaultParentPath(olderSide.anchor.folder, olderSide.anchor.letter, olderSide.anchor.timestamp) : resolve(options.parent);
   await checkParent(parentPath, older);
-  const plan = await planDiff(older, newer, parentPath, output);
+  const windowsFolder = options.windowsPath === undefined ? undefined : parseWindowsFolder(options.windowsPath);
+  const plan = await planDiff(older, newer, parentPath, output, windowsFolder === undefined ? undefined : absoluteWin32Path(windowsFolder, basename(parentPath)));
   const progress = progressBar('diff');
-  const report = await writeLayout(plan.layout, output, { force: options.force ?? false, reflink, onProgress: (done, total) => { progress.update(done, total); } });
+  const report = await writeLayout(plan.layout, output, {
+    force: options.force ?? false,
+    reflink,
+    confinement: { root: newerSide.anchor.root },
+    onProgress: (done, total) => {
+      progress.update(done, total);
+    },
+  });
   progress.finish();
   const volumes = plan.comparisons.map(({ letter, partition, comparison }) => ({
     letter,

@@ -40,7 +40,14 @@ export async function materializeCommand(source: string, options: MaterializeOpt
   const { disk } = await composeDiskFor(anchor, siblings);
   const layout = containerLayout(disk.image, format, blockSize === undefined ? {} : { blockSize });
   const progress = progressBar(`materialize ${format}`);
-  const report = await writeLayout(layout, output, { force: options.force ?? false, reflink, onProgress: (done, total) => { progress.update(done, total); } });
+  const report = await writeLayout(layout, output, {
+    force: options.force ?? false,
+    reflink,
+    confinement: { root: anchor.root },
+    onProgress: (done, total) => {
+      progress.update(done, total);
+    },
+  });
   progress.finish();
   if (options.json === true) {
     const volumes = disk.placed.map(({ volume, partition }) => ({ letter: volume.backup.letter, partition: partition.number, raw: volume.backup.rawPath }));

@@ -9,6 +9,7 @@
  */
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
 import { mountBackupRoot } from '../../fuse/mount.js';
+import { parseWindowsFolder } from '../../container/windows-path.js';
 
 export interface MountCommandOptions {
   readonly allowOther?: boolean;
@@ -17,6 +18,8 @@ export interface MountCommandOptions {
   readonly blocklistCache?: string;
   /** `--blocklists`: compute missing lists into the cache in the background. */
   readonly blocklists?: boolean;
+  /** `--windows-path \\server\share`: the mount point as Windows reaches it. */
+  readonly windowsPath?: string;
 }
 
 export async function mountCommand(root: string, mountpoint: string, options: MountCommandOptions): Promise<void> {
@@ -24,6 +27,7 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
   if (options.blocklists === true && options.blocklistCache === undefined) {
     throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR: the cache the lists are written to (outside the backup root)');
   }
+  const windowsPath = options.windowsPath === undefined ? undefined : parseWindowsFolder(options.windowsPath);
   // Signals are caught from the start: one that arrives while mounting unmounts right after.
   let stopReason: string | undefined;
   let wake: () => void = () => undefined;
@@ -39,6 +43,7 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
       debug: options.debug ?? false,
       ...(options.blocklistCache === undefined ? {} : { blocklistCache: options.blocklistCache }),
       precomputeBlocklists: options.blocklists ?? false,
+      ...(windowsPath === undefined ? {} : { windowsPath }),
     });
     // A bug that escapes every handler must not leave a dead mount ("Transport endpoint is not
     // connected") behind: report it, unmount, exit 70 (internal error).
