@@ -661,7 +661,6 @@ class Session : public Napi::ObjectWrap<Session> {
   int64_t touch_interval_ms_ = 1000;
   unsigned max_background_ = 0;
   unsigned max_read_ = 0;
-  bool splice_ = false;
   std::atomic<bool> initialized_{false};
 
  private:
@@ -774,7 +773,6 @@ class Session : public Napi::ObjectWrap<Session> {
     threads_ = static_cast<unsigned>(number("threads", 10));
     if (threads_ < 1) threads_ = 1;
     clone_fd_ = boolean("cloneFd");
-    splice_ = boolean("splice");
     cache_.SetLimit(static_cast<size_t>(number("cacheBytes", 64.0 * 1024 * 1024)));
 
     std::vector<char*> argv;
@@ -1264,7 +1262,8 @@ void OpInit(void* userdata, struct fuse_conn_info* conn) {
   // read size"), and leaves it 0 itself.
   conn->max_read = session->max_read_;
   if (session->max_background_ > 0) conn->max_background = session->max_background_;
-  if (session->splice_ && (conn->capable & FUSE_CAP_SPLICE_WRITE)) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  // No splice: replying with fd buffers (fuse_reply_data, FUSE_CAP_SPLICE_WRITE) measured
+  // 100-150 MB/s against 1.5-2.7 GB/s for pread + writev on the same 1 GiB first read here.
   // Node ids are forgotten with the kernel's inodes; they cannot back NFS file handles.
   conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
   // FUSE_CAP_AUTO_INVAL_DATA stays on (libfuse 3 default): the kernel drops a file's cached pages

@@ -141,8 +141,6 @@ export interface NativeMountOptions {
   readonly threads?: number;
   /** One /dev/fuse file per worker thread (libfuse's clone_fd). */
   readonly cloneFd?: boolean;
-  /** Ask the kernel for splice writes (FUSE_CAP_SPLICE_WRITE). */
-  readonly splice?: boolean;
   /** The kernel's max_background (readahead requests in flight); 0 leaves libfuse's default (12). */
   readonly maxBackground?: number;
   /** Bytes of decoded compressed blocks kept per session. */
@@ -340,7 +338,6 @@ export class NativeFuseSession {
         entryTimeout: options.entryTimeout ?? 1,
         threads: options.threads ?? 10,
         cloneFd: options.cloneFd ?? false,
-        splice: options.splice ?? false,
         maxBackground: options.maxBackground ?? 0,
         cacheBytes: options.cacheBytes ?? 64 * 1024 * 1024,
         touchIntervalMs: options.touchIntervalMs ?? 1000,
