@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * The read-only file system a mount serves, independent of fuse-native: the backup root
+ * The read-only file system a mount serves, independent of the FUSE binding: the backup root
  * mirrored (real files and directories passed through, read-only) plus, in each drive-letter
  * volume backup folder, the whole-disk `Image_<L>_<ts>.disk.vhdx` / `.disk.vhd`, their
  * blocklists `….disk.vhdx.blocklist.bin` / `….disk.vhd.blocklist.bin` when a blocklist cache is
@@ -10,22 +10,27 @@
  * the previous backup of the same disk (./served-diffs.ts).
  *
  * Every method is async and only ever awaits asynchronous fs calls on the SOURCE tree: the
- * handlers run on the Node main thread, which libfuse's worker threads are waiting on, so a
- * synchronous call (or any call touching the mount itself) would stall or deadlock the mount.
+ * handlers run on the Node main thread, which answers every lookup, getattr, readdir and open of
+ * the mount, so a synchronous call (or any call touching the mount itself) would stall or
+ * deadlock it. Reads never come here: `open` answers with what the file is served from (an fd,
+ * or the layout and the fds of its sources) and the native session (./native-session.ts) reads
+ * on its own threads; `touched` is how a handle being read comes back to re-check its backups.
  *
- * Errors are thrown (SynthvhdError or Node system errors); operations.ts turns them into errno.
+ * Errors are thrown (SynthvhdError or Node system errors); ./session-handlers.ts turns them into
+ * errno values.
  */
 import { constants, type Stats } from 'node:fs';
-import { lstat, open, readdir, readlink, statfs, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlocklistPrecomputer, readCachedBlocklist, type CachedBlocklist } from '../blocklist/cache.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 import type { Layout } from '../extents/extent.js';
 import { SourceFiles } from '../extents/source-files.js';
+import { openSourceFile } from '../extents/confined-open.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { systemError } from './errno.js';
 import { realInode, virtualInode } from './inode.js';
-import { readAt } from '../extents/read-at.js';
+import { packLayout, type OpenAnswer } from './native-session.js';
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
 import { mirroredMode, type VirtualAccess } from './reader-access.js';
@@ -37,7 +42,7 @@ const SECTOR = 512;
 /** open(2) access-mode mask (fcntl.h); Node's fs.constants lacks it. */
 const O_ACCMODE = 3;
 
-/** What getattr answers; times in ms since the epoch (fuse-native's format). */
+/** What getattr answers; times in ms since the epoch. */
 export interface FileStat {
   readonly mode: number;
   readonly uid: number;
@@ -77,9 +82,8 @@ type Served =
   /** A real file outside the backup tree (a cached blocklist), passed through read-only. */
   | { readonly kind: 'file'; readonly list: CachedBlocklist; readonly access: VirtualAccess };
 
-type Handle =
-  | { readonly kind: 'real'; readonly file: FileHandle }
-  | { readonly kind: 'virtual'; readonly disks: readonly ServedDisk[]; readonly layout: Layout };
+/** An open file, by the native session's handle: what it depends on. */
+type Handle = { readonly kind: 'real' } | { readonly kind: 'virtual'; readonly disks: readonly ServedDisk[] };
 
 export interface BackupFsOptions extends ServedDisksOptions {
   /** Where "not served" reasons go (one line each). */
@@ -106,7 +110,6 @@ export class BackupFs {
   private readonly blocklistCache: string | undefined;
   private readonly precomputer: BlocklistPrecomputer | undefined;
   private readonly handles = new Map<number, Handle>();
-  private nextHandle = 1;
 
   /** `root`: absolute, resolved path of the backup root; `rootDev`: its st_dev. */
   constructor(
@@ -252,53 +255,60 @@ export class BackupFs {
     return ['.', '..', ...names];
   }
 
-  async open(path: string, flags: number): Promise<number> {
+  /**
+   * What `path` is served from once opened: a virtual disk's layout and its sources opened (the
+   * session dup()s their fds; SourceFiles keeps its own), or a real file opened here. A disk whose
+   * backup changed or vanished is not opened (EIO), as its reads would answer.
+   */
+  async open(path: string, flags: number): Promise<OpenAnswer> {
     if ((flags & O_ACCMODE) !== constants.O_RDONLY || (flags & (constants.O_TRUNC | constants.O_CREAT)) !== 0) {
       throw systemError('EROFS', `${path}: read-only file system`);
     }
     const target = this.resolve(path);
     const found = await this.virtual(target);
-    const handle: Handle =
-      found?.kind === 'layout'
-        ? { kind: 'virtual', disks: found.disks, layout: found.layout }
-        : { kind: 'real', file: await open(found?.list.path ?? target.source, constants.O_RDONLY | constants.O_NOFOLLOW) };
-    return this.register(handle);
-  }
-
-  private register(handle: Handle): number {
-    // fuse-native hands file handles over as uint32.
-    while (this.handles.has(this.nextHandle) || this.nextHandle === 0) this.nextHandle = (this.nextHandle + 1) % 2 ** 32;
-    const id = this.nextHandle;
-    this.nextHandle = (this.nextHandle + 1) % 2 ** 32;
-    this.handles.set(id, handle);
-    return id;
-  }
-
-  /** Reads into `into` (libfuse's buffer): the promise settles only once nothing writes to it. */
-  async read(path: string, fh: number, into: Uint8Array, length: number, position: number): Promise<number> {
-    const handle = this.handles.get(fh);
-    if (handle === undefined) throw systemError('EBADF', `${path}: bad file handle ${fh}`);
-    if (handle.kind === 'real') {
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await handle.file.read(into, done, length - done, position + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
+    if (found?.kind === 'layout') {
+      const { disks } = found;
+      for (const disk of disks) {
+        if (disk.stale) throw new SynthvhdError('E_IO', `${path}: the backup changed or was deleted`, { path });
+        this.disks.revalidate(disk);
       }
-      return done;
+      const layout = packLayout(found.layout);
+      const files = await Promise.all(layout.paths.map((source) => this.sources.get(source)));
+      return {
+        file: { kind: 'layout', layout, fds: new Map(layout.paths.map((source, index) => [source, files[index]?.fd ?? -1])) },
+        onOpen: (fh) => {
+          this.handles.set(fh, { kind: 'virtual', disks });
+        },
+      };
     }
-    const { disks, layout } = handle;
-    for (const disk of disks) {
-      if (disk.stale) throw new SynthvhdError('E_IO', `${path}: the backup changed or was deleted while open`, { path });
-      this.disks.revalidate(disk);
-    }
-    return readAt(layout, this.sources, position, into, length);
+    // A cached blocklist lives outside the root by design; a mirrored file must be a regular
+    // file that is still inside the root when it is opened (no folder swapped for a symlink
+    // since the kernel looked it up, no FIFO to hang on).
+    const file = found === undefined ? await openSourceFile(target.source, { root: this.root }) : await open(found.list.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    return {
+      file: { kind: 'fd', fd: file.fd },
+      onOpen: (fh) => {
+        this.handles.set(fh, { kind: 'real' });
+      },
+      dispose: () => file.close(),
+    };
   }
 
-  async release(fh: number): Promise<void> {
+  /**
+   * Handle `fh` is being read (the session says so at most every few hundred ms): its backups
+   * are re-checked in the background (ServedDisks.revalidate, at most once per revalidateMs).
+   * True once one of them is stale: the handle must answer EIO from now on.
+   */
+  touched(fh: number): boolean {
     const handle = this.handles.get(fh);
+    if (handle?.kind !== 'virtual') return false;
+    for (const disk of handle.disks) this.disks.revalidate(disk);
+    return handle.disks.some((disk) => disk.stale);
+  }
+
+  /** The kernel closed handle `fh`. */
+  release(fh: number): void {
     this.handles.delete(fh);
-    if (handle?.kind === 'real') await handle.file.close();
   }
 
   async readlink(path: string): Promise<string> {
@@ -314,20 +324,14 @@ export class BackupFs {
   /** The source file system's size; nothing free (nothing can be written). */
   async statfs(): Promise<FsStats> {
     const info = await statfs(this.root);
-    // fuse-native truncates every field to 32 bits: grow the unit until the block count fits.
-    let unit = info.bsize > 0 ? info.bsize : 4096;
-    let blocks = Math.floor((info.blocks * info.bsize) / unit);
-    while (blocks >= 2 ** 32) {
-      unit *= 2;
-      blocks = Math.floor((info.blocks * info.bsize) / unit);
-    }
+    const unit = info.bsize > 0 ? info.bsize : 4096;
     return {
       bsize: unit,
       frsize: unit,
-      blocks,
+      blocks: info.blocks,
       bfree: 0,
       bavail: 0,
-      files: Math.min(info.files, 2 ** 32 - 1),
+      files: info.files,
       ffree: 0,
       favail: 0,
       fsid: 0,
@@ -339,9 +343,8 @@ export class BackupFs {
   async close(): Promise<void> {
     // First: a list being hashed stops after its current chunk and is not written.
     await this.precomputer?.close();
-    const files = [...this.handles.values()].flatMap((handle) => (handle.kind === 'real' ? [handle.file] : []));
+    // Open handles keep reading from the session's own copies of the fds.
     this.handles.clear();
-    await Promise.allSettled(files.map((file) => file.close()));
     await this.sources.close();
   }
 }

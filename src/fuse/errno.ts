@@ -33,7 +33,13 @@ function systemCode(error: unknown): string | undefined {
 /** The negative errno a FUSE handler answers for `error`. */
 export function errnoOf(error: unknown): number {
   if (isSynthvhdError(error)) {
+    // A failed open or read of a source keeps the system's own answer (ENOENT, EACCES, …).
+    const cause = systemCode(error.cause);
+    if (error.code === 'E_IO' && cause !== undefined && PASS_THROUGH.has(cause)) return errnoOf(error.cause);
     switch (error.code) {
+      // A source that is a symlink, a FIFO or outside the root is refused like a forbidden file.
+      case 'E_UNSAFE_SOURCE':
+        return -errno.EACCES;
       case 'E_IO':
       case 'E_INTERNAL':
         return EIO;
