@@ -15,9 +15,10 @@ import { buildCatalog, virtualFileName } from '../catalog/catalog.js';
 import { offeredFiles } from '../catalog/virtual-files.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import { cloneRange, fsBlockSize, nativeAddonPath } from '../native/native.js';
+import { fuseAddonPath, loadFuseAddon } from '../fuse/native-session.js';
 import { isNativeError } from '../native/native-error.js';
 import { scanBackupRoot, type SkippedBackup, type VolumeBackup } from '../urbackup/backup-tree.js';
-import { formatBytes } from '../cli/format.js';
+import { formatBytes } from '../util/format-bytes.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -125,14 +126,14 @@ export async function checkFuseDevice(path = '/dev/fuse', uid = process.getuid?.
   }
 }
 
-/** fuse-native loads, and with it libfuse.so.2 (Debian: libfuse2). */
-export async function checkLibfuse(): Promise<CheckResult> {
+/** The FUSE session addon loads, and with it libfuse.so.3, libzstd and zlib (Debian: fuse3). */
+export function checkLibfuse(): Promise<CheckResult> {
   const name = 'libfuse';
   try {
-    await import('fuse-native');
-    return ok(name, 'fuse-native loads libfuse.so.2');
+    loadFuseAddon();
+    return Promise.resolve(ok(name, `${fuseAddonPath()} loads libfuse.so.3`));
   } catch (error) {
-    return fail(name, `fuse-native does not load: ${firstLine(error)} (apt-get install libfuse2)`);
+    return Promise.resolve(fail(name, firstLine(error)));
   }
 }
 
@@ -151,14 +152,14 @@ async function which(program: string): Promise<string | undefined> {
   return undefined;
 }
 
-/** `fusermount` (libfuse 2 and `synthvhd unmount` call it by that name) or at least `fusermount3`. */
+/** `fusermount` (`synthvhd unmount` calls it by that name) or at least `fusermount3` (libfuse 3's). */
 export async function checkFusermount(): Promise<CheckResult> {
   const name = 'fusermount';
   const v2 = await which('fusermount');
   const v3 = await which('fusermount3');
   if (v2 !== undefined) return ok(name, `${v2}${v3 === undefined ? '' : ` and ${v3}`} on PATH`);
   if (v3 !== undefined) {
-    return warn(name, `only ${v3} on PATH: synthvhd unmount and non-root mounts call \`fusermount\` (Debian's fuse3 package links it)`);
+    return warn(name, `only ${v3} on PATH: synthvhd unmount calls \`fusermount\` (Debian's fuse3 package links it)`);
   }
   return fail(name, 'neither fusermount nor fusermount3 on PATH: apt-get install fuse3');
 }
@@ -182,7 +183,8 @@ export async function checkMountPermission(uid = process.getuid?.() ?? -1): Prom
     if (admin === false) return fail(name, 'root without CAP_SYS_ADMIN cannot mount FUSE file systems (in Docker: --cap-add SYS_ADMIN)');
     return ok(name, `running as root${admin === true ? ' with CAP_SYS_ADMIN' : ''}: can mount`);
   }
-  const fusermount = (await which('fusermount')) ?? (await which('fusermount3'));
+  // libfuse 3 mounts as a non-root user through fusermount3.
+  const fusermount = (await which('fusermount3')) ?? (await which('fusermount'));
   if (fusermount === undefined) return fail(name, `not root (uid ${uid}) and no fusermount to mount with`);
   const info = await stat(fusermount);
   if ((info.mode & 0o4000) !== 0 /* S_ISUID */ && info.uid === 0) return ok(name, `not root (uid ${uid}): mounts through setuid-root ${fusermount}`);

@@ -11,7 +11,7 @@ import { createBlocklist } from '../../blocklist/create.js';
 import { mergeDiff } from '../../blocklist/merge.js';
 import { BLOCKLIST_BLOCK_SIZE } from '../../blocklist/blocklist.js';
 import { fileError } from '../../errors/synthvhd-error.js';
-import { formatBytes } from '../format.js';
+import { formatBytes } from '../../util/format-bytes.js';
 import { progressBar } from '../progress.js';
 
 interface CommonOptions {

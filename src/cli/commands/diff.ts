@@ -6,7 +6,7 @@ import { absoluteWin32Path, parseWindowsFolder } from '../../container/windows-p
 import { checkParent, defaultParentPath, planDiff } from '../../diff/backup-diff.js';
 import { fileError } from '../../errors/synthvhd-error.js';
 import { refuseExisting, writeLayout } from '../../materialize/write-layout.js';
-import { formatBytes } from '../format.js';
+import { formatBytes } from '../../util/format-bytes.js';
 import { parseReflinkMode } from './materialize.js';
 import { progressBar } from '../progress.js';
 

@@ -2,7 +2,7 @@
 /** `synthvhd ls ROOT`: clients, backup runs, disks and the virtual files they are served as. */
 import { buildCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
 import { offeredFiles } from '../../catalog/virtual-files.js';
-import { formatBytes } from '../format.js';
+import { formatBytes } from '../../util/format-bytes.js';
 
 export interface LsOptions {
   readonly json?: boolean;

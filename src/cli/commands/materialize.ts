@@ -5,7 +5,7 @@ import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
 import { containerLayout, formatOfPath } from '../../catalog/virtual-files.js';
 import { fileError } from '../../errors/synthvhd-error.js';
 import { refuseExisting, writeLayout, type ReflinkMode } from '../../materialize/write-layout.js';
-import { formatBytes } from '../format.js';
+import { formatBytes } from '../../util/format-bytes.js';
 import { progressBar } from '../progress.js';
 
 export interface MaterializeOptions {
