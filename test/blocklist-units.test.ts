@@ -52,7 +52,7 @@ describe('bitmap runs', () => {
 
 describe('hole punching', () => {
   it('turns the holes of one file into zero extents and keeps everything else', () => {
-    const layout = new LayoutBuilder().bytes(new Uint8Array(10)).file('/a', 100, 50).file('/b', 0, 20).build();
+    const layout = new LayoutBuilder().bytes(new Uint8Array(10), 'B').file('/a', 100, 50, 'A').file('/b', 0, 20, 'B').build();
     const punched = punchHoles(layout, '/a', [[90, 20], [130, 5], [149, 100]]);
     expect(punched.extents.map((extent) => [extent.kind, extent.start, extent.length, extent.kind === 'file' ? extent.offset : -1])).toEqual([
       ['bytes', 0, 10, -1],
@@ -82,7 +82,7 @@ describe('list arithmetic', () => {
   });
 
   it('marks the 2 MiB blocks any non-zero extent touches', () => {
-    const layout = new LayoutBuilder().zero(2 * MiB + 5).bytes(new Uint8Array(2 * MiB)).zero(5 * MiB).file('/x', 0, 1).build();
+    const layout = new LayoutBuilder().zero(2 * MiB + 5, 'zeros: Z').bytes(new Uint8Array(2 * MiB), 'B').zero(5 * MiB, 'zeros: Z').file('/x', 0, 1, 'X').build();
     expect([...dataBlockFlags(layout)]).toEqual([0, 1, 1, 0, 1]);
   });
 
@@ -110,7 +110,7 @@ describe('stopping a background list (the mount unmounting while it precomputes)
   async function bigDisk(): Promise<DiskImage> {
     const source = join(work, 'pattern.bin');
     await writeFile(source, randomBytes(32 * MiB));
-    const extents: Extent[] = Array.from({ length: 64 }, (_, index) => ({ kind: 'file', start: index * 32 * MiB, length: 32 * MiB, path: source, offset: 0 }));
+    const extents: Extent[] = Array.from({ length: 64 }, (_, index) => ({ kind: 'file', start: index * 32 * MiB, length: 32 * MiB, path: source, offset: 0, what: 'pattern' }));
     return { layout: makeLayout(extents, 64 * 32 * MiB), sectorSize: 512, identity: new Uint8Array(32), mtimeMs: 0 };
   }
 

@@ -56,7 +56,7 @@ function makeDisk(
 }
 
 function zeroDisk(size: number, sectorSize: 512 | 4096 = 512): DiskImage {
-  return { layout: new LayoutBuilder().zero(size).build(), sectorSize, identity: new Uint8Array(32), mtimeMs: MTIME_MS };
+  return { layout: new LayoutBuilder().zero(size, 'zeros: disk').build(), sectorSize, identity: new Uint8Array(32), mtimeMs: MTIME_MS };
 }
 
 /** Writes a layout to a file with readAt, leaving `zero` extents as holes. */

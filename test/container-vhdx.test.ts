@@ -390,7 +390,7 @@ describe('VHDX size limit', () => {
   it('serves a 64 TiB all-zero disk with only headers, BAT and metadata, and refuses 64 TiB + 512', async () => {
     const size = 64 * TIB;
     const zeroDisk = (length: number): DiskImage => ({
-      layout: new LayoutBuilder().zero(length).build(),
+      layout: new LayoutBuilder().zero(length, 'zeros: disk').build(),
       sectorSize: 512,
       identity: new Uint8Array(32),
       mtimeMs: 0,

@@ -11,6 +11,7 @@
  * [MS-VHDX] v20180912 for VHDX. Section names are cited where each rule is applied. Block order
  * in the file does not matter: the BAT is a map (MS-VHDX 2.5), and so is the VHD BAT.
  */
+import { basename } from 'node:path';
 import { SynthvhdError, internalError } from '../errors/synthvhd-error.js';
 import { type Layout, sliceLayout } from '../extents/extent.js';
 import { LayoutBuilder } from '../extents/layout-builder.js';
@@ -22,6 +23,7 @@ import {
   PAYLOAD_BLOCK_FULLY_PRESENT,
   PAYLOAD_BLOCK_NOT_PRESENT,
   PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+  PAYLOAD_BLOCK_ZERO,
   SB_BLOCK_PRESENT,
   VHDX_SECTORS_PER_BITMAP_BLOCK,
 } from './vhdx/constants.js';
@@ -48,39 +50,44 @@ export async function containerDiskLayout(
   parent: Layout | undefined,
 ): Promise<Layout> {
   if (parsed.type === 'differencing' && parent === undefined) throw internalError('differencing container without a parent layout');
-  const from = new DiskBuilder(path, parsed.type === 'differencing' ? parent : undefined);
+  const from = new DiskBuilder(basename(path), path, parsed.type === 'differencing' ? parent : undefined);
   if (parsed.format === 'vhd') await readVhd(parsed, read, from);
   else await readVhdx(parsed, read, from);
   return from.builder.build(containerDiskSize(parsed));
 }
 
-/** Appends disk ranges from this file, from the parent, or as zeros. */
+/**
+ * Appends disk ranges from this file, from the parent, or as zeros. This file's ranges are
+ * described by the file's name and the block (`disk.vhdx: VHDX payload block 3`); the parent's
+ * keep their own descriptions.
+ */
 class DiskBuilder {
   readonly builder = new LayoutBuilder();
 
   constructor(
+    private readonly name: string,
     private readonly path: string,
     private readonly parent: Layout | undefined,
   ) {}
 
-  file(offset: number, length: number): void {
-    this.builder.file(this.path, offset, length);
+  file(offset: number, length: number, what: string): void {
+    this.builder.file(this.path, offset, length, `${this.name}: ${what}`);
   }
 
-  zero(length: number): void {
-    this.builder.zero(length);
+  zero(length: number, what: string): void {
+    this.builder.zero(length, `zeros: ${what} of ${this.name}`);
   }
 
   /** [start, start + length) of the disk from the parent (zeros past its end, or without one). */
   fromParent(start: number, length: number): void {
     const parent = this.parent;
     if (parent === undefined) {
-      this.builder.zero(length);
+      this.builder.zero(length, `zeros: no parent for ${this.name}`);
       return;
     }
     const inside = Math.max(0, Math.min(length, parent.size - start));
     for (const extent of sliceLayout(parent, start, inside, 0)) this.builder.append(extent);
-    this.builder.zero(length - inside);
+    this.builder.zero(length - inside, `zeros: past the end of the parent of ${this.name}`);
   }
 }
 
@@ -158,7 +165,7 @@ async function readVhd(parsed: ParsedVhd, read: ReadFunction, to: DiskBuilder): 
   const size = parsed.footer.currentSize;
   if (parsed.type === 'fixed' || parsed.dynamicHeader === undefined) {
     // "Hard Disk Footer Format": a fixed disk is the raw disk followed by the footer.
-    to.file(0, size);
+    to.file(0, size, 'fixed VHD data');
     return;
   }
   const { blockSize } = parsed.dynamicHeader;
@@ -182,19 +189,19 @@ async function readVhd(parsed: ParsedVhd, read: ReadFunction, to: DiskBuilder): 
     if (entry === VHD_BAT_UNUSED) {
       // "Block Allocation Table": unused blocks read as zeros, or from the parent of a differencing disk.
       if (differencing) to.fromParent(start, length);
-      else to.zero(length);
+      else to.zero(length, `VHD block ${block} (not allocated)`);
       continue;
     }
     const dataOffset = entry * VHD_SECTOR_SIZE + bitmapSize;
     const bitmap = differencing ? bitmaps[nextAllocated++] : undefined;
     if (bitmap === undefined) {
-      to.file(dataOffset, length);
+      to.file(dataOffset, length, `VHD block ${block}`);
       continue;
     }
     for (const run of bitRuns(bitmap, Math.min(sectorsPerBlock, Math.ceil(length / VHD_SECTOR_SIZE)), 'msb')) {
       const runStart = run.start * VHD_SECTOR_SIZE;
       const runLength = Math.min(run.count * VHD_SECTOR_SIZE, length - runStart);
-      if (run.present) to.file(dataOffset + runStart, runLength);
+      if (run.present) to.file(dataOffset + runStart, runLength, `VHD block ${block}`);
       else to.fromParent(start + runStart, runLength);
     }
   }
@@ -236,7 +243,7 @@ async function readVhdx(parsed: ParsedVhdx, read: ReadFunction, to: DiskBuilder)
     switch (entry.state) {
       case PAYLOAD_BLOCK_FULLY_PRESENT:
         // MS-VHDX 2.5.1.1: the block is at FileOffsetMB; the sector bitmap is not inspected.
-        to.file(entry.fileOffset, length);
+        to.file(entry.fileOffset, length, `VHDX payload block ${block}`);
         break;
       case PAYLOAD_BLOCK_PARTIALLY_PRESENT: {
         const bitmap = bitmaps[nextPartial++];
@@ -244,7 +251,7 @@ async function readVhdx(parsed: ParsedVhdx, read: ReadFunction, to: DiskBuilder)
         for (const run of bitRuns(bitmap, Math.ceil(length / logicalSectorSize), 'lsb')) {
           const runStart = run.start * logicalSectorSize;
           const runLength = Math.min(run.count * logicalSectorSize, length - runStart);
-          if (run.present) to.file(entry.fileOffset + runStart, runLength);
+          if (run.present) to.file(entry.fileOffset + runStart, runLength, `VHDX payload block ${block}`);
           else to.fromParent(start + runStart, runLength);
         }
         break;
@@ -252,12 +259,12 @@ async function readVhdx(parsed: ParsedVhdx, read: ReadFunction, to: DiskBuilder)
       case PAYLOAD_BLOCK_NOT_PRESENT:
         // MS-VHDX 2.5.1.1: zeros (a reader may return zeros) in fixed/dynamic; the parent's data in differencing.
         if (differencing) to.fromParent(start, length);
-        else to.zero(length);
+        else to.zero(length, `VHDX payload block ${block} (not present)`);
         break;
       default:
         // ZERO reads as zeros; UNDEFINED and UNMAPPED "return zero data" is one of the allowed
         // behaviours (MS-VHDX 2.5.1.1), and the one that leaks nothing.
-        to.zero(length);
+        to.zero(length, `VHDX payload block ${block} (${entry.state === PAYLOAD_BLOCK_ZERO ? 'zero' : 'unmapped or undefined'})`);
     }
   }
 }

@@ -19,7 +19,7 @@
  * MUST verify"); VHD Parent Unique ID = the parent footer's Unique Id.
  */
 import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { SynthvhdError, fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
 import type { Layout } from '../extents/extent.js';
 import { punchHoles } from '../extents/holes.js';
@@ -94,7 +94,7 @@ async function openAt(path: string, chain: Set<string>): Promise<OpenedImage> {
       if (!hasContainerExtension(path) && !(await looksLikeContainer(read, info.size))) {
         // A raw image: the file is the disk.
         const holes = await dataRanges(handle.fd, 0, info.size);
-        layout = punchHoles(new LayoutBuilder().file(path, 0, info.size).build(), path, holes);
+        layout = punchHoles(new LayoutBuilder().file(path, 0, info.size, `${basename(path)} (raw image)`).build(), path, holes);
         return { ...base, format: 'raw', type: 'raw', layout, sectorSize: 512, parsed: undefined, parent: undefined };
       }
       parsed = await parseContainer(read, info.size);

@@ -342,7 +342,7 @@ export function buildVhdLayout(disk: DiskImage): Layout {
   if (limit !== undefined) throw new SynthvhdError('E_FORMAT_LIMIT', limit);
   const builder = new LayoutBuilder();
   for (const extent of disk.layout.extents) builder.append(extent);
-  builder.bytes(encodeVhdFooter(vhdFooterOf(disk)));
+  builder.bytes(encodeVhdFooter(vhdFooterOf(disk)), 'VHD footer');
   return builder.build();
 }
 

@@ -143,17 +143,19 @@ export function buildDifferencingVhdxLayout(spec: DifferencingVhdxSpec, options:
         continue;
       }
       // Present sectors carry the new data; the others are never read (their bit is 0): zeros.
+      const fromParent = 'zeros: sectors the parent holds (bitmap bit 0)';
       const extents: Extent[] = [];
       const bits = new Uint8Array(bitmapBytesPerBlock);
       let position = 0;
       for (const range of ranges) {
         const offset = range.start - blockStart;
-        if (offset > position) extents.push({ kind: 'zero', start: position, length: offset - position });
+        if (offset > position) extents.push({ kind: 'zero', start: position, length: offset - position, what: fromParent });
         extents.push(...sliceLayout(spec.content, range.start, range.length, offset));
         position = offset + range.length;
         setBits(bits, offset / logicalSectorSize, Math.ceil(range.length / logicalSectorSize));
       }
-      bitmapExtents.push({ kind: 'bytes', start: (block - firstBlock) * bitmapBytesPerBlock, length: bits.length, data: bits });
+      if (position < blockLength) extents.push({ kind: 'zero', start: position, length: blockLength - position, what: fromParent });
+      bitmapExtents.push({ kind: 'bytes', start: (block - firstBlock) * bitmapBytesPerBlock, length: bits.length, data: bits, what: `VHDX sector bitmap of payload block ${block}` });
       payloads.push({ block, state: PAYLOAD_BLOCK_PARTIALLY_PRESENT, extents });
       partiallyPresentBlocks++;
     }
@@ -208,7 +210,7 @@ function withGaps(extents: readonly Extent[]): Extent[] {
   const out: Extent[] = [];
   let position = 0;
   for (const extent of extents) {
-    if (extent.start > position) out.push({ kind: 'zero', start: position, length: extent.start - position });
+    if (extent.start > position) out.push({ kind: 'zero', start: position, length: extent.start - position, what: 'zeros: sector bitmap of blocks not in this file' });
     out.push(extent);
     position = extent.start + extent.length;
   }

@@ -18,7 +18,8 @@
  *
  * A block whose disk range is all `zero` extents is PAYLOAD_BLOCK_ZERO and takes no room; every
  * other block is FULLY_PRESENT and its content is the disk's own extents (sliceLayout), so `file`
- * extents of the disk stay `file` extents of the container. Everything is derived from the disk
+ * extents of the disk stay `file` extents of the container, with the disk's descriptions (`C: .raw`,
+ * `backup GPT header`; docs/architecture.md §10). Everything is derived from the disk
  * identity: the same disk always gives the same bytes (docs/containers.md §5).
  */
 import type { DiskImage } from '../disk/disk-image.js';
@@ -246,22 +247,23 @@ export function assembleVhdxLayout(assembly: VhdxAssembly): Layout {
     }),
   );
 
+  const reserved = 'zeros: VHDX header section (reserved)';
   const builder = new LayoutBuilder();
-  builder.zeroTo(VHDX_FILE_ID_OFFSET).bytes(encodeVhdxFileIdentifier(VHDX_CREATOR));
-  builder.zeroTo(VHDX_HEADER1_OFFSET).bytes(header(1n));
-  builder.zeroTo(VHDX_HEADER2_OFFSET).bytes(header(2n));
-  builder.zeroTo(VHDX_REGION_TABLE1_OFFSET).bytes(regionTable);
-  builder.zeroTo(VHDX_REGION_TABLE2_OFFSET).bytes(regionTable);
-  builder.zeroTo(VHDX_HEADER_SECTION_SIZE); // reserved up to 1 MiB, then the zeroed log
-  builder.zeroTo(VHDX_LOG_OFFSET + VHDX_LOG_LENGTH);
-  builder.zeroTo(VHDX_BAT_OFFSET).bytes(assembly.bat);
-  builder.zeroTo(metadataOffset).bytes(metadata.table);
-  builder.zeroTo(metadataOffset + VHDX_METADATA_ITEMS_OFFSET).bytes(metadata.itemData);
-  builder.zeroTo(payloadStart);
+  builder.zeroTo(VHDX_FILE_ID_OFFSET, reserved).bytes(encodeVhdxFileIdentifier(VHDX_CREATOR), 'VHDX file identifier');
+  builder.zeroTo(VHDX_HEADER1_OFFSET, reserved).bytes(header(1n), 'VHDX header 1');
+  builder.zeroTo(VHDX_HEADER2_OFFSET, reserved).bytes(header(2n), 'VHDX header 2');
+  builder.zeroTo(VHDX_REGION_TABLE1_OFFSET, reserved).bytes(regionTable, 'VHDX region table 1');
+  builder.zeroTo(VHDX_REGION_TABLE2_OFFSET, reserved).bytes(regionTable, 'VHDX region table 2');
+  builder.zeroTo(VHDX_HEADER_SECTION_SIZE, reserved); // reserved up to 1 MiB, then the zeroed log
+  builder.zeroTo(VHDX_LOG_OFFSET + VHDX_LOG_LENGTH, 'zeros: VHDX log (empty)');
+  builder.zeroTo(VHDX_BAT_OFFSET, 'zeros: VHDX log (empty)').bytes(assembly.bat, 'VHDX BAT');
+  builder.zeroTo(metadataOffset, 'zeros: rest of the VHDX BAT region').bytes(metadata.table, 'VHDX metadata table');
+  builder.zeroTo(metadataOffset + VHDX_METADATA_ITEMS_OFFSET, 'zeros: rest of the VHDX metadata table').bytes(metadata.itemData, 'VHDX metadata items');
+  builder.zeroTo(payloadStart, 'zeros: rest of the VHDX metadata region');
   for (const block of assembly.blocks) {
-    builder.zeroTo(block.fileOffset);
+    builder.zeroTo(block.fileOffset, 'zeros: between VHDX blocks');
     for (const extent of block.extents) builder.append(extent);
-    builder.zeroTo(block.fileOffset + block.length); // the last block is padded to a full block
+    builder.zeroTo(block.fileOffset + block.length, 'zeros: rest of the VHDX block'); // the last block is padded to a full block
   }
   return builder.build();
 }

@@ -5,6 +5,11 @@
  * offset (checked: the entry exists, is long enough, the serial matches), the NTFS backup boot
  * sector right after the volume, zeros everywhere else. Holes of the `.raw` files stay zero
  * extents. Pure: everything it needs was loaded by urbackup/.
+ *
+ * Each extent says what it is (docs/architecture.md §10): the saved table copies by name
+ * (`backup GPT header`), a volume's range as `C: .raw` and its holes as `zeros: hole in C: .raw`,
+ * `C: NTFS backup boot sector`, partitions nobody backed up as `zeros: partition 2, MSR (not
+ * backed up)`, and `zeros: outside partitions` for the rest.
  */
 import { createHash } from 'node:crypto';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
@@ -16,6 +21,7 @@ import type { MbrData } from '../urbackup/mbr-data.js';
 import { readBootSector } from './boot-sector.js';
 import type { DiskImage } from './disk-image.js';
 import type { Partition } from './partition.js';
+import { partitionTypeName } from './partition-names.js';
 import { type DiskTable, findPartition, readDiskTable } from './partition-table.js';
 
 export interface PlacedVolume {
@@ -108,12 +114,29 @@ function paint(pieces: Piece[], extent: Extent): Piece[] {
   return result;
 }
 
-function bytesExtent(start: number, data: Uint8Array): Extent {
-  return { kind: 'bytes', start, length: data.length, data };
+function bytesExtent(start: number, data: Uint8Array, what: string): Extent {
+  return { kind: 'bytes', start, length: data.length, data, what };
+}
+
+/** Zeros between and after partitions and tables. */
+const OUTSIDE_PARTITIONS = 'zeros: outside partitions';
+/** The description of a whole-disk image's `.raw` (`.raw.mbr` version 100). */
+const WHOLE_DISK_RAW = 'whole-disk .raw';
+
+/** `C:` for a drive letter, `ESP` / `SYSVOL` as they are. */
+function volumeName(volume: LoadedVolume): string {
+  const letter = volume.backup.letter;
+  return letter.length === 1 ? `${letter}:` : letter;
+}
+
+/** How a volume's `.raw` range is described: `C: .raw`; its holes are `zeros: hole in C: .raw`. */
+function rawDescription(volume: LoadedVolume): string {
+  return `${volumeName(volume)} .raw`;
 }
 
 /** Appends a volume's range of its `.raw`, as file extents where the file has data, zero elsewhere. */
-function appendVolume(builder: LayoutBuilder, volume: LoadedVolume, rawOffset: number, length: number): void {
+function appendVolume(builder: LayoutBuilder, volume: LoadedVolume, rawOffset: number, length: number, what: string): void {
+  const hole = `zeros: hole in ${what}`;
   const end = rawOffset + length;
   let position = rawOffset;
   for (const range of volume.dataRanges) {
@@ -122,10 +145,10 @@ function appendVolume(builder: LayoutBuilder, volume: LoadedVolume, rawOffset: n
     if (range.offset >= end) break;
     const from = Math.max(position, range.offset);
     const to = Math.min(end, rangeEnd);
-    builder.zero(from - position).file(volume.backup.rawPath, from, to - from);
+    builder.zero(from - position, hole).file(volume.backup.rawPath, from, to - from, what);
     position = to;
   }
-  builder.zero(end - position);
+  builder.zero(end - position, hole);
 }
 
 function buildLayout(diskSize: number, pieces: readonly Piece[], volumesByPath: ReadonlyMap<string, LoadedVolume>): LayoutBuilder {
@@ -133,16 +156,16 @@ function buildLayout(diskSize: number, pieces: readonly Piece[], volumesByPath: 
   for (const { start, extent } of [...pieces].sort((a, b) => a.start - b.start)) {
     if (start >= diskSize) continue;
     const clipped = extentEnd(extent) > diskSize ? sliceExtent(extent, start, diskSize - start, start) : extent;
-    builder.zeroTo(start);
+    builder.zeroTo(start, OUTSIDE_PARTITIONS);
     if (clipped.kind === 'file') {
       const volume = volumesByPath.get(clipped.path);
       if (volume === undefined) builder.append(clipped);
-      else appendVolume(builder, volume, clipped.offset, clipped.length);
+      else appendVolume(builder, volume, clipped.offset, clipped.length, clipped.what);
     } else {
       builder.append(clipped);
     }
   }
-  builder.zeroTo(diskSize);
+  builder.zeroTo(diskSize, OUTSIDE_PARTITIONS);
   return builder;
 }
 
@@ -159,7 +182,7 @@ function composeWholeDisk(source: DiskSource): ComposedDisk {
   const volume = source.anchor;
   if (volume.rawSize % 512 !== 0) throw fileError('E_RAW_IMAGE', volume.backup.rawPath, `whole-disk image of ${volume.rawSize} bytes is not a whole number of sectors`);
   const builder = new LayoutBuilder();
-  appendVolume(builder, volume, 0, volume.rawSize);
+  appendVolume(builder, volume, 0, volume.rawSize, WHOLE_DISK_RAW);
   return {
     image: { layout: builder.build(), sectorSize: 512, identity: diskIdentity(source, []), mtimeMs: volume.mtimeMs },
     table: undefined,
@@ -175,6 +198,7 @@ export function composeDisk(source: DiskSource): ComposedDisk {
   const table = readDiskTable(anchor.mbrData, anchor.backup.mbrPath);
   const placed: PlacedVolume[] = [{ volume: anchor, partition: placeVolume(table, anchor) }];
   const unplaced: UnplacedVolume[] = [];
+  const unplacedNumbers = new Set<number>();
   for (const companion of source.companions) {
     try {
       const partition = placeVolume(table, companion);
@@ -183,21 +207,31 @@ export function composeDisk(source: DiskSource): ComposedDisk {
     } catch (error) {
       if (!(error instanceof SynthvhdError)) throw error;
       unplaced.push({ path: error.path ?? companion.backup.rawPath, reason: error.message });
+      if (companion.mbrData !== undefined) unplacedNumbers.add(companion.mbrData.partitionNumber);
     }
   }
   placed.sort((a, b) => a.partition.offset - b.partition.offset);
 
   let pieces: Piece[] = [];
-  for (const piece of table.pieces) pieces = paint(pieces, bytesExtent(piece.position, piece.data));
+  // Partitions without a placed volume first, so the saved table copies still win over them.
+  const placedNumbers = new Set(placed.map(({ partition }) => partition.number));
+  for (const partition of table.partitions) {
+    if (placedNumbers.has(partition.number) || partition.length === 0) continue;
+    const why = unplacedNumbers.has(partition.number) ? 'its backup could not be placed' : 'not backed up';
+    const what = `zeros: partition ${partition.number}, ${partitionTypeName(table.kind, partition.type)} (${why})`;
+    pieces = paint(pieces, { kind: 'zero', start: partition.offset, length: partition.length, what });
+  }
+  for (const piece of table.pieces) pieces = paint(pieces, bytesExtent(piece.position, piece.data, piece.what));
   for (const { volume, partition } of placed) {
-    pieces = paint(pieces, { kind: 'zero', start: partition.offset, length: partition.length });
-    pieces = paint(pieces, { kind: 'file', start: partition.offset, length: volume.volumeLength, path: volume.backup.rawPath, offset: volume.volumeOffset });
+    const name = volumeName(volume);
+    pieces = paint(pieces, { kind: 'zero', start: partition.offset, length: partition.length, what: `zeros: partition ${partition.number} past the ${name} volume` });
+    pieces = paint(pieces, { kind: 'file', start: partition.offset, length: volume.volumeLength, path: volume.backup.rawPath, offset: volume.volumeOffset, what: rawDescription(volume) });
     // NTFS keeps a copy of its boot sector in the sector right after the volume, normally the
     // partition's last sector; the client's image stops before it (docs/urbackup-formats.md §2.4).
     const boot = readBootSector(volume.bootSector);
     const backupBootEnd = volume.volumeLength + boot.bytesPerSector;
     if (boot.fs === 'ntfs' && boot.length === volume.volumeLength && backupBootEnd <= partition.length) {
-      pieces = paint(pieces, bytesExtent(partition.offset + volume.volumeLength, volume.bootSector.slice(0, boot.bytesPerSector)));
+      pieces = paint(pieces, bytesExtent(partition.offset + volume.volumeLength, volume.bootSector.slice(0, boot.bytesPerSector), `${name} NTFS backup boot sector`));
     }
   }
   const volumesByPath = new Map(placed.map(({ volume }) => [volume.backup.rawPath, volume]));

@@ -19,6 +19,7 @@ const MBR_DISK_ALIGNMENT = 2 * 1024 * 1024;
 export interface TablePiece {
   readonly position: number;
   readonly data: Uint8Array;
+  /** Its extent description (src/extents/extent.ts): `MBR`, `backup GPT header`, … */
   readonly what: string;
 }
 
@@ -87,6 +88,7 @@ function gptDiskTable(data: MbrData, path: string): DiskTable {
   let backupTable: Uint8Array;
   let backupHeaderPosition: number;
   let backupTablePosition: number;
+  let regenerated: 'primary' | 'backup' | undefined;
   if (primary.ok) {
     header = primary.header;
     primaryHeader = gpt.header;
@@ -103,6 +105,7 @@ function gptDiskTable(data: MbrData, path: string): DiskTable {
       backupHeader = mirrorGptHeader(gpt.header, header, entriesLba);
       backupTable = primaryTable;
       backupTablePosition = entriesLba * sectorSize;
+      regenerated = 'backup';
       notes.push(`backup GPT regenerated from the primary (saved backup: ${backup.ok ? 'at an unexpected position' : backup.problem})`);
     }
   } else if (backup.ok) {
@@ -113,11 +116,14 @@ function gptDiskTable(data: MbrData, path: string): DiskTable {
     backupTablePosition = gpt.backupTablePosition;
     primaryTable = backupTable;
     primaryHeader = mirrorGptHeader(gpt.backupHeader, header, gpt.tablePosition / sectorSize);
+    regenerated = 'primary';
     notes.push(`primary GPT regenerated from the backup (saved primary: ${primary.problem})`);
   } else {
     throw fileError('E_PARTITION_TABLE', path, `GPT unusable: primary ${primary.problem}; backup ${backup.problem}`);
   }
   const diskSize = backupHeaderPosition + sectorSize;
+  const copy = (which: 'primary' | 'backup', part: string): string =>
+    regenerated === which ? `${which} GPT ${part} (regenerated from the ${which === 'primary' ? 'backup' : 'primary'})` : `${which} GPT ${part}`;
   return {
     kind: 'gpt',
     sectorSize,
@@ -125,10 +131,10 @@ function gptDiskTable(data: MbrData, path: string): DiskTable {
     diskSize,
     pieces: [
       { position: 0, data: data.mbr, what: 'protective MBR' },
-      { position: sectorSize, data: primaryHeader, what: 'primary GPT header' },
-      { position: gpt.tablePosition, data: primaryTable, what: 'primary GPT entries' },
-      { position: backupTablePosition, data: backupTable, what: 'backup GPT entries' },
-      { position: backupHeaderPosition, data: backupHeader, what: 'backup GPT header' },
+      { position: sectorSize, data: primaryHeader, what: copy('primary', 'header') },
+      { position: gpt.tablePosition, data: primaryTable, what: copy('primary', 'entries') },
+      { position: backupTablePosition, data: backupTable, what: copy('backup', 'entries') },
+      { position: backupHeaderPosition, data: backupHeader, what: copy('backup', 'header') },
     ],
     hasExtended: false,
     diskId: Buffer.from(header.diskGuid).toString('hex'),

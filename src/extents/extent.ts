@@ -8,6 +8,12 @@
  * materialize, blocklist hashing) consumes a Layout and never re-derives the layout.
  *
  * Offsets are plain numbers: exact up to 2^53 bytes (8 PiB), far beyond VHDX's 64 TiB.
+ *
+ * Every extent says what it is in `what`, a short text for people (`backup GPT header`,
+ * `C: .raw`, `zeros: partition 2, MSR (not backed up)`, `VHDX BAT`): `inspect --map` prints it,
+ * so where a byte of a served file comes from is read off one map instead of five modules
+ * (docs/architecture.md §10). Zero extents start with `zeros: `. A `file` extent's description
+ * names its source, not a position: the offset is a field of its own, so a slice keeps `what`.
  */
 import { internalError } from '../errors/synthvhd-error.js';
 
@@ -17,6 +23,8 @@ export interface BytesExtent {
   readonly start: number;
   readonly length: number;
   readonly data: Uint8Array;
+  /** What these bytes are (see the file comment). */
+  readonly what: string;
 }
 
 /** A range of a source file (a urBackup `.raw`), read at `offset`. */
@@ -26,6 +34,7 @@ export interface FileExtent {
   readonly length: number;
   readonly path: string;
   readonly offset: number;
+  readonly what: string;
 }
 
 /** Reads as zeros and costs nothing. */
@@ -33,6 +42,7 @@ export interface ZeroExtent {
   readonly kind: 'zero';
   readonly start: number;
   readonly length: number;
+  readonly what: string;
 }
 
 export type Extent = BytesExtent | FileExtent | ZeroExtent;
@@ -83,7 +93,8 @@ export function findExtentIndex(layout: Layout, position: number): number {
 
 /**
  * The part of `extent` that covers [start, start + length) of the virtual file, as an extent
- * of the same kind re-based to `newStart`. Used to cut disk extents into container blocks.
+ * of the same kind and description re-based to `newStart`. Used to cut disk extents into
+ * container blocks.
  */
 export function sliceExtent(extent: Extent, start: number, length: number, newStart: number): Extent {
   const skip = start - extent.start;
@@ -92,11 +103,11 @@ export function sliceExtent(extent: Extent, start: number, length: number, newSt
   }
   switch (extent.kind) {
     case 'bytes':
-      return { kind: 'bytes', start: newStart, length, data: extent.data.subarray(skip, skip + length) };
+      return { kind: 'bytes', start: newStart, length, data: extent.data.subarray(skip, skip + length), what: extent.what };
     case 'file':
-      return { kind: 'file', start: newStart, length, path: extent.path, offset: extent.offset + skip };
+      return { kind: 'file', start: newStart, length, path: extent.path, offset: extent.offset + skip, what: extent.what };
     case 'zero':
-      return { kind: 'zero', start: newStart, length };
+      return { kind: 'zero', start: newStart, length, what: extent.what };
   }
 }
 

@@ -13,7 +13,7 @@ export type FileDataRanges = readonly (readonly [offset: number, length: number]
 
 /**
  * `layout` with every `file` extent of `path` cut to the parts that lie in `ranges`; the parts in
- * holes become `zero` extents. Extents of other files are kept as they are.
+ * holes become `zero` extents (`zeros: hole in <what>`). Extents of other files are kept as they are.
  */
 export function punchHoles(layout: Layout, path: string, ranges: FileDataRanges): Layout {
   if (!layout.extents.some((extent) => extent.kind === 'file' && extent.path === path)) return layout;
@@ -24,6 +24,7 @@ export function punchHoles(layout: Layout, path: string, ranges: FileDataRanges)
       continue;
     }
     const end = extent.offset + extent.length;
+    const hole = `zeros: hole in ${extent.what}`;
     let position = extent.offset;
     for (let index = firstRangeEndingAfter(ranges, position); index < ranges.length && position < end; index++) {
       const range = ranges[index];
@@ -33,10 +34,10 @@ export function punchHoles(layout: Layout, path: string, ranges: FileDataRanges)
       const from = Math.max(position, offset);
       const to = Math.min(end, offset + length);
       if (to <= from) continue;
-      builder.zero(from - position).file(path, from, to - from);
+      builder.zero(from - position, hole).file(path, from, to - from, extent.what);
       position = to;
     }
-    builder.zero(end - position);
+    builder.zero(end - position, hole);
   }
   return builder.build(layout.size);
 }

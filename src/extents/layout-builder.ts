@@ -2,8 +2,9 @@
 /**
  * Append-only construction of a Layout (nbdkit's regions pattern): extents can only be added
  * at the current end, gaps are filled with zero extents, adjacent zero extents and adjacent
- * file extents continuing the same source range are merged. So a layout cannot be built out of
- * order, and `build()` only has to check the size.
+ * file extents continuing the same source range are merged when they have the same
+ * description. So a layout cannot be built out of order, and `build()` only has to check the
+ * size. Every method takes the description (`what`, src/extents/extent.ts) of what it adds.
  */
 import { internalError } from '../errors/synthvhd-error.js';
 import { type Extent, type Layout, makeLayout } from './extent.js';
@@ -17,56 +18,60 @@ export class LayoutBuilder {
   }
 
   /** Zeros up to `position` (no-op when already there). */
-  zeroTo(position: number): this {
+  zeroTo(position: number, what: string): this {
     if (position < this.position) throw internalError(`cannot move back from ${this.position} to ${position}`);
-    return position === this.position ? this : this.zero(position - this.position);
+    return position === this.position ? this : this.zero(position - this.position, what);
   }
 
-  zero(length: number): this {
+  zero(length: number, what: string): this {
     if (length === 0) return this;
     const last = this.extents.at(-1);
-    if (last?.kind === 'zero') {
-      this.extents[this.extents.length - 1] = { kind: 'zero', start: last.start, length: last.length + length };
+    if (last?.kind === 'zero' && last.what === what) {
+      this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
     } else {
-      this.extents.push({ kind: 'zero', start: this.position, length });
+      this.extents.push({ kind: 'zero', start: this.position, length, what });
     }
     this.position += length;
     return this;
   }
 
-  bytes(data: Uint8Array): this {
+  bytes(data: Uint8Array, what: string): this {
     if (data.length === 0) return this;
-    this.extents.push({ kind: 'bytes', start: this.position, length: data.length, data });
+    this.extents.push({ kind: 'bytes', start: this.position, length: data.length, data, what });
     this.position += data.length;
     return this;
   }
 
-  file(path: string, offset: number, length: number): this {
+  file(path: string, offset: number, length: number, what: string): this {
     if (length === 0) return this;
     const last = this.extents.at(-1);
-    if (last?.kind === 'file' && last.path === path && last.offset + last.length === offset) {
+    if (last?.kind === 'file' && last.path === path && last.offset + last.length === offset && last.what === what) {
       this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
     } else {
-      this.extents.push({ kind: 'file', start: this.position, length, path, offset });
+      this.extents.push({ kind: 'file', start: this.position, length, path, offset, what });
     }
     this.position += length;
     return this;
   }
 
-  /** Appends an extent of any kind, re-based to the current end. */
+  /** Appends an extent of any kind, re-based to the current end, with its description. */
   append(extent: Extent): this {
     switch (extent.kind) {
       case 'bytes':
-        return this.bytes(extent.data);
+        return this.bytes(extent.data, extent.what);
       case 'file':
-        return this.file(extent.path, extent.offset, extent.length);
+        return this.file(extent.path, extent.offset, extent.length, extent.what);
       case 'zero':
-        return this.zero(extent.length);
+        return this.zero(extent.length, extent.what);
     }
   }
 
-  build(size = this.position): Layout {
-    this.zeroTo(size);
+  /** The layout; a `size` beyond the current end is padded with zeros described by `what`. */
+  build(size = this.position, what?: string): Layout {
+    if (size > this.position) {
+      if (what === undefined) throw internalError(`layout ends at ${this.position}, not ${size}, and the padding has no description`);
+      this.zeroTo(size, what);
+    }
     return makeLayout(this.extents, size);
   }
 }

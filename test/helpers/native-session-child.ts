@@ -49,13 +49,13 @@ function toLayout(extents: readonly SpecExtent[]): NativeLayout {
     const path = join(spec.sourceDir, extent.path ?? '');
     switch (extent.kind) {
       case 'zero':
-        result.push({ kind: 'zero', start, length: extent.length });
+        result.push({ kind: 'zero', start, length: extent.length, what: 'zeros: spec' });
         break;
       case 'bytes':
-        result.push({ kind: 'bytes', start, length: extent.length, data: Buffer.from(extent.data ?? '', 'base64') });
+        result.push({ kind: 'bytes', start, length: extent.length, data: Buffer.from(extent.data ?? '', 'base64'), what: 'spec bytes' });
         break;
       case 'file':
-        result.push({ kind: 'file', start, length: extent.length, path, offset: extent.offset ?? 0 });
+        result.push({ kind: 'file', start, length: extent.length, path, offset: extent.offset ?? 0, what: 'spec file' });
         break;
       case 'compressed':
         result.push({ kind: 'compressed', start, length: extent.length, path, record: extent.record ?? 0, blockLength: extent.blockLength ?? 0, skip: extent.skip ?? 0 });

@@ -33,14 +33,14 @@ export async function makeSyntheticDisk(
     let position = 0;
     for (const part of parts) {
       if (part.kind === 'bytes') {
-        builder.bytes(part.data);
+        builder.bytes(part.data, 'synthetic bytes');
         await raw.write(part.data, 0, part.data.length, position);
         position += part.data.length;
       } else if (part.kind === 'zero') {
-        builder.zero(part.length);
+        builder.zero(part.length, 'zeros: synthetic gap');
         position += part.length;
       } else {
-        builder.file(from.sourcePath, part.offset, part.length);
+        builder.file(from.sourcePath, part.offset, part.length, 'synthetic source');
         await raw.write(from.source, part.offset, part.length, position);
         position += part.length;
       }

@@ -166,7 +166,7 @@ export function decodedBlockLength(container: CompressedContainer, block: number
 /** Receives the pieces of a logical range: a range of one decoded block, or zeros. */
 export interface CompressedSink {
   compressed(path: string, record: number, blockLength: number, skip: number, length: number): unknown;
-  zero(length: number): unknown;
+  zero(length: number, what: string): unknown;
 }
 
 /**
@@ -185,7 +185,7 @@ export function mapLogicalRange(container: CompressedContainer, offset: number, 
     const skip = at - block * blockSize;
     const count = Math.min(end - at, blockSize - skip);
     const record = container.offsets[block] ?? ZERO_BLOCK;
-    if (record === ZERO_BLOCK) to.zero(count);
+    if (record === ZERO_BLOCK) to.zero(count, 'zeros: an all-zero block of the compressed file');
     else to.compressed(container.path, record, decodedBlockLength(container, block), skip, count);
     at += count;
   }

@@ -66,11 +66,11 @@ export function sliceImageExtent(extent: ImageExtent, start: number, length: num
   }
   switch (extent.kind) {
     case 'bytes':
-      return { kind: 'bytes', start: newStart, length, data: extent.data.subarray(skip, skip + length) };
+      return { kind: 'bytes', start: newStart, length, data: extent.data.subarray(skip, skip + length), what: extent.what };
     case 'file':
-      return { kind: 'file', start: newStart, length, path: extent.path, offset: extent.offset + skip };
+      return { kind: 'file', start: newStart, length, path: extent.path, offset: extent.offset + skip, what: extent.what };
     case 'zero':
-      return { kind: 'zero', start: newStart, length };
+      return { kind: 'zero', start: newStart, length, what: extent.what };
     case 'compressed':
       return { ...extent, start: newStart, length, skip: extent.skip + skip };
   }
@@ -103,22 +103,22 @@ export class ImageLayoutBuilder {
     return this.position;
   }
 
-  zero(length: number): this {
+  zero(length: number, what: string): this {
     if (length === 0) return this;
     const last = this.extents.at(-1);
-    if (last?.kind === 'zero') this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
-    else this.extents.push({ kind: 'zero', start: this.position, length });
+    if (last?.kind === 'zero' && last.what === what) this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
+    else this.extents.push({ kind: 'zero', start: this.position, length, what });
     this.position += length;
     return this;
   }
 
-  file(path: string, offset: number, length: number): this {
+  file(path: string, offset: number, length: number, what: string): this {
     if (length === 0) return this;
     const last = this.extents.at(-1);
-    if (last?.kind === 'file' && last.path === path && last.offset + last.length === offset) {
+    if (last?.kind === 'file' && last.path === path && last.offset + last.length === offset && last.what === what) {
       this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
     } else {
-      this.extents.push({ kind: 'file', start: this.position, length, path, offset });
+      this.extents.push({ kind: 'file', start: this.position, length, path, offset, what });
     }
     this.position += length;
     return this;
@@ -145,17 +145,20 @@ export class ImageLayoutBuilder {
         }
         return this;
       case 'file':
-        return this.file(extent.path, extent.offset, extent.length);
+        return this.file(extent.path, extent.offset, extent.length, extent.what);
       case 'zero':
-        return this.zero(extent.length);
+        return this.zero(extent.length, extent.what);
       case 'compressed':
         return this.compressed(extent.path, extent.record, extent.blockLength, extent.skip, extent.length);
     }
   }
 
-  build(size = this.position): ImageLayout {
+  build(size = this.position, what?: string): ImageLayout {
     if (size < this.position) throw internalError(`cannot build ${size} bytes from ${this.position}`);
-    this.zero(size - this.position);
+    if (size > this.position) {
+      if (what === undefined) throw internalError(`layout ends at ${this.position}, not ${size}, and the padding has no description`);
+      this.zero(size - this.position, what);
+    }
     return makeImageLayout(this.extents, size);
   }
 }

@@ -83,14 +83,14 @@ async function openAt(path: string, opener: SourceOpener, seen: Set<string>): Pr
         if (parent === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): parent extent without a parent');
         const inside = Math.max(0, Math.min(extent.length, parent.disk.size - extent.offset));
         for (const piece of sliceImageLayout(parent.disk, extent.offset, inside, 0)) builder.append(piece);
-        builder.zero(extent.length - inside);
+        builder.zero(extent.length - inside, 'zeros: past the end of the parent image');
         continue;
       }
       if (extent.kind === 'file' && extent.path === path) {
         const last = ownRanges.at(-1);
         if (last !== undefined && last[0] + last[1] === extent.start) last[1] += extent.length;
         else ownRanges.push([extent.start, extent.length]);
-        if (file.container === undefined) builder.file(path, extent.offset, extent.length);
+        if (file.container === undefined) builder.file(path, extent.offset, extent.length, extent.what);
         else mapLogicalRange(file.container, extent.offset, extent.length, builder);
         continue;
       }
@@ -208,7 +208,7 @@ async function openVhdx(file: ImageFile, read: (position: number, length: number
   let parentLayout: Layout | undefined;
   if (parsed.type === 'differencing') {
     parent = await openVhdxParent(file.path, parsed, opener, seen);
-    parentLayout = new LayoutBuilder().file(PARENT, 0, parent.disk.size).build();
+    parentLayout = new LayoutBuilder().file(PARENT, 0, parent.disk.size, 'the parent image').build();
   }
   const own = await containerDiskLayout(parsed, file.path, read, parentLayout);
   return { own, parent, type, warnings: [], identity: parsed.header.dataWriteGuid, timeStamp: 0 };

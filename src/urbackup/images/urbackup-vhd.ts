@@ -149,8 +149,8 @@ export function urbackupVhdLayout(
 ): Layout {
   const builder = new LayoutBuilder();
   const absent = (start: number, length: number): void => {
-    if (parentPath === undefined) builder.zero(length);
-    else builder.file(parentPath, start, length);
+    if (parentPath === undefined) builder.zero(length, 'zeros: not in this VHD (no parent)');
+    else builder.file(parentPath, start, length, 'the parent VHD');
   };
   const { blockSize, size } = vhd;
   for (let block = 0; block < vhd.bat.length; block++) {
@@ -167,7 +167,7 @@ export function urbackupVhdLayout(
     for (const run of bitRuns(bitmap, Math.ceil(length / VHD_SECTOR_SIZE), 'msb')) {
       const runStart = run.start * VHD_SECTOR_SIZE;
       const runLength = Math.min(run.count * VHD_SECTOR_SIZE, length - runStart);
-      if (run.present) builder.file(ownPath, dataOffset + runStart, runLength);
+      if (run.present) builder.file(ownPath, dataOffset + runStart, runLength, `VHD block ${block}`);
       else absent(start + runStart, runLength);
     }
   }
