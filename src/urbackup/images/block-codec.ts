@@ -21,9 +21,17 @@ let zstdReady: Promise<void> | undefined;
 export async function codecsReady(): Promise<void> {
   if (zstdReady === undefined) {
     const decoder = new ZSTDDecoder();
-    zstdReady = decoder.init().then(() => {
-      zstd = decoder;
-    });
+    // A pending WebAssembly compile holds no libuv handle: without this timer a CLI whose only
+    // work left is this init would exit in the middle of it.
+    const keepAlive = setInterval(() => undefined, 60_000);
+    zstdReady = decoder
+      .init()
+      .then(() => {
+        zstd = decoder;
+      })
+      .finally(() => {
+        clearInterval(keepAlive);
+      });
   }
   await zstdReady;
 }

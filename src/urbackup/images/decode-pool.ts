@@ -58,7 +58,8 @@ export class DecodePool {
     if (!Number.isInteger(size) || size < 1) throw internalError(`decode pool of ${size} workers`);
     const zstddec = import.meta.resolve('zstddec');
     for (let index = 0; index < size; index++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { zstddec } });
+      // execArgv: []: a parent started with --input-type=module would make this CommonJS source ESM.
+      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { zstddec } });
       worker.on('message', (reply: Reply) => {
         this.settle(reply);
       });
@@ -69,7 +70,6 @@ export class DecodePool {
           job.reject(error);
         }
       });
-      worker.unref();
       this.workers.push(worker);
     }
   }

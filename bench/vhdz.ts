@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+/**
+ * Reading a urBackup VHDZ backup (`npm run bench -- vhdz [--mib N]`), issue #15:
+ * 1. A VHDZ image of an N MiB volume (default 512; half text-like, half noise, some free space)
+ *    written as urBackup writes it (fixtures/urbackup-images.ts, zstd level 7).
+ * 2. The decode floor: `zstd -d` of exactly the blocks the index points to, as one multi-frame
+ *    file (libzstd on one core, no I/O beyond the page cache).
+ * 3. synthvhd: the volume read in order in 1 MiB reads with a read-ahead window of 8 MiB, as a
+ *    sequential FUSE reader is served: records read on the libuv pool, blocks decoded on the
+ *    worker pool (src/urbackup/images/decode-pool.ts) into the bytes-bounded block cache.
+ * 4. The RAW equivalent: the same volume as a plain file, read with `dd bs=1M` (page cache).
+ * Prints times, MB/s and the ratio floor time / our time; the aim is >= 50 % on 2 cores.
+ */
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
+import { DecodePool } from '../src/urbackup/images/decode-pool.js';
+import { DecodedBlocks } from '../src/urbackup/images/decoded-blocks.js';
+import type { CompressedExtent } from '../src/urbackup/images/image-extent.js';
+import { volumeLayout } from '../src/urbackup/images/image-volume.js';
+import { openImageDisk } from '../src/urbackup/images/open-image-backup.js';
+import { MiB, sh, timed } from './lib/shell.js';
+
+function makeVolume(bytes: number): { volume: Uint8Array; used: number[] } {
+  const random = seededRandom(1);
+  const volume = new Uint8Array(bytes);
+  const used: number[] = [];
+  const words = ['backup ', 'volume ', 'urbackup ', 'image ', 'sector ', 'windows ', 'system32 ', 'the ', 'of '];
+  for (let block = 0; block < bytes / 4096; block++) {
+    if (Math.floor(block / 256) % 8 === 7) continue; // free space: 1 MiB in 8 never written
+    used.push(block);
+    const start = block * 4096;
+    if (block % 2 === 0) {
+      let at = start;
+      while (at < start + 4096) {
+        const word = words[Math.floor(random() * words.length)] ?? ' ';
+        for (let index = 0; index < word.length && at < start + 4096; index++) volume[at++] = word.charCodeAt(index);
+      }
+    } else {
+      for (let at = start; at < start + 4096; at++) volume[at] = Math.floor(random() * 256);
+    }
+  }
+  return { volume, used };
+}
+
+const mbps = (bytes: number, seconds: number): string => (bytes / 1e6 / seconds).toFixed(0);
+
+export async function runVhdzBench(args: readonly string[] = []): Promise<void> {
+  const mibArgument = args.indexOf('--mib');
+  const volumeBytes = (mibArgument === -1 ? 512 : Number(args[mibArgument + 1])) * MiB;
+  const work = await mkdtemp(join(tmpdir(), 'synthvhd-bench-vhdz-'));
+  const pool = new DecodePool();
+  try {
+    process.stdout.write(`writing a VHDZ of a ${volumeBytes / MiB} MiB volume as urBackup does...\n`);
+    const { volume, used } = makeVolume(volumeBytes);
+    const image = writeUrbackupImage(volume, used, { random: seededRandom(2), compressed: { codec: 'zstd' } });
+    const folder = join(work, 'client', '260101-0100_Image_C');
+    await sh('mkdir', ['-p', folder]);
+    const path = join(folder, 'Image_C_260101-0100.vhdz');
+    await writeFile(path, image.bytes);
+    const raw = join(work, 'volume.raw');
+    await writeFile(raw, volume);
+
+    const opener = (file: string): ReturnType<typeof open> => open(file, 'r');
+    const disk = await openImageDisk(path, opener);
+    const layout = volumeLayout(disk.disk, 512 * 1024);
+    const records = [...new Set(layout.extents.flatMap((extent) => (extent.kind === 'compressed' ? [extent.record] : [])))];
+
+    // The decode floor: the same frames, one file, `zstd -d` on one core.
+    const handle = await open(path, 'r');
+    const frames: Uint8Array[] = [];
+    for (const record of records) {
+      const head = new Uint8Array(8);
+      await handle.read(head, 0, 8, record);
+      const size = new DataView(head.buffer).getUint32(0, true);
+      const payload = new Uint8Array(size);
+      await handle.read(payload, 0, size, record + 8);
+      frames.push(payload);
+    }
+    const framesPath = join(work, 'frames.zst');
+    await writeFile(framesPath, Buffer.concat(frames));
+    const decodedBytes = records.length * 2 * MiB;
+    await sh('zstd', ['-d', '-q', '-c', framesPath, '-o', '/dev/null', '-f']);
+    const floor = await timed(() => sh('zstd', ['-d', '-q', '-c', framesPath, '-o', '/dev/null', '-f']));
+
+    // synthvhd: sequential 1 MiB reads, 8 MiB in flight.
+    const readRecord = async (_: string, position: number, length: number): Promise<Uint8Array> => {
+      const buffer = new Uint8Array(length);
+      await handle.read(buffer, 0, length, position);
+      return buffer;
+    };
+    const readVolume = async (): Promise<void> => {
+      const blocks = new DecodedBlocks(pool, readRecord);
+      const out = new Uint8Array(MiB);
+      const inFlight: Promise<void>[] = [];
+      const readOne = async (position: number): Promise<void> => {
+        for (const extent of layout.extents) {
+          const end = extent.start + extent.length;
+          if (end <= position || extent.start >= position + MiB) continue;
+          if (extent.kind !== 'compressed') continue;
+          const from = Math.max(position, extent.start);
+          const to = Math.min(position + MiB, end);
+          await blocks.readInto(extent satisfies CompressedExtent, from - extent.start, out, from - position, to - from);
+        }
+      };
+      for (let position = 0; position < layout.size; position += MiB) {
+        inFlight.push(readOne(position));
+        if (inFlight.length >= 8) await inFlight.shift();
+      }
+      await Promise.all(inFlight);
+    };
+    await readVolume(); // warm-up: JIT, workers' WASM
+    const ours = await timed(readVolume);
+    const rawRead = await timed(() => sh('dd', [`if=${raw}`, 'of=/dev/null', 'bs=1M', 'status=none']));
+    await handle.close();
+
+    const lines = [
+      `VHDZ sequential read, ${volumeBytes / MiB} MiB volume, ${records.length} zstd blocks of 2 MiB, ${availableParallelism()} cores:`,
+      `  zstd -d of the same blocks (floor) ${floor.seconds.toFixed(2)} s  (${mbps(decodedBytes, floor.seconds)} MB/s decoded, one core)`,
+      `  synthvhd (decode pool + cache)     ${ours.seconds.toFixed(2)} s  (${mbps(volumeBytes, ours.seconds)} MB/s of volume): ${((floor.seconds / ours.seconds) * 100).toFixed(0)} % of the floor's speed`,
+      `  RAW equivalent (page cache)        ${rawRead.seconds.toFixed(2)} s  (${mbps(volumeBytes, rawRead.seconds)} MB/s)`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await pool.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
