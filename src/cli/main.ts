@@ -90,10 +90,12 @@ export function buildProgram(): Command {
 
   program
     .command('inspect')
-    .description('show what a .vhd or .vhdx file says about itself')
-    .argument('<file>', '.vhd or .vhdx file')
+    .description('show what a .vhd or .vhdx file says about itself; with --map, where each of its bytes comes from')
+    .argument('<target>', '.vhd or .vhdx file; with --map also a volume backup folder (<client>/<YYMMDD-HHMM>_Image_<L>) or its .raw')
+    .option('--map', 'print the extent map: for a file its own structures by file offset (and, for a disk served by a synthvhd mount, the composed layout with the source of each range); for a backup folder the composed disk and both containers')
+    .option('--offset <n>', 'with --map: only the range holding byte N (decimal or 0x hex) of each map')
     .option('--json', 'machine-readable output')
-    .addHelpText('after', '\nExample:\n  synthvhd inspect disk.vhdx --json')
+    .addHelpText('after', '\nExamples:\n  synthvhd inspect disk.vhdx --json\n  synthvhd inspect --map /srv/urbackup/pc1/241101-0100_Image_C --offset 0x100000')
     .action(lazy(() => import('./commands/inspect.js'), (module) => module.inspectCommand));
 
   program

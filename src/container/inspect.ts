@@ -119,6 +119,13 @@ export interface ParsedVhdx {
   readonly bat: Uint8Array;
   /** Differencing only: the VHDX parent locator's key/value pairs (MS-VHDX 2.6.2.6.3). */
   readonly parentLocator: ReadonlyMap<string, string> | undefined;
+  /** Where the structures lie, for the structure map (./structure-map.ts): the current header's slot, */
+  readonly currentHeaderOffset: number;
+  /** the BAT and metadata regions (MS-VHDX 2.2.3.2), */
+  readonly batRegion: VhdxRegion;
+  readonly metadataRegion: VhdxRegion;
+  /** and the metadata table's entries (MS-VHDX 2.6.1.2). */
+  readonly metadataEntries: readonly VhdxMetadataEntry[];
 }
 
 export type ParsedContainer = ParsedVhd | ParsedVhdx;
@@ -347,7 +354,13 @@ async function parseVhdx(reader: Reader, fileIdBytes: Uint8Array): Promise<Parse
     // MS-VHDX 2.6.2.6.3: "The parent_linkage entry MUST be present".
     throw new SynthvhdError('E_CONTAINER', 'VHDX parent locator: no parent_linkage entry');
   }
-  return { format: 'vhdx', type, fileSize: reader.size, creator, header, metadata, geometry, bat: batBytes, parentLocator };
+  return {
+    format: 'vhdx', type, fileSize: reader.size, creator, header, metadata, geometry, bat: batBytes, parentLocator,
+    currentHeaderOffset: header === header1 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET,
+    batRegion: bat,
+    metadataRegion,
+    metadataEntries: entries,
+  };
 }
 
 function describeVhdx(parsed: ParsedVhdx): ContainerInfo {

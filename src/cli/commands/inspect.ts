@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/** `synthvhd inspect FILE`: what a .vhd/.vhdx says about itself. */
+/** `synthvhd inspect FILE`: what a .vhd/.vhdx says about itself; `--map` is ./inspect-map.ts. */
 import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { inspectContainer } from '../../container/inspect.js';
@@ -7,6 +7,8 @@ import { fileError, SynthvhdError } from '../../errors/synthvhd-error.js';
 
 export interface InspectOptions {
   readonly json?: boolean;
+  readonly map?: boolean;
+  readonly offset?: string;
 }
 
 function flatten(value: unknown, prefix: string, lines: string[]): void {
@@ -19,6 +21,12 @@ function flatten(value: unknown, prefix: string, lines: string[]): void {
 }
 
 export async function inspectCommand(file: string, options: InspectOptions): Promise<void> {
+  if (options.map === true) {
+    const { inspectMapCommand } = await import('./inspect-map.js');
+    await inspectMapCommand(file, options);
+    return;
+  }
+  if (options.offset !== undefined) throw fileError('E_USAGE', '--offset', 'only goes with --map');
   const path = resolve(file);
   let handle;
   try {
