@@ -255,6 +255,11 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
   const variants: { name: string; tuning: Partial<MountTuning>; env?: NodeJS.ProcessEnv }[] = [
     { name: 'readahead 128 KiB (kernel default)', tuning: { readAheadKb: 128 } },
     { name: 'readahead 4 MiB', tuning: { readAheadKb: 4096 } },
+    { name: 'max_read 128 KiB (libfuse 2)', tuning: { maxRead: 128 * 1024 } },
+    { name: '4 worker threads', tuning: { threads: 4 } },
+    { name: 'clone_fd', tuning: { cloneFd: true } },
+    { name: 'max_background 32', tuning: { maxBackground: 32 } },
+    { name: 'no page cache across opens', tuning: { pageCache: 'none' } },
   ];
   for (const variant of variants) {
     const result = await withSynthvhd(fixture.backupRoot, variant.tuning, variant.env ?? {}, (mountpoint) => measure({ name: variant.name, file: join(mountpoint, vhdRelative), source: raw }, randomCount));

@@ -6,7 +6,8 @@ import { SynthvhdError } from '../src/errors/synthvhd-error.js';
 import { errnoOf, systemError } from '../src/fuse/errno.js';
 import { realInode, virtualInode } from '../src/fuse/inode.js';
 import { parseMountinfo } from '../src/fuse/mountinfo.js';
-import { DEFAULT_TUNING, fuseOptionString } from '../src/fuse/mount.js';
+import { DEFAULT_TUNING } from '../src/fuse/mount.js';
+import { fuseMountOptions } from '../src/fuse/native-session.js';
 import { virtualNamesOf } from '../src/fuse/served-disks.js';
 
 const errno = constants.errno;
@@ -61,12 +62,11 @@ describe('parseMountinfo', () => {
 });
 
 describe('mount options', () => {
-  it('are read-only, report our inode numbers and keep the page cache of unchanged files', () => {
-    const options = fuseOptionString(DEFAULT_TUNING, true, false);
-    expect(options.startsWith('-o')).toBe(true);
-    const list = options.slice(2).split(',');
-    for (const option of ['ro', 'use_ino', 'auto_cache', 'allow_other', 'max_read=131072', 'subtype=synthvhd']) expect(list).toContain(option);
-    expect(fuseOptionString({ ...DEFAULT_TUNING, pageCache: 'none' }, false, false)).not.toMatch(/cache|allow_other/);
+  it('are read-only, let the kernel check permissions, and ask for 1 MiB reads', () => {
+    const list = fuseMountOptions(DEFAULT_TUNING.maxRead, true);
+    for (const option of ['ro', 'default_permissions', 'allow_other', 'max_read=1048576', 'subtype=synthvhd', 'fsname=synthvhd']) expect(list).toContain(option);
+    expect(fuseMountOptions(DEFAULT_TUNING.maxRead, false)).not.toContain('allow_other');
+    expect(DEFAULT_TUNING.pageCache).toBe('keep');
   });
 });
 

@@ -344,11 +344,11 @@ describe('synthvhd mount: life cycle', () => {
     const empty = await mkdtemp(join(tmpdir(), 'synthvhd-empty-'));
     const libDir = await mkdtemp(join(tmpdir(), 'synthvhd-nolib-'));
     try {
-      // A libfuse.so.2 that cannot be loaded.
-      await fsp.writeFile(join(libDir, 'libfuse.so.2'), '');
+      // A libfuse.so.3 that cannot be loaded.
+      await fsp.writeFile(join(libDir, 'libfuse3.so.3'), '');
       const noLibrary = await runWithEnv(process.execPath, [CLI, 'mount', fixtures.backupRoot, empty], { LD_LIBRARY_PATH: libDir });
       expect(noLibrary.code).toBe(1);
-      expect(noLibrary.stderr).toMatch(/^synthvhd: cannot load fuse-native or libfuse\.so\.2.*\n$/);
+      expect(noLibrary.stderr).toMatch(/^synthvhd: cannot load the FUSE addon or libfuse3 .*libfuse3\.so\.3.*\n$/);
       expect(await isMounted(empty)).toBe(false);
     } finally {
       await rmdir(empty);

@@ -1,60 +1,73 @@
 // SPDX-License-Identifier: MIT
 /**
- * Mounts a backup root read-only with fuse-native (libfuse 2.9 high-level API).
+ * Mounts a backup root read-only with synthvhd's own FUSE session (./native-session.ts: libfuse 3,
+ * low-level API, multi-threaded; reads served by native code, everything else by BackupFs).
  *
- * Mount options (measured in bench/fuse.ts, numbers in the report of that change):
- * - `ro`: the kernel refuses writes itself (EROFS) before they reach a handler.
+ * Mount options and tuning (measured with bench/fuse.ts; the numbers are in the README):
+ * - `ro`: the kernel refuses writes itself (EROFS) before they reach the daemon.
  * - `default_permissions`: the kernel checks every access against the owner, group and mode
  *   getattr reports (the source's, minus write; for virtual files derived from their sources,
  *   ./reader-access.ts), for every caller. Without it, with `allow_other`, every local user
  *   (and every Samba user) could read whatever the daemon can.
- * - `use_ino`: st_ino from inode.ts reaches stat() and Samba's file ids (libfuse otherwise
- *   reports its own node ids, which change after `forget`). fuse-native forwards neither `ro`
- *   nor `use_ino`, so the option string is built here (see `SynthvhdFuse`).
- * - `auto_cache`: the kernel keeps a file's page cache across opens while its mtime and size
- *   stay the same. Virtual disks are immutable for a given source state (mtime = newest source
- *   mtime), so warm reads never reach Node; a changed backup changes mtime and drops the cache.
- * - `max_read=131072`: the largest read libfuse 2 can negotiate (32 pages per request).
- * - kernel readahead (`read_ahead_kb` of the mount's bdi, set after mounting, root only):
- *   512 KiB = four 128 KiB requests in flight, one per libuv pool thread (which does the
- *   source preads). Measured on cold sequential reads: 128 KiB (the kernel default) and
- *   512 KiB within noise of each other, 1 MiB and 4 MiB clearly slower (more requests queued
- *   behind the same four threads, source preads no longer in order).
- * - `attr_timeout`/`entry_timeout` 1 s (libfuse's default, kept explicit), `negative_timeout=0`:
- *   a live backup root shows new backups at once and deleted ones within a second.
- * - fuse-native's `timeout: false`: its default turns any read slower than 15 s into ETIMEDOUT.
+ * - st_ino is inode.ts's number (the low-level API reports the attributes' st_ino as they are;
+ *   node ids are the session's own), so stat() and Samba's file ids stay stable across lookups,
+ *   `forget`s and remounts.
+ * - page cache: every open keeps the pages cached by earlier opens (FOPEN_KEEP_CACHE) and the
+ *   kernel drops them when a getattr shows another mtime or size (libfuse 3's default
+ *   auto_inval_data): what libfuse 2's `auto_cache` did. Virtual disks are immutable for a given
+ *   source state (mtime = newest source mtime), so repeat reads never reach the daemon.
+ * - `max_read=1048576`: 1 MiB requests (libfuse 3 offers the kernel max_pages = 256, the
+ *   kernel's default fs.fuse.max_pages_limit); libfuse 2 stopped at 128 KiB.
+ * - kernel readahead (`read_ahead_kb` of the mount's bdi, set once INIT is done, root only):
+ *   1 MiB, so sequential reads arrive as 1 MiB requests (the kernel default, 128 KiB, cuts them
+ *   into 128 KiB ones and was slower on first reads).
+ * - up to 16 worker threads: each serves one request at a time, and a read blocks its thread in
+ *   pread on the source; 8 concurrent random readers need 8 free threads.
+ * - `attr_timeout`/`entry_timeout` 1 s, and no negative entries cached: a live backup root shows
+ *   new backups at once and deleted ones within a second.
  */
 import { logger } from '../util/logger.js';
 import { constants } from 'node:fs';
 import { access, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
-import type * as FuseClass from 'fuse-native';
 import { checkCacheDir } from '../blocklist/cache.js';
 import { SynthvhdError, fileError } from '../errors/synthvhd-error.js';
 import { BackupFs } from './backup-fs.js';
 import { parseWindowsFolder } from '../container/windows-path.js';
 import { findMount } from './mountinfo.js';
-import { fuseOperations } from './operations.js';
+import { NativeFuseSession, loadFuseAddon } from './native-session.js';
+import { sessionHandlers } from './session-handlers.js';
 
 export interface MountTuning {
-  /** Largest read request, bytes (libfuse 2: at most 128 KiB). */
+  /** Largest read request, bytes (at most 1 MiB). */
   readonly maxRead: number;
-  /** `auto`: auto_cache, `keep`: kernel_cache, `none`: page cache dropped on every open. */
-  readonly pageCache: 'auto' | 'keep' | 'none';
+  /** `keep`: pages stay cached across opens until mtime or size changes; `none`: dropped on every open. */
+  readonly pageCache: 'keep' | 'none';
   readonly attrTimeout: number;
   readonly entryTimeout: number;
   /** Kernel readahead of the mount in KiB; undefined leaves the kernel's default (128). */
   readonly readAheadKb: number | undefined;
+  /** Most FUSE worker threads. */
+  readonly threads: number;
+  /** One /dev/fuse file per worker thread (libfuse's clone_fd). */
+  readonly cloneFd: boolean;
+  /** The kernel's max_background (readahead requests in flight); 0: libfuse's default, 12. */
+  readonly maxBackground: number;
+  /** How often (ms) a handle being read re-checks its backups (EIO once one changed or vanished). */
+  readonly touchIntervalMs: number;
 }
 
 export const DEFAULT_TUNING: MountTuning = {
-  maxRead: 128 * 1024,
-  pageCache: 'auto',
+  maxRead: 1024 * 1024,
+  pageCache: 'keep',
   attrTimeout: 1,
   entryTimeout: 1,
-  readAheadKb: 512,
+  readAheadKb: 1024,
+  threads: 16,
+  cloneFd: false,
+  maxBackground: 0,
+  touchIntervalMs: 250,
 };
 
 export interface MountOptions {
@@ -89,26 +102,6 @@ export interface MountedBackupRoot {
   readonly lost: Promise<void>;
   /** Unmounts (lazily, like fusermount -uz) and closes every source file. Idempotent. */
   unmount(): Promise<void>;
-}
-
-/** The `-o` argument: fuse-native's own option list lacks ro, use_ino, negative_timeout. */
-export function fuseOptionString(tuning: MountTuning, allowOther: boolean, debug: boolean): string {
-  const options = [
-    'ro',
-    'default_permissions',
-    'use_ino',
-    'fsname=synthvhd',
-    'subtype=synthvhd',
-    `max_read=${tuning.maxRead}`,
-    `attr_timeout=${tuning.attrTimeout}`,
-    `entry_timeout=${tuning.entryTimeout}`,
-    'negative_timeout=0',
-  ];
-  if (tuning.pageCache === 'auto') options.push('auto_cache');
-  if (tuning.pageCache === 'keep') options.push('kernel_cache');
-  if (allowOther) options.push('allow_other');
-  if (debug) options.push('debug');
-  return `-o${options.join(',')}`;
 }
 
 /**
@@ -156,18 +149,9 @@ async function checkRoot(root: string): Promise<{ path: string; dev: number }> {
   return { path, dev: info.dev };
 }
 
-/**
- * fuse-native unmounts with `exec('fusermount -uz "<path>"')`, a shell command line: a path with
- * a character the shell still interprets inside double quotes could not be unmounted safely.
- */
-const SHELL_SPECIAL = /[$`"\\\n]/;
-
 /** Resolves and checks the mount point without ever stat()ing a possibly dead mount. */
 async function checkMountpoint(mountpoint: string, root: string): Promise<string> {
   const absolute = resolve(mountpoint);
-  if (SHELL_SPECIAL.test(absolute)) {
-    throw fileError('E_USAGE', absolute, 'mount point path must not contain $, `, ", \\ or a newline (fuse-native passes it to fusermount through a shell)');
-  }
   let parent: string;
   try {
     parent = await realpath(dirname(absolute));
@@ -189,7 +173,6 @@ async function checkMountpoint(mountpoint: string, root: string): Promise<string
     throw fileError('E_USAGE', candidate, `mount point does not exist (${codeOf(error)})`, error);
   }
   if (path !== candidate && (await findMount(path)) !== undefined) throw fileError('E_IO', path, 'mount point in use: something is mounted there');
-  if (SHELL_SPECIAL.test(path)) throw fileError('E_USAGE', path, 'mount point path must not contain $, `, ", \\ or a newline');
   if ((await readdir(path)).length > 0) throw fileError('E_USAGE', path, 'mount point is not empty: mount on an empty directory');
   if (isInside(root, path) || isInside(path, root)) {
     throw fileError('E_USAGE', path, `mount point must be outside the backup root ${root} (the mount would serve itself)`);
@@ -249,17 +232,6 @@ async function checkFuseDevice(allowOther: boolean): Promise<void> {
   }
 }
 
-type FuseConstructor = typeof FuseClass;
-
-function loadFuseNative(): FuseConstructor {
-  try {
-    return createRequire(import.meta.url)('fuse-native') as FuseConstructor;
-  } catch (error) {
-    const first = (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
-    throw new SynthvhdError('E_IO', `cannot load fuse-native or libfuse.so.2 (install libfuse2: apt-get install libfuse2): ${first}`, { cause: error });
-  }
-}
-
 /** Makes the kernel read ahead `kb` KiB on the mount (best effort: needs root). */
 async function setReadAhead(mountpoint: string, kb: number): Promise<void> {
   const entry = await findMount(mountpoint);
@@ -277,31 +249,36 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   if (precompute && options.blocklistCache === undefined) throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR (where the lists are written)');
   const blocklistCache = options.blocklistCache === undefined ? undefined : await checkBlocklistCache(options.blocklistCache, root.path, mountpoint, precompute);
   await checkFuseDevice(allowOther);
-  const Fuse = loadFuseNative();
+  loadFuseAddon(); // fails here, in one line, when libfuse3 or the addon is missing
 
-  const optionString = fuseOptionString(tuning, allowOther, options.debug ?? false);
-  class SynthvhdFuse extends Fuse {
-    protected override _fuseOptions(): string {
-      return optionString;
-    }
-  }
   const fs = new BackupFs(root.path, root.dev, {
     log,
     mountpoint,
     ...(blocklistCache === undefined ? {} : { blocklistCache, precomputeBlocklists: precompute }),
     ...windowsPathOption(options.windowsPath, mountpoint),
   });
-  const fuse = new SynthvhdFuse(mountpoint, fuseOperations(fs, log), { timeout: false });
-  await new Promise<void>((resolvePromise, reject) => {
-    fuse.mount((error) => {
-      if (error === null) {
-        resolvePromise();
-        return;
-      }
-      const reason = error.message === 'fuse failed' ? "libfuse refused (its reason is on the line above)" : error.message;
-      reject(new SynthvhdError('E_IO', `${mountpoint}: cannot mount: ${reason}`, { path: mountpoint, cause: error }));
-    });
+  let session: NativeFuseSession | undefined;
+  const handlers = sessionHandlers(fs, log, (fh) => {
+    session?.invalidate(fh);
   });
+  try {
+    session = await NativeFuseSession.mount(mountpoint, handlers, {
+      allowOther,
+      debug: options.debug ?? false,
+      maxRead: tuning.maxRead,
+      attrTimeout: tuning.attrTimeout,
+      entryTimeout: tuning.entryTimeout,
+      threads: tuning.threads,
+      cloneFd: tuning.cloneFd,
+      maxBackground: tuning.maxBackground,
+      touchIntervalMs: tuning.touchIntervalMs,
+      keepCache: tuning.pageCache === 'keep',
+    });
+  } catch (error) {
+    await fs.close();
+    throw error;
+  }
+  const mounted = session;
   if (tuning.readAheadKb !== undefined) await setReadAhead(mountpoint, tuning.readAheadKb);
 
   let unmounting: Promise<void> | undefined;
@@ -321,15 +298,29 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   }, 1000);
   watch.unref();
 
+  // The session ends on its own when the kernel drops the connection (an unmount from outside
+  // once the last open file is closed, or `fusermount -u` on an idle mount).
+  void mounted.closed.then(() => {
+    if (unmounting === undefined) markLost();
+  });
+
   const unmount = (): Promise<void> => {
     unmounting ??= (async () => {
       clearInterval(watch);
-      const failure = await new Promise<Error | null>((resolvePromise) => {
-        fuse.unmount(resolvePromise);
-      });
+      let failure: Error | undefined;
+      try {
+        await mounted.unmount();
+      } catch (error) {
+        failure = error instanceof Error ? error : new Error(String(error));
+      }
+      // Lazy: the mount point is free now; the kernel lets go of the session once no file is
+      // open on it any more (files still open are served until then, or until the process exits).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([mounted.closed, new Promise((resolvePromise) => (timer = setTimeout(resolvePromise, 2000)))]);
+      clearTimeout(timer);
       await fs.close();
-      if (failure !== null && (await findMount(mountpoint)) !== undefined) {
-        throw new SynthvhdError('E_IO', `${mountpoint}: cannot unmount: ${failure.message.split('\n')[0] ?? ''}`, { path: mountpoint, cause: failure });
+      if (failure !== undefined && (await findMount(mountpoint)) !== undefined) {
+        throw new SynthvhdError('E_IO', `${mountpoint}: cannot unmount: ${failure.message}`, { path: mountpoint, cause: failure });
       }
     })();
     return unmounting;

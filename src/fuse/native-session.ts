@@ -147,6 +147,8 @@ export interface NativeMountOptions {
   readonly cacheBytes?: number;
   /** How often (ms) a handle being read is reported to `touched`; 0 never. */
   readonly touchIntervalMs?: number;
+  /** FOPEN_KEEP_CACHE for opens whose answer does not say (default true). */
+  readonly keepCache?: boolean;
 }
 
 export interface SessionStats {
@@ -200,7 +202,7 @@ export function loadFuseAddon(): FuseAddon {
     loaded = createRequire(import.meta.url)(path);
   } catch (error) {
     const first = (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
-    throw new SynthvhdError('E_IO', `${path}: cannot load the FUSE addon (${first}); install libfuse3-3 (apt-get install fuse3) or re${hint}`, { path, cause: error });
+    throw new SynthvhdError('E_IO', `cannot load the FUSE addon or libfuse3 (apt-get install fuse3; else re${hint}): ${first}`, { path, cause: error });
   }
   if (typeof (loaded as Partial<FuseAddon> | null)?.FuseSession !== 'function') {
     throw new SynthvhdError('E_IO', `${path}: the FUSE addon is out of date: re${hint}`, { path });
@@ -288,12 +290,24 @@ function statfsArray(info: NodeStatfs): number[] {
 
 const EIO = constants.errno.EIO;
 
+/**
+ * The mount options (`-o`): `ro` (the VFS refuses writes with EROFS), `default_permissions` (the
+ * kernel checks owner, group and mode against every caller), the fs name and subtype that make
+ * the mount `fuse.synthvhd` in /proc/self/mountinfo, `max_read`, and `allow_other` when asked.
+ */
+export function fuseMountOptions(maxRead: number, allowOther: boolean): string[] {
+  const options = ['ro', 'default_permissions', 'fsname=synthvhd', 'subtype=synthvhd', `max_read=${maxRead}`];
+  if (allowOther) options.push('allow_other');
+  return options;
+}
+
 export class NativeFuseSession {
   /** Settles when the loop has ended (the kernel dropped the connection), with its return code. */
   readonly closed: Promise<number>;
   private readonly native: NativeSession;
   private detaching: Promise<void> | undefined;
   private readonly decodeErrors = new Set<string>();
+  private keepCache = true;
 
   private constructor(
     readonly mountpoint: string,
@@ -327,9 +341,8 @@ export class NativeFuseSession {
       closedWith = resolvePromise;
     });
     const session = new NativeFuseSession(mountpoint, handlers, (dispatch) => new fuse.FuseSession(dispatch), initialized, closedWith, closed);
-    const mountOptions = ['ro', 'default_permissions', 'fsname=synthvhd', 'subtype=synthvhd', `max_read=${maxRead}`];
-    if (options.allowOther === true) mountOptions.push('allow_other');
-    const args = ['-o', mountOptions.join(',')];
+    session.keepCache = options.keepCache ?? true;
+    const args = ['-o', fuseMountOptions(maxRead, options.allowOther === true).join(',')];
     if (options.debug === true) args.push('-d');
     try {
       session.native.mount(mountpoint, args, {
@@ -472,6 +485,6 @@ export class NativeFuseSession {
     } finally {
       void Promise.resolve(answer.dispose?.()).catch(() => undefined);
     }
-    if (this.native.replyOpen(id, fh, answer.keepCache ?? true, false)) answer.onOpen?.(fh);
+    if (this.native.replyOpen(id, fh, answer.keepCache ?? this.keepCache, false)) answer.onOpen?.(fh);
   }
 }
