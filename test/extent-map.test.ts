@@ -19,9 +19,10 @@ import { containerLayout } from '../src/catalog/virtual-files.js';
 import { parseContainer } from '../src/container/inspect.js';
 import { containerStructureMap } from '../src/container/structure-map.js';
 import type { Layout } from '../src/extents/extent.js';
-import { type MapRow, mapRows } from '../src/extents/extent-map.js';
+import { type MapRow, mapRowAt, mapRows } from '../src/extents/extent-map.js';
 import { readAt } from '../src/extents/read-at.js';
 import { SourceFiles } from '../src/extents/source-files.js';
+import { mountArguments } from '../src/fuse/served-path.js';
 import { fixtureDisk } from './helpers/fixture-disk.js';
 import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
 import { synthvhd } from './helpers/run.js';
@@ -243,6 +244,23 @@ describe('container maps of uefi-gpt-run1', () => {
     } finally {
       await sources.close();
     }
+  });
+});
+
+describe('map helpers', () => {
+  it('finds the row holding an offset, and none outside the layout', async () => {
+    const layout = await composed(fixtureDisk(fixtures, 'bios-mbr'));
+    expect(mapRowAt(layout, 511)).toEqual({ start: 0, end: 512, kind: 'bytes', what: 'MBR' });
+    expect(mapRowAt(layout, 81 * MiB - 1)).toEqual({ start: 81 * MiB - 512, end: 81 * MiB, kind: 'bytes', what: 'C: NTFS backup boot sector' });
+    expect(mapRowAt(layout, 82 * MiB)).toBeUndefined();
+    expect(mapRowAt(layout, -1)).toBeUndefined();
+  });
+
+  it("reads ROOT and MOUNTPOINT from a mount process's arguments, options and their values skipped", () => {
+    expect(mountArguments(['node', '/opt/synthvhd/dist/src/cli/main.js', 'mount', '/srv/urbackup', '/srv/vdisks'])).toEqual({ root: '/srv/urbackup', mountPoint: '/srv/vdisks' });
+    expect(mountArguments(['node', 'main.js', '--quiet', 'mount', '--allow-other', '--blocklist-cache', '/var/cache/lists', 'backups', 'mnt', '--windows-path', '\\\\srv\\vdisks'])).toEqual({ root: 'backups', mountPoint: 'mnt' });
+    expect(mountArguments(['mount', '/dev/sda1', '/mnt'])).toBeUndefined(); // the system's mount(8)
+    expect(mountArguments(['node', 'main.js', 'ls', '/srv/urbackup'])).toBeUndefined();
   });
 });
 
