@@ -16,7 +16,7 @@ import type { ContainerFormat } from '../catalog/catalog.js';
 import { readMounts } from './mountinfo.js';
 import { virtualNamesOf } from './served-disks.js';
 
-/** `fuse.` + the subtype synthvhd mounts with (./mount.ts). */
+/** `fuse.` + the subtype synthvhd mounts with (`subtype=synthvhd`, ./native-session.ts). */
 const SYNTHVHD_FS_TYPE = 'fuse.synthvhd';
 /** `mount` options that take a value (src/cli/main.ts); ROOT and MOUNTPOINT are the last two arguments left. */
 const MOUNT_OPTIONS_WITH_VALUE = new Set(['--blocklist-cache', '--windows-path']);
