@@ -4,7 +4,7 @@
  * (`urbackupserver/ImageBackup.cpp`, dev @90da741) writes a synthetic MBR in sector 0: boot code,
  * a random signature, one entry (type 0x07 whatever the file system, start LBA 1024, length
  * volume/512 sectors), then 1023 zero sectors, and returns 1024*512 as the volume's offset;
- * the disk is `drivesize + mbr_size` long. A whole-disk backup (`.mbr` version 100, urbackup.md
+ * the disk is `drivesize + mbr_size` long. A whole-disk backup (`.mbr` version 100, docs/urbackup-formats.md
  * §2.5) has no synthetic MBR: the volume is the disk. The start is read from sector 0, not
  * assumed: other versions may move it. docs/urbackup-image-formats.md §4.
  */
