@@ -50,6 +50,15 @@ function codeOf(error: unknown): string {
  * size checks apply.
  */
 export async function openSourceFile(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions = {}): Promise<FileHandle> {
+  return (await openSourceFileWithStat(path, confinement, options)).handle;
+}
+
+/** `openSourceFile`, with the size and mtime of the file it opened (from the fstat it checked). */
+export async function openSourceFileWithStat(
+  path: string,
+  confinement: Confinement | undefined,
+  options: ConfinedOpenOptions = {},
+): Promise<{ handle: FileHandle; size: number; mtimeMs: number }> {
   const role = options.role ?? 'source file';
   const flags = constants.O_RDONLY | constants.O_NONBLOCK | (confinement === undefined ? 0 : constants.O_NOFOLLOW);
   let handle: FileHandle;
@@ -74,7 +83,7 @@ export async function openSourceFile(path: string, confinement: Confinement | un
     if (options.maxSize !== undefined && info.size > options.maxSize) {
       throw fileError('E_UNSAFE_SOURCE', path, `is ${info.size} bytes, more than a ${role} can be (${options.maxSize}): refused without reading it`);
     }
-    return handle;
+    return { handle, size: info.size, mtimeMs: info.mtimeMs };
   } catch (error) {
     await handle.close();
     throw error;
@@ -83,9 +92,8 @@ export async function openSourceFile(path: string, confinement: Confinement | un
 
 /** Reads a whole small file through `openSourceFile` (the size is checked before reading). */
 export async function readSourceFile(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions & { readonly maxSize: number }): Promise<{ bytes: Buffer; mtimeMs: number; size: number }> {
-  const handle = await openSourceFile(path, confinement, options);
+  const { handle, ...info } = await openSourceFileWithStat(path, confinement, options);
   try {
-    const info = await handle.stat();
     const bytes = Buffer.alloc(info.size);
     let done = 0;
     while (done < bytes.length) {

@@ -4,8 +4,8 @@
  * `<root>/<client>/<YYMMDD-HHMM>_Image_<L>/Image_<L>_<YYMMDD-HHMM>.<ext>`, where `<L>` is a
  * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw` (served) or vhd/vhdz/vhdx/vhdxz (not).
  */
-import { readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { nodeBackupFs, type BackupFs } from './backup-fs.js';
 
 export interface VolumeBackup {
   /**
@@ -40,19 +40,11 @@ export function isDriveLetter(letter: string): boolean {
   return /^[A-Za-z]$/.test(letter);
 }
 
-async function listDirectory(path: string): Promise<string[]> {
+async function listDirectory(fs: BackupFs, path: string): Promise<string[]> {
   try {
-    return await readdir(path);
+    return await fs.readdir(path);
   } catch {
     return [];
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
   }
 }
 
@@ -65,11 +57,12 @@ export async function readBackupFolder(
   client: string,
   folder: string,
   folderName: string,
+  fs: BackupFs = nodeBackupFs,
 ): Promise<VolumeBackup | SkippedBackup | undefined> {
   const match = BACKUP_FOLDER_PATTERN.exec(folderName);
   if (match === null) return undefined;
   const [, timestamp = '', letter = ''] = match;
-  const names = new Set(await listDirectory(folder));
+  const names = new Set(await listDirectory(fs, folder));
   const base = `Image_${letter}_${timestamp}`;
   if (!names.has(`${base}.raw`)) {
     const other = OTHER_FORMATS.find((extension) => names.has(`${base}.${extension}`));
@@ -97,11 +90,13 @@ export function isVolumeBackup(entry: VolumeBackup | SkippedBackup): entry is Vo
 }
 
 /** The image backups of one client folder, sorted by folder name. */
-export async function scanClientFolder(client: string, clientPath: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+export async function scanClientFolder(client: string, clientPath: string, fs: BackupFs = nodeBackupFs): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
   const volumes: VolumeBackup[] = [];
   const skipped: SkippedBackup[] = [];
-  for (const folderName of (await listDirectory(clientPath)).sort()) {
-    const entry = await readBackupFolder(client, join(clientPath, folderName), folderName);
+  const names = (await listDirectory(fs, clientPath)).sort();
+  // The folders are read at once (their listings are independent); the order stays the names'.
+  const entries = await Promise.all(names.map((folderName) => readBackupFolder(client, join(clientPath, folderName), folderName, fs)));
+  for (const entry of entries) {
     if (entry === undefined) continue;
     if (isVolumeBackup(entry)) volumes.push(entry);
     else skipped.push(entry);
@@ -109,15 +104,20 @@ export async function scanClientFolder(client: string, clientPath: string): Prom
   return { volumes, skipped };
 }
 
+/** The client folders of a backup root (resolved), sorted. */
+export async function listClients(root: string, fs: BackupFs = nodeBackupFs): Promise<string[]> {
+  const names = (await listDirectory(fs, root)).sort();
+  const isFolder = await Promise.all(names.map((name) => fs.isDirectory(join(root, name))));
+  return names.filter((_, index) => isFolder[index] === true);
+}
+
 /** All image backups below `root`, sorted by client, then folder name. */
-export async function scanBackupRoot(rootArgument: string): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
-  const root = await realpath(rootArgument);
+export async function scanBackupRoot(rootArgument: string, fs: BackupFs = nodeBackupFs): Promise<{ volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+  const root = await fs.realpath(rootArgument);
   const volumes: VolumeBackup[] = [];
   const skipped: SkippedBackup[] = [];
-  for (const client of (await listDirectory(root)).sort()) {
-    const clientPath = join(root, client);
-    if (!(await isDirectory(clientPath))) continue;
-    const found = await scanClientFolder(client, clientPath);
+  for (const client of await listClients(root, fs)) {
+    const found = await scanClientFolder(client, join(root, client), fs);
     volumes.push(...found.volumes);
     skipped.push(...found.skipped);
   }

@@ -75,8 +75,17 @@ async function rawVolumeLength(raw: BackupImageFile, rawPath: string, rawSize: n
  */
 export const MAX_MBR_FILE_SIZE = 1024 * 1024;
 
+export interface LoadOptions {
+  /**
+   * Find the holes of the `.raw` (SEEK_DATA/SEEK_HOLE, default true). Without, the whole volume
+   * counts as data: the disk's size, table and placement are the same, its layout just has no
+   * zero extents for the holes. `ls` and `doctor` need no more.
+   */
+  readonly holes?: boolean;
+}
+
 /** Loads one volume backup through `fs` (the real file system unless a test gives another). */
-export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackupFs): Promise<LoadedVolume> {
+export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackupFs, options: LoadOptions = {}): Promise<LoadedVolume> {
   const confinement = { root: backup.root };
   const mbr = await fs.readSmallFile(backup.mbrPath, confinement, { maxSize: MAX_MBR_FILE_SIZE, role: 'urBackup .raw.mbr' }).catch((error: unknown) => {
     if (isSynthvhdError(error) && error.code === 'E_UNSAFE_SOURCE') throw error;
@@ -98,7 +107,7 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     const volumeOffset = wholeDisk ? 0 : RAW_VOLUME_OFFSET;
     const volumeLength = wholeDisk ? rawSize : await rawVolumeLength(raw, backup.rawPath, rawSize);
     const bootSector = await raw.read(volumeOffset, BOOT_SECTOR_BYTES);
-    const ranges = await raw.dataRanges(volumeOffset, volumeOffset + volumeLength);
+    const ranges = options.holes === false ? [[volumeOffset, volumeLength] as const] : await raw.dataRanges(volumeOffset, volumeOffset + volumeLength);
     return {
       backup,
       mbrBytes: mbr.bytes,
