@@ -11,15 +11,17 @@ import { composeDisk, type ComposedDisk } from '../disk/compose-disk.js';
 import {
   isDriveLetter,
   isVolumeBackup,
+  listClients,
   readBackupFolder,
-  scanBackupRoot,
   scanClientFolder,
   timestampMinutes,
   type SkippedBackup,
   type VolumeBackup,
 } from '../urbackup/backup-tree.js';
-import { findCompanions, isAnchor, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
+import { nodeBackupFs, type BackupFs } from '../urbackup/backup-fs.js';
+import { companionNotes, diskIdentityKey, findCompanions, isAnchor, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { loadVolume, type LoadedVolume } from '../urbackup/load-volume.js';
+import { createLimiter, type Limiter } from '../util/limit.js';
 
 export type ContainerFormat = 'vhdx' | 'vhd';
 
@@ -54,62 +56,106 @@ function problemOf(error: unknown, path: string): Problem {
 
 
 /** Loads `candidates` that could be companions of an anchor taken at `timestamp`. */
-async function loadNearby(candidates: readonly VolumeBackup[], anchor: VolumeBackup, problems: Problem[] | undefined): Promise<LoadedVolume[]> {
+async function loadNearby(candidates: readonly VolumeBackup[], anchor: VolumeBackup, fs: BackupFs): Promise<LoadedVolume[]> {
   const minutes = timestampMinutes(anchor.timestamp);
   const loaded: LoadedVolume[] = [];
   for (const candidate of candidates) {
     if (candidate === anchor || candidate.client !== anchor.client || !candidate.complete) continue;
     if (Math.abs(timestampMinutes(candidate.timestamp) - minutes) > RUN_WINDOW_MINUTES) continue;
     try {
-      loaded.push(await loadVolume(candidate));
-    } catch (error) {
-      problems?.push(problemOf(error, candidate.rawPath));
+      loaded.push(await loadVolume(candidate, fs));
+    } catch {
+      // Not a companion then; `ls` and `doctor` report why.
     }
   }
   return loaded;
 }
 
+/** The disk of `anchor` with its companions among `candidates`, and the notes on where they came from. */
+function composeWithNotes(anchor: LoadedVolume, candidates: readonly LoadedVolume[]): ComposedDisk {
+  const companions = findCompanions(anchor, candidates);
+  const disk = composeDisk({ client: anchor.backup.client, anchor, companions });
+  const placed = new Set(disk.placed.map(({ volume }) => volume));
+  const notes = companionNotes(anchor, companions.filter((companion) => placed.has(companion)), candidates);
+  return notes.length === 0 ? disk : { ...disk, notes: [...disk.notes, ...notes] };
+}
+
 /** Composes the disk a drive-letter backup lived on, with its companions among `siblings`. */
-export async function composeDiskFor(anchor: VolumeBackup, siblings: readonly VolumeBackup[]): Promise<{ disk: ComposedDisk; loaded: LoadedVolume }> {
+export async function composeDiskFor(anchor: VolumeBackup, siblings: readonly VolumeBackup[], fs: BackupFs = nodeBackupFs): Promise<{ disk: ComposedDisk; loaded: LoadedVolume }> {
   if (!anchor.complete) {
     throw fileError('E_INCOMPLETE', anchor.folder, `incomplete backup: no ${basename(anchor.rawPath)}.sync (urBackup has not finished it)`);
   }
-  const loaded = await loadVolume(anchor);
-  const nearby = await loadNearby(siblings, anchor, undefined);
-  const disk = composeDisk({ client: anchor.client, anchor: loaded, companions: findCompanions(loaded, nearby) });
-  return { disk, loaded };
+  const loaded = await loadVolume(anchor, fs);
+  const nearby = await loadNearby(siblings, anchor, fs);
+  return { disk: composeWithNotes(loaded, nearby), loaded };
 }
 
-/** Everything under a backup root. */
-export async function buildCatalog(root: string): Promise<Catalog> {
-  try {
-    if (!(await stat(root)).isDirectory()) throw fileError('E_USAGE', root, 'is not a folder');
-  } catch (error) {
-    if (error instanceof SynthvhdError) throw error;
-    throw fileError('E_USAGE', root, 'does not exist', error);
-  }
-  const { volumes, skipped } = await scanBackupRoot(root);
+export interface CatalogOptions {
+  /** The file system to scan (default: the real one). */
+  readonly fs?: BackupFs;
+  /** How many backups are opened and read at once (default 16). */
+  readonly concurrency?: number;
+  /**
+   * Find the holes of every `.raw` (default true). `ls` and `doctor` say false: what they show
+   * does not depend on them, and finding them costs a few system calls per data range.
+   */
+  readonly holes?: boolean;
+}
+
+export interface CatalogScan<T> {
+  readonly root: string;
+  /** What `describe` made of each disk, by client, then backup folder. */
+  readonly disks: readonly T[];
+  readonly problems: readonly Problem[];
+  /** Every RAW volume backup found (complete or not), by client, then folder. */
+  readonly volumes: readonly VolumeBackup[];
+  /** Backup folders that are not RAW image backups. */
+  readonly skipped: readonly SkippedBackup[];
+}
+
+/** The disks and problems of one client folder: the grouping rule only ever looks inside one client. */
+async function scanClient<T>(
+  root: string,
+  client: string,
+  fs: BackupFs,
+  limit: Limiter,
+  describe: (disk: CatalogDisk) => T,
+  holes: boolean,
+): Promise<{ disks: T[]; problems: Problem[]; volumes: VolumeBackup[]; skipped: SkippedBackup[] }> {
+  const { volumes, skipped } = await limit(() => scanClientFolder(client, join(root, client), fs));
   const problems: Problem[] = skipped.map((entry: SkippedBackup) => ({ path: entry.path, reason: `${entry.path}: ${entry.reason}`, code: 'E_UNSUPPORTED' }));
-  const loaded = new Map<VolumeBackup, LoadedVolume>();
-  for (const volume of volumes) {
-    if (!volume.complete) {
-      problems.push({ path: volume.folder, reason: `${volume.folder}: incomplete backup: no ${basename(volume.rawPath)}.sync (urBackup has not finished it)`, code: 'E_INCOMPLETE' });
-      continue;
-    }
-    try {
-      loaded.set(volume, await loadVolume(volume));
-    } catch (error) {
-      problems.push(problemOf(error, volume.rawPath));
-    }
+  const attempts = await Promise.all(
+    volumes.map(async (volume): Promise<LoadedVolume | Problem> => {
+      if (!volume.complete) {
+        return { path: volume.folder, reason: `${volume.folder}: incomplete backup: no ${basename(volume.rawPath)}.sync (urBackup has not finished it)`, code: 'E_INCOMPLETE' };
+      }
+      try {
+        return await limit(() => loadVolume(volume, fs, { holes }));
+      } catch (error) {
+        return problemOf(error, volume.rawPath);
+      }
+    }),
+  );
+  const all: LoadedVolume[] = [];
+  for (const attempt of attempts) {
+    if ('backup' in attempt) all.push(attempt);
+    else problems.push(attempt);
   }
-  const all = [...loaded.values()];
-  const disks: CatalogDisk[] = [];
+  // Candidates by disk identity: findCompanions only ever takes a volume of the anchor's identity.
+  const byIdentity = new Map<string, LoadedVolume[]>();
+  for (const volume of all) {
+    const key = diskIdentityKey(volume);
+    const group = byIdentity.get(key);
+    if (group === undefined) byIdentity.set(key, [volume]);
+    else group.push(volume);
+  }
+  const disks: T[] = [];
   const placedPaths = new Set<string>();
   for (const volume of all) {
     if (!isAnchor(volume)) continue;
     try {
-      const disk = composeDisk({ client: volume.backup.client, anchor: volume, companions: findCompanions(volume, all) });
-      disks.push({ client: volume.backup.client, anchor: volume.backup, disk });
+      const disk = composeWithNotes(volume, byIdentity.get(diskIdentityKey(volume)) ?? []);
+      disks.push(describe({ client: volume.backup.client, anchor: volume.backup, disk }));
       for (const placed of disk.placed) placedPaths.add(placed.volume.backup.rawPath);
       for (const unplaced of disk.unplaced) problems.push({ path: unplaced.path, reason: unplaced.reason, code: 'E_PLACEMENT' });
     } catch (error) {
@@ -122,6 +168,50 @@ export async function buildCatalog(root: string): Promise<Catalog> {
       problems.push({ path: volume.backup.folder, reason: `${volume.backup.folder}: no drive-letter backup of the same disk within 24 hours to attach it to`, code: 'E_PLACEMENT' });
     }
   }
+  return { disks, problems, volumes, skipped };
+}
+
+/**
+ * Everything under a backup root, each disk handed to `describe` as soon as it is composed (so
+ * a caller that keeps only a summary never holds 10 000 composed disks at once). Clients are
+ * scanned in parallel with at most `concurrency` backups read at once; the result is in client,
+ * then folder order all the same.
+ */
+export async function scanCatalog<T>(rootArgument: string, describe: (disk: CatalogDisk) => T, options: CatalogOptions = {}): Promise<CatalogScan<T>> {
+  const fs = options.fs ?? nodeBackupFs;
+  let root: string;
+  try {
+    root = await fs.realpath(rootArgument);
+  } catch (error) {
+    throw fileError('E_USAGE', rootArgument, 'does not exist', error);
+  }
+  if (!(await fs.isDirectory(root))) throw fileError('E_USAGE', rootArgument, 'is not a folder');
+  const concurrency = options.concurrency ?? 16;
+  const limit = createLimiter(concurrency);
+  const clients = await listClients(root, fs);
+  // A few clients at a time (each reads up to `concurrency` backups at once): what is held at
+  // any moment is a few clients' loaded volumes, not the whole root's.
+  const perClient: Awaited<ReturnType<typeof scanClient<T>>>[] = [];
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < clients.length) {
+      const index = next++;
+      perClient[index] = await scanClient(root, clients[index] ?? '', fs, limit, describe, options.holes ?? true);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(clients.length, Math.max(1, Math.ceil(concurrency / 4))) }, lane));
+  return {
+    root: rootArgument,
+    disks: perClient.flatMap((result) => result.disks),
+    problems: perClient.flatMap((result) => result.problems),
+    volumes: perClient.flatMap((result) => result.volumes),
+    skipped: perClient.flatMap((result) => result.skipped),
+  };
+}
+
+/** Everything under a backup root, with every composed disk. */
+export async function buildCatalog(root: string, options: CatalogOptions = {}): Promise<Catalog> {
+  const { disks, problems } = await scanCatalog(root, (disk) => disk, options);
   return { root, disks, problems };
 }
 

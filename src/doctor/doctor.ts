@@ -11,13 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, open, readdir, readFile, realpath, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, delimiter, dirname, join, resolve, sep } from 'node:path';
-import { buildCatalog, virtualFileName } from '../catalog/catalog.js';
+import { scanCatalog, virtualFileName } from '../catalog/catalog.js';
 import { offeredFiles } from '../catalog/virtual-files.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import { cloneRange, fsBlockSize, nativeAddonPath } from '../native/native.js';
 import { fuseAddonPath, loadFuseAddon } from '../fuse/native-session.js';
 import { isNativeError } from '../native/native-error.js';
-import { scanBackupRoot, type SkippedBackup, type VolumeBackup } from '../urbackup/backup-tree.js';
+import type { SkippedBackup, VolumeBackup } from '../urbackup/backup-tree.js';
 import { formatBytes } from '../util/format-bytes.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -59,6 +59,8 @@ export interface BackupEntry {
   readonly state: BackupState;
   /** served: which virtual file serves it; otherwise why it is not served. */
   readonly detail: string;
+  /** For a drive-letter backup: what its disk says about where its volumes came from (as `ls` shows them). */
+  readonly notes?: readonly string[];
 }
 
 export interface DoctorOptions {
@@ -344,18 +346,28 @@ function isInside(path: string, folder: string): boolean {
 
 /** Every image backup under ROOT: served (and as what), incomplete, or not served and why. */
 export async function listBackups(root: string): Promise<BackupEntry[]> {
-  const { volumes, skipped } = await scanBackupRoot(root);
-  const catalog = await buildCatalog(root);
-  const servedAs = new Map<string, string>();
-  for (const { anchor, disk } of catalog.disks) {
+  // Each disk is reduced to what the list says about its volumes as soon as it is composed.
+  const catalog = await scanCatalog(root, ({ anchor, disk }) => {
     const offered = offeredFiles(disk.image);
     const files = offered.filter(({ unavailable }) => unavailable === undefined).map(({ format }) => virtualFileName(anchor, format));
     const missing = offered.flatMap(({ format, unavailable }) => (unavailable === undefined ? [] : [`no .disk.${format}: ${unavailable}`]));
-    servedAs.set(anchor.rawPath, `served as ${files.join(' and ')}${missing.length === 0 ? '' : ` (${missing.join('; ')})`}`);
+    const served: [string, string][] = [[anchor.rawPath, `served as ${files.join(' and ')}${missing.length === 0 ? '' : ` (${missing.join('; ')})`}`]];
     for (const { volume, partition } of disk.placed) {
       if (volume.backup.rawPath === anchor.rawPath) continue;
-      servedAs.set(volume.backup.rawPath, `served as partition ${partition.number} of ${anchor.client}/${basename(anchor.folder)}/${virtualFileName(anchor, 'vhdx')}`);
+      served.push([volume.backup.rawPath, `served as partition ${partition.number} of ${anchor.client}/${basename(anchor.folder)}/${virtualFileName(anchor, 'vhdx')}`]);
     }
+    return { anchor: anchor.rawPath, served, notes: disk.notes };
+  }, { holes: false });
+  const servedAs = new Map<string, string>();
+  const notesOf = new Map<string, readonly string[]>();
+  for (const disk of catalog.disks) {
+    for (const [rawPath, detail] of disk.served) servedAs.set(rawPath, detail);
+    if (disk.notes.length > 0) notesOf.set(disk.anchor, disk.notes);
+  }
+  // A problem belongs to the backup folder it names (the folder itself or a file in it).
+  const problemOf = new Map<string, string>();
+  for (const { path, reason } of catalog.problems) {
+    for (const folder of [path, dirname(path)]) if (!problemOf.has(folder)) problemOf.set(folder, reason);
   }
   const entries: BackupEntry[] = [];
   const rawEntry = (volume: VolumeBackup): BackupEntry => {
@@ -364,10 +376,11 @@ export async function listBackups(root: string): Promise<BackupEntry[]> {
       return { ...base, state: 'incomplete', detail: `no ${basename(volume.rawPath)}.sync: urBackup has not finished it; served once it has` };
     }
     const served = servedAs.get(volume.rawPath);
-    if (served !== undefined) return { ...base, state: 'served', detail: served };
-    const problem = catalog.problems.find(({ path }) => isInside(path, volume.folder));
-    return { ...base, state: 'not-served', detail: problem?.reason ?? 'not placed on any disk' };
+    const notes = notesOf.get(volume.rawPath);
+    if (served !== undefined) return { ...base, state: 'served', detail: served, ...(notes === undefined ? {} : { notes }) };
+    return { ...base, state: 'not-served', detail: problemOf.get(volume.folder) ?? 'not placed on any disk' };
   };
+  const { volumes, skipped } = catalog;
   for (const volume of volumes) entries.push(rawEntry(volume));
   for (const entry of skipped) {
     const format = await formatOf(entry);

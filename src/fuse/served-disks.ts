@@ -303,6 +303,8 @@ export class ServedDisks {
     try {
       const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);
+      // What `ls` and `doctor` show as the disk's notes (a companion from another backup run, …).
+      for (const note of disk.notes) this.logOnce(probe.key, `${folder}: note: ${note}`);
       // Only the volumes placed on the disk give it bytes; companions left out do not count.
       const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? [])];
       const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, now, (format, error) => {

@@ -10,6 +10,7 @@
  * images SYSVOL/ESP right before the drive letter of the same run). The anchor's own saved
  * table describes the disk.
  */
+import { basename } from 'node:path';
 import { isDriveLetter, timestampMinutes } from './backup-tree.js';
 import type { LoadedVolume } from './load-volume.js';
 
@@ -60,4 +61,41 @@ export function findCompanions(anchor: LoadedVolume, volumes: readonly LoadedVol
 
 export function isAnchor(volume: LoadedVolume): boolean {
   return isDriveLetter(volume.backup.letter);
+}
+
+function duration(minutes: number): string {
+  const hours = Math.floor(minutes / 60);
+  return hours === 0 ? `${minutes} min` : `${hours} h ${minutes % 60} min`;
+}
+
+/**
+ * What the disk of `anchor` should say about companions that come from another backup run than
+ * the anchor's own (the grouping rule takes the nearest within 24 hours, which may be one): a
+ * companion taken after the anchor (urBackup images SYSVOL/ESP before the drive letters of a run),
+ * or one with another complete backup of the anchor's volume between them (that backup's run took
+ * it). `volumes` are the candidates findCompanions chose from. `ls`, `doctor` and the mount show
+ * these notes with the disk.
+ */
+export function companionNotes(anchor: LoadedVolume, companions: readonly LoadedVolume[], volumes: readonly LoadedVolume[]): string[] {
+  const key = diskIdentityKey(anchor);
+  const anchorMinutes = timestampMinutes(anchor.backup.timestamp);
+  const notes: string[] = [];
+  for (const companion of companions) {
+    const minutes = timestampMinutes(companion.backup.timestamp);
+    const what = `partition ${companion.mbrData?.partitionNumber ?? '?'} (${companion.backup.letter}) is from ${basename(companion.backup.folder)}`;
+    if (minutes > anchorMinutes) {
+      notes.push(`${what}, taken ${duration(minutes - anchorMinutes)} after this backup: another backup run (urBackup images ${companion.backup.letter} before the drive letters of a run)`);
+      continue;
+    }
+    const between = volumes
+      .filter((other) => other !== anchor && other.backup.complete && other.backup.letter === anchor.backup.letter && diskIdentityKey(other) === key)
+      .map((other) => other.backup.timestamp)
+      .filter((timestamp) => timestampMinutes(timestamp) > minutes && timestampMinutes(timestamp) < anchorMinutes)
+      .sort();
+    const last = between.at(-1);
+    if (last !== undefined) {
+      notes.push(`${what}, taken ${duration(anchorMinutes - minutes)} before this backup: another backup run (${anchor.backup.letter} was backed up again at ${last}); this run has no complete ${companion.backup.letter} backup`);
+    }
+  }
+  return notes;
 }

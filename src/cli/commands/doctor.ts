@@ -28,6 +28,7 @@ export async function doctorCommand(root: string | undefined, options: DoctorCom
       for (const entry of report.backups) {
         const folder = entry.folder.startsWith(`${report.root}/`) ? entry.folder.slice(report.root.length + 1) : entry.folder;
         lines.push(`  ${STATE_LABEL[entry.state]}  ${folder} (${entry.format.toUpperCase()}): ${entry.detail}`);
+        for (const note of entry.notes ?? []) lines.push(`              note: ${note}`);
       }
     }
     const warnings = report.checks.filter(({ status }) => status === 'warn').length;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /** `synthvhd ls ROOT`: clients, backup runs, disks and the virtual files they are served as. */
-import { buildCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
+import { scanCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
 import { offeredFiles } from '../../catalog/virtual-files.js';
 import { formatBytes } from '../../util/format-bytes.js';
 
@@ -8,7 +8,22 @@ export interface LsOptions {
   readonly json?: boolean;
 }
 
-function describeDisk(entry: CatalogDisk): Record<string, unknown> {
+/** What `ls` shows of one disk (also its --json record): made as each disk is composed, so the composed disks are not all kept. */
+interface DiskRecord {
+  readonly client: string;
+  readonly letter: string;
+  readonly timestamp: string;
+  readonly folder: string;
+  readonly tableType: string;
+  readonly sectorSize: number;
+  readonly size: number;
+  readonly files: readonly { name: string; format: string; available: boolean; reason?: string }[];
+  readonly volumes: readonly { letter: string; timestamp: string; partition: number; offset: number; length: number; volumeLength: number; raw: string }[];
+  readonly zeroPartitions: readonly { partition: number; offset: number; length: number; type: string; name: string }[];
+  readonly notes: readonly string[];
+}
+
+function describeDisk(entry: CatalogDisk): DiskRecord {
   const { disk, anchor } = entry;
   const placedNumbers = new Set(disk.placed.map(({ partition }) => partition.number));
   return {
@@ -42,30 +57,33 @@ function describeDisk(entry: CatalogDisk): Record<string, unknown> {
 }
 
 export async function lsCommand(root: string, options: LsOptions): Promise<void> {
-  const catalog = await buildCatalog(root);
+  const catalog = await scanCatalog(root, describeDisk, { holes: false });
   if (options.json === true) {
-    process.stdout.write(`${JSON.stringify({ root: catalog.root, disks: catalog.disks.map(describeDisk), problems: catalog.problems }, null, 2)}\n`);
+    // Written disk by disk, byte for byte what JSON.stringify(…, null, 2) of the whole would be,
+    // without holding that one string for 10 000 disks.
+    const indent = (text: string, prefix: string): string => text.replace(/\n/g, `\n${prefix}`);
+    const parts = [`{\n  "root": ${JSON.stringify(catalog.root)},\n  "disks": [`];
+    catalog.disks.forEach((disk, index) => parts.push(`${index === 0 ? '' : ','}\n    ${indent(JSON.stringify(disk, null, 2), '    ')}`));
+    parts.push(catalog.disks.length === 0 ? '],\n' : '\n  ],\n');
+    parts.push(`  "problems": ${indent(JSON.stringify(catalog.problems, null, 2), '  ')}\n}\n`);
+    for (const part of parts) process.stdout.write(part);
     return;
   }
   const lines: string[] = [];
   let client = '';
-  for (const entry of catalog.disks) {
-    if (entry.client !== client) {
-      client = entry.client;
+  for (const disk of catalog.disks) {
+    if (disk.client !== client) {
+      client = disk.client;
       lines.push(client);
     }
-    const { disk, anchor } = entry;
-    const table = disk.table === undefined ? 'whole-disk image' : `${disk.table.kind.toUpperCase()}, ${disk.image.sectorSize}-byte sectors`;
-    lines.push(`  ${anchor.timestamp}  ${anchor.letter}:  disk ${formatBytes(disk.image.layout.size)} (${disk.image.layout.size} bytes), ${table}`);
-    for (const { format, unavailable } of offeredFiles(disk.image)) {
-      lines.push(`    ${virtualFileName(anchor, format)}${unavailable === undefined ? '' : `  (not offered: ${unavailable})`}`);
+    const table = disk.tableType === 'whole-disk' ? 'whole-disk image' : `${disk.tableType.toUpperCase()}, ${disk.sectorSize}-byte sectors`;
+    lines.push(`  ${disk.timestamp}  ${disk.letter}:  disk ${formatBytes(disk.size)} (${disk.size} bytes), ${table}`);
+    for (const file of disk.files) lines.push(`    ${file.name}${file.reason === undefined ? '' : `  (not offered: ${file.reason})`}`);
+    for (const volume of disk.volumes) {
+      lines.push(`    partition ${volume.partition}: ${volume.letter} from ${volume.timestamp}, ${formatBytes(volume.length)} at ${volume.offset}`);
     }
-    for (const { volume, partition } of disk.placed) {
-      lines.push(`    partition ${partition.number}: ${volume.backup.letter} from ${volume.backup.timestamp}, ${formatBytes(partition.length)} at ${partition.offset}`);
-    }
-    const placedNumbers = new Set(disk.placed.map(({ partition }) => partition.number));
-    for (const partition of disk.table?.partitions ?? []) {
-      if (!placedNumbers.has(partition.number)) lines.push(`    partition ${partition.number}: not backed up, reads as zeros (${formatBytes(partition.length)}${partition.name === '' ? '' : `, ${partition.name}`})`);
+    for (const partition of disk.zeroPartitions) {
+      lines.push(`    partition ${partition.partition}: not backed up, reads as zeros (${formatBytes(partition.length)}${partition.name === '' ? '' : `, ${partition.name}`})`);
     }
     for (const note of disk.notes) lines.push(`    note: ${note}`);
   }
