@@ -11,10 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isSynthvhdError } from '../src/errors/synthvhd-error.js';
+import { readAt } from '../src/extents/read-at.js';
+import { SourceFiles } from '../src/extents/source-files.js';
+import { writeLayout } from '../src/materialize/write-layout.js';
 import { codecsReady } from '../src/urbackup/images/block-codec.js';
 import { findImageBackupFiles, isImageSideFile } from '../src/urbackup/images/image-backup-files.js';
-import { DecodePool } from '../src/urbackup/images/decode-pool.js';
-import { DecodedBlocks } from '../src/urbackup/images/decoded-blocks.js';
+import { DecodePool } from '../src/extents/decode-pool.js';
+import { DecodedBlocks } from '../src/extents/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
 import { ImageFile, type SourceOpener } from '../src/urbackup/images/image-file.js';
 import { volumeLayout, volumeOffsetFromMbr } from '../src/urbackup/images/image-volume.js';
@@ -346,6 +349,30 @@ describe('decoded blocks off the main thread', () => {
       await pool.close();
       await handle.close();
     }
+  });
+});
+
+describe('the extent model serves compressed extents', () => {
+  it('readAt and materialize (copy, with the reason) give the truth volume of a VHDZ', async () => {
+    const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zlib', shuffle: true } });
+    const path = await place('260501-0100_Image_C', 'Image_C_260501-0100.vhdz', image);
+    const opened = await openImageDisk(path, opener);
+    const volume = volumeLayout(opened.disk, IMAGE_VOLUME_OFFSET);
+    const sources = new SourceFiles(8);
+    try {
+      const out = new Uint8Array(volume.size);
+      // Odd-sized reads across block boundaries.
+      for (let at = 0; at < volume.size; at += 1_000_003) await readAt(volume, sources, at, out, Math.min(1_000_003, volume.size - at), at);
+      expect(firstDifference(out, truth.volume)).toBe(-1);
+    } finally {
+      await sources.close();
+    }
+    const output = join(dir, 'volume.img');
+    const report = await writeLayout(volume, output);
+    expect(firstDifference(new Uint8Array(await readFile(output)), truth.volume)).toBe(-1);
+    expect(report.clonedBytes).toBe(0);
+    expect(report.copyReasons.join('\n')).toMatch(/urBackup-compressed: decoded and copied/);
+    await expectError(writeLayout(volume, join(dir, 'always.img'), { reflink: 'always' }), 'E_REFLINK', /urBackup-compressed/);
   });
 });
 

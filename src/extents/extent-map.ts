@@ -14,11 +14,15 @@ export interface MapRow {
   readonly what: string;
   /** `file` extents: the source and the offset in it where this range starts. */
   readonly source?: { readonly path: string; readonly offset: number };
+  /** `compressed` extents: the container file, its block record, and where in the decoded block this range starts. */
+  readonly block?: { readonly path: string; readonly record: number; readonly skip: number };
 }
 
 export function mapRow(extent: Extent): MapRow {
   const row = { start: extent.start, end: extentEnd(extent), kind: extent.kind, what: extent.what };
-  return extent.kind === 'file' ? { ...row, source: { path: extent.path, offset: extent.offset } } : row;
+  if (extent.kind === 'file') return { ...row, source: { path: extent.path, offset: extent.offset } };
+  if (extent.kind === 'compressed') return { ...row, block: { path: extent.path, record: extent.record, skip: extent.skip } };
+  return row;
 }
 
 export function mapRows(layout: Layout): MapRow[] {
@@ -34,6 +38,7 @@ export function mapRowAt(layout: Layout, offset: number): MapRow | undefined {
 
 /** `what`, and for a `file` range where it starts in its source: `C: .raw @ 524288`. */
 export function describeRow(row: MapRow): string {
+  if (row.block !== undefined) return `${row.what} @ block record ${row.block.record} + ${row.block.skip}`;
   return row.source === undefined ? row.what : `${row.what} @ ${row.source.offset}`;
 }
 
@@ -45,7 +50,8 @@ export function formatMapRows(rows: readonly MapRow[]): string[] {
     header,
     ...rows.map((row) => {
       const line = `${String(row.start).padStart(width)}  ${String(row.end).padStart(width)}  ${row.kind.padEnd(5)}  ${describeRow(row)}`;
-      return row.source === undefined ? line : `${line}  (${row.source.path})`;
+      const path = row.source?.path ?? row.block?.path;
+      return path === undefined ? line : `${line}  (${path})`;
     }),
   ];
 }

@@ -45,7 +45,24 @@ export interface ZeroExtent {
   readonly what: string;
 }
 
-export type Extent = BytesExtent | FileExtent | ZeroExtent;
+/**
+ * Bytes of one block of a urBackup compressed file (.vhdz/.vhdxz), decoded on demand
+ * (docs/urbackup-image-formats.md §2). The block decodes to exactly `blockLength` bytes, or it
+ * is corrupt; an extent never spans two blocks. Readers keep decoded blocks in a bytes-bounded
+ * cache and decode off the thread that answers FUSE (src/urbackup/images/decoded-blocks.ts).
+ */
+export interface CompressedExtent {
+  readonly kind: 'compressed';
+  readonly start: number; // in the virtual file, like every extent
+  readonly length: number;
+  readonly path: string; // the compressed container file
+  readonly record: number; // file offset of the block record (uint32 stored size, uint32 mode, payload)
+  readonly blockLength: number; // decoded length of that block
+  readonly skip: number; // offset inside the decoded block where this extent's bytes begin
+  readonly what: string;
+}
+
+export type Extent = BytesExtent | FileExtent | ZeroExtent | CompressedExtent;
 
 export interface Layout {
   readonly size: number;
@@ -66,6 +83,9 @@ export function makeLayout(extents: readonly Extent[], size: number): Layout {
     }
     if (extent.kind === 'bytes' && extent.data.length !== extent.length) {
       throw internalError(`bytes extent at ${extent.start}: ${extent.data.length} bytes for length ${extent.length}`);
+    }
+    if (extent.kind === 'compressed' && (extent.skip < 0 || extent.skip + extent.length > extent.blockLength)) {
+      throw internalError(`compressed extent at ${extent.start} spans past its block`);
     }
     position += extent.length;
   }
@@ -108,6 +128,8 @@ export function sliceExtent(extent: Extent, start: number, length: number, newSt
       return { kind: 'file', start: newStart, length, path: extent.path, offset: extent.offset + skip, what: extent.what };
     case 'zero':
       return { kind: 'zero', start: newStart, length, what: extent.what };
+    case 'compressed':
+      return { ...extent, start: newStart, length, skip: extent.skip + skip };
   }
 }
 

@@ -54,6 +54,19 @@ export class LayoutBuilder {
     return this;
   }
 
+  /** Bytes [skip, skip + length) of a decoded compressed block (src/extents/extent.ts). */
+  compressed(path: string, record: number, blockLength: number, skip: number, length: number, what: string): this {
+    if (length === 0) return this;
+    const last = this.extents.at(-1);
+    if (last?.kind === 'compressed' && last.path === path && last.record === record && last.skip + last.length === skip && last.what === what) {
+      this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
+    } else {
+      this.extents.push({ kind: 'compressed', start: this.position, length, path, record, blockLength, skip, what });
+    }
+    this.position += length;
+    return this;
+  }
+
   /** Appends an extent of any kind, re-based to the current end, with its description. */
   append(extent: Extent): this {
     switch (extent.kind) {
@@ -63,6 +76,8 @@ export class LayoutBuilder {
         return this.file(extent.path, extent.offset, extent.length, extent.what);
       case 'zero':
         return this.zero(extent.length, extent.what);
+      case 'compressed':
+        return this.compressed(extent.path, extent.record, extent.blockLength, extent.skip, extent.length, extent.what);
     }
   }
 

@@ -2,7 +2,8 @@
 /**
  * Serves bytes of a Layout: find the first extent by binary search, then clamp-and-loop over
  * extents, filling the caller's buffer directly (`bytes` copy, `file` positional read, `zero`
- * fill). No intermediate buffers.
+ * fill, `compressed` a copy out of the decoded block, ./source-files.ts). No intermediate buffers
+ * beyond the decoded-block cache.
  */
 import { type Layout, extentEnd, findExtentIndex } from './extent.js';
 import type { SourceFiles } from './source-files.js';
@@ -43,6 +44,9 @@ export async function readAt(
         break;
       case 'file':
         pending.push(sources.readFully(extent.path, extent.offset + skip, into, target, count));
+        break;
+      case 'compressed':
+        pending.push(sources.readCompressed(extent, skip, into, target, count));
         break;
     }
     done += count;

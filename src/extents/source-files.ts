@@ -10,9 +10,17 @@ import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
 import { openSourceFile, type Confinement } from './confined-open.js';
+import { DecodePool } from './decode-pool.js';
+import { DecodedBlocks } from './decoded-blocks.js';
+import type { CompressedExtent } from './extent.js';
+import { logger } from '../util/logger.js';
 
 export class SourceFiles {
   private readonly handles: LRUCache<string, Promise<FileHandle>>;
+  /** Decoded blocks of `compressed` extents, made on first use (./decoded-blocks.ts). */
+  private blocks: { readonly pool: DecodePool; readonly cache: DecodedBlocks } | undefined;
+  /** Blocks already reported as corrupt: one log line each, not one per read. */
+  private readonly reported = new Set<string>();
 
   constructor(
     maxOpen = 256,
@@ -67,7 +75,37 @@ export class SourceFiles {
     }
   }
 
+  /**
+   * Fills `into[intoOffset, intoOffset + length)` from a `compressed` extent, `offset` bytes into
+   * it: the block is read through these handles and decoded on worker threads, once while cached.
+   * A corrupt block fails the read (E_IO) and is logged once, naming the file and the record.
+   */
+  async readCompressed(extent: CompressedExtent, offset: number, into: Uint8Array, intoOffset: number, length: number): Promise<void> {
+    if (this.blocks === undefined) {
+      const pool = new DecodePool();
+      const cache = new DecodedBlocks(pool, async (path, position, count) => {
+        const buffer = new Uint8Array(count);
+        await this.readFully(path, position, buffer, 0, count);
+        return buffer;
+      });
+      this.blocks = { pool, cache };
+    }
+    try {
+      await this.blocks.cache.readInto(extent, offset, into, intoOffset, length);
+    } catch (error) {
+      const key = `${extent.record}\u0000${extent.path}`;
+      if (!this.reported.has(key)) {
+        this.reported.add(key);
+        logger.warn(isSynthvhdError(error) ? error.message : `${extent.path}: block record at ${extent.record}: ${String(error)}`);
+      }
+      throw error;
+    }
+  }
+
   async close(): Promise<void> {
+    const blocks = this.blocks;
+    this.blocks = undefined;
+    await blocks?.pool.close();
     const all = [...this.handles.values()];
     this.handles.clear();
     await Promise.allSettled(all.map(async (handle) => (await handle).close()));

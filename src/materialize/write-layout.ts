@@ -3,7 +3,9 @@
  * Writes a Layout to a real file, complete or not at all (docs/architecture.md §7.2): a temp file
  * in the destination folder; `bytes` by pwrite; `file` extents shared with the source by
  * FICLONERANGE where block-aligned (btrfs, XFS reflink=1, ZFS >= 2.2.3 with block cloning),
- * copied otherwise (all-zero chunks skipped, so they stay holes); `zero` extents left as holes;
+ * copied otherwise (all-zero chunks skipped, so they stay holes); `compressed` extents (urBackup
+ * .vhdz/.vhdxz blocks) decoded and copied, since no file holds their bytes to share; `zero`
+ * extents left as holes;
  * then fsync and rename over the final name. Failure or SIGINT/SIGTERM removes the temp file;
  * after SIGKILL only the hidden temp file can remain, never a partial output.
  */
@@ -12,7 +14,7 @@ import { unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
-import type { FileExtent, Layout } from '../extents/extent.js';
+import type { CompressedExtent, FileExtent, Layout } from '../extents/extent.js';
 import { SourceFiles } from '../extents/source-files.js';
 import type { Confinement } from '../extents/confined-open.js';
 import { cloneRange, fsBlockSize } from '../native/native.js';
@@ -122,6 +124,7 @@ class ExtentMover {
   holeBytes = 0;
   private cloneDisabledBecause: string | undefined;
   private readonly unalignedBytes = new Map<string, number>();
+  private readonly compressedBytes = new Map<string, number>();
   private readonly buffer = new Uint8Array(COPY_CHUNK);
 
   constructor(
@@ -137,6 +140,9 @@ class ExtentMover {
   copyReasons(): string[] {
     const reasons: string[] = [];
     if (this.cloneDisabledBecause !== undefined && this.copiedBytes > 0) reasons.push(`no cloning: ${this.cloneDisabledBecause}`);
+    for (const [path, bytes] of this.compressedBytes) {
+      reasons.push(`${path}: ${bytes} bytes urBackup-compressed: decoded and copied (no file holds these bytes as they are, so nothing can share them)`);
+    }
     for (const [path, bytes] of this.unalignedBytes) {
       reasons.push(`${path}: ${bytes} bytes not aligned to the ${this.blockSize}-byte file system block in the output (e.g. a partition at sector 63): copied`);
     }
@@ -171,6 +177,29 @@ class ExtentMover {
         this.unalignedBytes.set(extent.path, (this.unalignedBytes.get(extent.path) ?? 0) + piece.length);
       }
       await this.copy(extent.path, piece.source, piece.destination, piece.length, onProgress);
+    }
+  }
+
+  /** A compressed extent: decoded, then written like copied data (all-zero chunks stay holes). */
+  async moveCompressed(extent: CompressedExtent, onProgress: (done: number) => void): Promise<void> {
+    this.compressedBytes.set(extent.path, (this.compressedBytes.get(extent.path) ?? 0) + extent.length);
+    for (let offset = 0; offset < extent.length; offset += COPY_CHUNK) {
+      const chunk = Math.min(COPY_CHUNK, extent.length - offset);
+      await this.sources.readCompressed(extent, offset, this.buffer, 0, chunk);
+      await this.writeChunk(chunk, extent.start + offset);
+      onProgress(chunk);
+    }
+  }
+
+  private async writeChunk(chunk: number, destination: number): Promise<void> {
+    for (let probe = 0; probe < chunk; probe += ZERO_PROBE) {
+      const piece = this.buffer.subarray(probe, Math.min(chunk, probe + ZERO_PROBE));
+      if (isZero(piece)) {
+        this.holeBytes += piece.length;
+      } else {
+        await writeAll(this.output, piece, destination + probe, this.outputPath);
+        this.copiedBytes += piece.length;
+      }
     }
   }
 
@@ -232,7 +261,13 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
       throw fileError('E_IO', path, `cannot create output: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
     }
     mover = new ExtentMover(handle, path, sources, mode, await fsBlockSize(handle.fd));
-    if (mode === 'always') await mover.probe(layout.extents.filter((extent): extent is FileExtent => extent.kind === 'file'));
+    if (mode === 'always') {
+      const compressed = layout.extents.find((extent) => extent.kind === 'compressed');
+      if (compressed !== undefined) {
+        throw fileError('E_REFLINK', path, `--reflink always: ${compressed.path} is urBackup-compressed: its bytes must be decoded and copied, so the output cannot share blocks with it`);
+      }
+      await mover.probe(layout.extents.filter((extent): extent is FileExtent => extent.kind === 'file'));
+    }
     await handle.truncate(layout.size);
     let done = 0;
     const progress = (count: number): void => {
@@ -247,6 +282,8 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
       } else if (extent.kind === 'zero') {
         zeroBytes += extent.length;
         progress(extent.length);
+      } else if (extent.kind === 'compressed') {
+        await mover.moveCompressed(extent, progress);
       } else {
         await mover.move(extent, progress);
       }

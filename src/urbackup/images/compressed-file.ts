@@ -24,12 +24,8 @@ import { getAscii, viewOf } from '../../container/binary.js';
 export const COMPRESSED_MAGIC = 'URBACKUP COMPRESSED FILE#';
 /** Bytes to read to recognise and parse any header version. */
 export const COMPRESSED_HEADER_READ = 50;
-/** CompressedFile.cpp `c_blockbufHeadersize`: uint32 size + uint32 mode. */
-export const RECORD_HEADER_SIZE = 8;
-/** CompressedFile.cpp `mode_none`, `mode_zlib`, `mode_zstd`. */
-export const MODE_STORED = 0;
-export const MODE_ZLIB = 1;
-export const MODE_ZSTD = 2;
+import { RECORD_HEADER_SIZE } from '../../extents/compressed-record.js';
+export { MODE_STORED, MODE_ZLIB, MODE_ZSTD, RECORD_HEADER_SIZE, parseRecordHeader, type RecordHeader } from '../../extents/compressed-record.js';
 
 const INDEX_OFFSET_AT = 29;
 const LOGICAL_SIZE_AT = 37;
@@ -132,16 +128,6 @@ export function parseCompressedIndex(bytes: Uint8Array, header: CompressedHeader
   return offsets;
 }
 
-export interface RecordHeader {
-  readonly storedSize: number;
-  readonly mode: number;
-}
-
-export function parseRecordHeader(bytes: Uint8Array): RecordHeader {
-  const view = viewOf(bytes);
-  return { storedSize: view.getUint32(0, true), mode: view.getUint32(4, true) };
-}
-
 /** What `mapLogicalRange` needs of a parsed container. */
 export interface CompressedContainer {
   readonly path: string;
@@ -165,7 +151,7 @@ export function decodedBlockLength(container: CompressedContainer, block: number
 
 /** Receives the pieces of a logical range: a range of one decoded block, or zeros. */
 export interface CompressedSink {
-  compressed(path: string, record: number, blockLength: number, skip: number, length: number): unknown;
+  compressed(path: string, record: number, blockLength: number, skip: number, length: number, what: string): unknown;
   zero(length: number, what: string): unknown;
 }
 
@@ -173,7 +159,7 @@ export interface CompressedSink {
  * Appends logical bytes [offset, offset + length) of the wrapped file to `to`: one piece per
  * container block touched (an extent never spans two blocks), zeros for -1 index entries.
  */
-export function mapLogicalRange(container: CompressedContainer, offset: number, length: number, to: CompressedSink): void {
+export function mapLogicalRange(container: CompressedContainer, offset: number, length: number, to: CompressedSink, what: string): void {
   const { blockSize, logicalSize } = container.header;
   if (offset < 0 || offset + length > logicalSize) {
     throw new SynthvhdError('E_CONTAINER', `${container.path}: range ${offset} (+${length}) is past the end of the wrapped file (${logicalSize} bytes)`);
@@ -185,8 +171,8 @@ export function mapLogicalRange(container: CompressedContainer, offset: number, 
     const skip = at - block * blockSize;
     const count = Math.min(end - at, blockSize - skip);
     const record = container.offsets[block] ?? ZERO_BLOCK;
-    if (record === ZERO_BLOCK) to.zero(count, 'zeros: an all-zero block of the compressed file');
-    else to.compressed(container.path, record, decodedBlockLength(container, block), skip, count);
+    if (record === ZERO_BLOCK) to.zero(count, `zeros: ${what} (an all-zero block of the compressed file)`);
+    else to.compressed(container.path, record, decodedBlockLength(container, block), skip, count, what);
     at += count;
   }
 }

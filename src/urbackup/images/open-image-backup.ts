@@ -91,7 +91,7 @@ async function openAt(path: string, opener: SourceOpener, seen: Set<string>): Pr
         if (last !== undefined && last[0] + last[1] === extent.start) last[1] += extent.length;
         else ownRanges.push([extent.start, extent.length]);
         if (file.container === undefined) builder.file(path, extent.offset, extent.length, extent.what);
-        else mapLogicalRange(file.container, extent.offset, extent.length, builder);
+        else mapLogicalRange(file.container, extent.offset, extent.length, builder, extent.what);
         continue;
       }
       builder.append(extent);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * The decoded blocks of compressed extents (./image-extent.ts `CompressedExtent`), kept in a
+ * The decoded blocks of compressed extents (./extent.ts `CompressedExtent`), kept in a
  * bytes-bounded LRU (lru-cache `maxSize`): a sequential reader of a served .vhdz decodes each
  * 2 MiB block once however small its reads are, and concurrent readers of one block share one
  * decode. Records are read by the caller's `readRecord` (confined handles, libuv pool); decoding
@@ -8,10 +8,10 @@
  * caller and fails that read with E_IO; it is not cached, so a repaired file reads again.
  */
 import { LRUCache } from 'lru-cache';
-import { fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
-import { RECORD_HEADER_SIZE, parseRecordHeader } from './compressed-file.js';
+import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
+import { RECORD_HEADER_SIZE, parseRecordHeader } from './compressed-record.js';
 import type { DecodePool } from './decode-pool.js';
-import type { CompressedExtent } from './image-extent.js';
+import type { CompressedExtent } from './extent.js';
 
 /** Reads `length` bytes of `path` at `position` into a new buffer, or fails. */
 export type RecordReader = (path: string, position: number, length: number) => Promise<Uint8Array>;

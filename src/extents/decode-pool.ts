@@ -3,14 +3,14 @@
  * Decodes urBackup compressed blocks (zlib, zstd) on worker threads, so the thread that answers
  * FUSE requests and drives I/O never spends ~10 ms per 2 MiB block decoding. The main thread
  * reads the record (libuv pool) and transfers the payload; a worker decodes and transfers the
- * block back. Same pattern as src/blocklist/hash-pool.ts: the worker is a CommonJS string
+ * block back. Same pattern as ../blocklist/hash-pool.ts: the worker is a CommonJS string
  * (`eval: true`), so it runs the same from src/ (vitest) and dist/ (the CLI); zstddec (ESM) is
  * imported by the URL the main thread resolved.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { SynthvhdError, internalError } from '../../errors/synthvhd-error.js';
-import { MODE_STORED } from './compressed-file.js';
+import { SynthvhdError, internalError } from '../errors/synthvhd-error.js';
+import { MODE_STORED } from './compressed-record.js';
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -82,7 +82,7 @@ export class DecodePool {
       job.reject(new SynthvhdError('E_IO', `corrupt compressed block: ${reply.error}`));
       return;
     }
-    // zstddec reports a failure only through the length: check it (./block-codec.ts).
+    // zstddec reports a failure only through the length: check it (src/urbackup/images/block-codec.ts).
     if (reply.out.length !== job.blockLength) {
       job.reject(new SynthvhdError('E_IO', `corrupt compressed block: decoded ${reply.out.length} bytes, expected ${job.blockLength}`));
       return;
