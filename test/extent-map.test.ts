@@ -9,7 +9,8 @@
  * Then the VHD and VHDX around one disk, the structure map a .vhdx's own tables give, and
  * `synthvhd inspect --map` on a backup folder, on a materialized file and on a served file.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -25,7 +26,7 @@ import { SourceFiles } from '../src/extents/source-files.js';
 import { mountArguments } from '../src/fuse/served-path.js';
 import { fixtureDisk } from './helpers/fixture-disk.js';
 import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
-import { synthvhd } from './helpers/run.js';
+import { runOk, synthvhd } from './helpers/run.js';
 
 const fixtures = inject('fixtures');
 const KiB = 1024;
@@ -307,12 +308,47 @@ describe('synthvhd inspect --map', () => {
     const text = await synthvhd(['inspect', '--map', output]);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^file: what bios\.vhdx says about its own bytes/m);
-    expect(text.stdout).toMatch(/^\s+131072\s+135168\s+file\s+VHDX header 2, current @ 131072/m);
+    expect(text.stdout).toMatch(/^\s+131072\s+135168\s+file\s+VHDX header 2, current$/m);
     const atBat = await synthvhd(['inspect', '--map', output, '--offset', '0x200000', '--json']);
     const report = JSON.parse(atBat.stdout) as OffsetReport;
     expect(report.maps).toHaveLength(1);
     // 82 MiB / 32 MiB = 3 payload entries.
     expect(report.maps[0]?.extent).toEqual({ start: 2 * MiB, end: 3 * MiB, kind: 'file', what: 'VHDX BAT region (3 entries)', source: { path: output, offset: 2 * MiB } });
+  });
+
+  it("a dynamic VHD qemu-img wrote: footer copy, header, BAT, each block's bitmap and data, footer", async () => {
+    // 3 MiB of data at disk offset 4 MiB: qemu-img allocates 2 MiB blocks 2 and 3 only, in order.
+    const raw = join(work, 'data.img');
+    const handle = await open(raw, 'w');
+    try {
+      await handle.write(randomBytes(3 * MiB), 0, 3 * MiB, 4 * MiB);
+      await handle.truncate(10 * MiB);
+    } finally {
+      await handle.close();
+    }
+    const vhd = join(work, 'dynamic.vhd');
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic', raw, vhd]);
+    const result = await synthvhd(['inspect', '--map', vhd, '--json']);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(result.stdout) as { maps: { name: string; size: number; extents: MapRow[] }[] };
+    const [map] = report.maps;
+    const rows = (map?.extents ?? []).map((row): Region => [row.start, row.end, row.what]);
+    const bat = rows[2]?.[2] ?? '';
+    expect(bat).toMatch(/^VHD block allocation table \(\d+ entries\)$/);
+    const end = map?.size ?? 0;
+    // "Dynamic Disk Header Format": footer copy, header at 512, BAT at 1536 (one sector for a few
+    // entries); each block a 512-byte sector bitmap then 2 MiB of data; the footer last.
+    expect(rows).toEqual([
+      [0, 512, 'VHD footer copy'],
+      [512, 1536, 'VHD dynamic disk header'],
+      [1536, 2048, bat],
+      [2048, 2560, 'VHD block 2 sector bitmap'],
+      [2560, 2560 + 2 * MiB, 'VHD block 2 data (disk 4194304..6291456)'],
+      [2560 + 2 * MiB, 3072 + 2 * MiB, 'VHD block 3 sector bitmap'],
+      [3072 + 2 * MiB, 3072 + 4 * MiB, 'VHD block 3 data (disk 6291456..8388608)'],
+      [3072 + 4 * MiB, end, 'VHD footer'],
+    ]);
+    expect(end).toBe(3072 + 4 * MiB + 512);
   });
 
   it('a served .vhdx: its structure, the layout the mount composes, and the disk', async () => {

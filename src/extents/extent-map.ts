@@ -36,22 +36,24 @@ export function mapRowAt(layout: Layout, offset: number): MapRow | undefined {
   return extent === undefined ? undefined : mapRow(extent);
 }
 
-/** `what`, and for a `file` range where it starts in its source: `C: .raw @ 524288`. */
-export function describeRow(row: MapRow): string {
-  if (row.block !== undefined) return `${row.what} @ block record ${row.block.record} + ${row.block.skip}`;
-  return row.source === undefined ? row.what : `${row.what} @ ${row.source.offset}`;
+/**
+ * `what`, and where the range starts in its source: `C: .raw @ 524288  (path)` for a `file`
+ * range, the block record and offset in the decoded block for a `compressed` one. A range of
+ * `self` (the file a structure map describes) at its own offset is just `what`.
+ */
+export function describeRow(row: MapRow, self?: string): string {
+  const { source, block } = row;
+  if (block !== undefined) return `${row.what} @ block record ${block.record} + ${block.skip}  (${block.path})`;
+  if (source === undefined || (source.path === self && source.offset === row.start)) return row.what;
+  return `${row.what} @ ${source.offset}  (${source.path})`;
 }
 
-/** Aligned text lines: start, end, kind, description, and the source path of `file` rows. */
-export function formatMapRows(rows: readonly MapRow[]): string[] {
+/** Aligned text lines: start, end, kind and description (see describeRow for `self`). */
+export function formatMapRows(rows: readonly MapRow[], self?: string): string[] {
   const width = Math.max(5, ...rows.map((row) => String(row.end).length));
   const header = `${'start'.padStart(width)}  ${'end'.padStart(width)}  kind   what`;
   return [
     header,
-    ...rows.map((row) => {
-      const line = `${String(row.start).padStart(width)}  ${String(row.end).padStart(width)}  ${row.kind.padEnd(5)}  ${describeRow(row)}`;
-      const path = row.source?.path ?? row.block?.path;
-      return path === undefined ? line : `${line}  (${path})`;
-    }),
+    ...rows.map((row) => `${String(row.start).padStart(width)}  ${String(row.end).padStart(width)}  ${row.kind.padEnd(5)}  ${describeRow(row, self)}`),
   ];
 }

@@ -32,6 +32,8 @@ interface NamedMap {
   readonly name: string;
   readonly title: string;
   readonly layout: Layout;
+  /** The file a structure map describes (its rows are ranges of it at their own offsets). */
+  readonly self?: string;
 }
 
 /** A byte offset: decimal or 0x-hexadecimal, a safe non-negative integer. */
@@ -90,7 +92,7 @@ async function fileMaps(path: string): Promise<NamedMap[]> {
   } finally {
     await handle.close();
   }
-  const maps: NamedMap[] = [{ name: 'file', title: `what ${basename(path)} says about its own bytes`, layout: structure }];
+  const maps: NamedMap[] = [{ name: 'file', title: `what ${basename(path)} says about its own bytes`, layout: structure, self: path }];
   const served = await resolveServedPath(path);
   if (served !== undefined) {
     const { anchor, siblings } = await resolveSource(served.folder);
@@ -109,15 +111,15 @@ function jsonReport(path: string, maps: readonly NamedMap[], offset: number | un
 
 function textReport(maps: readonly NamedMap[], offset: number | undefined): string {
   const lines: string[] = [];
-  for (const { name, title, layout } of maps) {
+  for (const { name, title, layout, self } of maps) {
     if (offset === undefined) {
-      lines.push(`${name}: ${title} (${layout.size} bytes, ${layout.extents.length} extents)`, ...formatMapRows(mapRows(layout)), '');
+      lines.push(`${name}: ${title} (${layout.size} bytes, ${layout.extents.length} extents)`, ...formatMapRows(mapRows(layout), self), '');
       continue;
     }
     const row: MapRow | undefined = mapRowAt(layout, offset);
     lines.push(row === undefined
       ? `${name}: byte ${offset} is beyond the end (${layout.size} bytes)`
-      : `${name}: byte ${offset} is in [${row.start}, ${row.end}) ${row.kind}: ${describeRow(row)}${row.source === undefined ? '' : ` (${row.source.path})`}`);
+      : `${name}: byte ${offset} is in [${row.start}, ${row.end}) ${row.kind}: ${describeRow(row, self)}`);
   }
   return `${lines.join('\n')}\n`;
 }
