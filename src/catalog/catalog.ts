@@ -151,20 +151,25 @@ async function scanClient<T>(
   }
   const disks: T[] = [];
   const placedPaths = new Set<string>();
+  /** Backup folders a disk tried to place and reported why it could not. */
+  const refusedFolders = new Set<string>();
   for (const volume of all) {
     if (!isAnchor(volume)) continue;
     try {
       const disk = composeWithNotes(volume, byIdentity.get(diskIdentityKey(volume)) ?? []);
       disks.push(describe({ client: volume.backup.client, anchor: volume.backup, disk }));
       for (const placed of disk.placed) placedPaths.add(placed.volume.backup.rawPath);
-      for (const unplaced of disk.unplaced) problems.push({ path: unplaced.path, reason: unplaced.reason, code: 'E_PLACEMENT' });
+      for (const unplaced of disk.unplaced) {
+        problems.push({ path: unplaced.path, reason: unplaced.reason, code: 'E_PLACEMENT' });
+        refusedFolders.add(dirname(unplaced.path));
+      }
     } catch (error) {
       problems.push(problemOf(error, volume.backup.rawPath));
     }
   }
-  // SYSVOL/ESP backups that no drive-letter disk took are reported, never silently dropped.
+  // SYSVOL/ESP backups that no drive-letter disk took (or tried to) are reported, never silently dropped.
   for (const volume of all) {
-    if (!isDriveLetter(volume.backup.letter) && !placedPaths.has(volume.backup.rawPath)) {
+    if (!isDriveLetter(volume.backup.letter) && !placedPaths.has(volume.backup.rawPath) && !refusedFolders.has(volume.backup.folder)) {
       problems.push({ path: volume.backup.folder, reason: `${volume.backup.folder}: no drive-letter backup of the same disk within 24 hours to attach it to`, code: 'E_PLACEMENT' });
     }
   }

@@ -51,8 +51,9 @@ export function findCompanions(anchor: LoadedVolume, volumes: readonly LoadedVol
     const data = candidate.mbrData;
     if (candidate === anchor || data === undefined || !candidate.backup.complete) continue;
     if (data.partitionNumber === anchorData.partitionNumber || diskIdentityKey(candidate) !== key) continue;
+    // Within 24 hours either way (the +1 minute preference() gives a later one only breaks ties).
+    if (Math.abs(timestampMinutes(candidate.backup.timestamp) - anchorMinutes) > RUN_WINDOW_MINUTES) continue;
     const distance = preference(anchorMinutes, candidate);
-    if (distance > RUN_WINDOW_MINUTES + 1) continue;
     const current = best.get(data.partitionNumber);
     if (current === undefined || distance < preference(anchorMinutes, current)) best.set(data.partitionNumber, candidate);
   }
