@@ -15,75 +15,11 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fusermountLazy, isMounted, tempMountpoint } from './helpers/fuse-mount.js';
+import { startReaders } from './helpers/range-readers.js';
 import { REPO_ROOT } from './helpers/run.js';
 
 const CHILD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'native-session-child.js');
 const BLOCK = 64 * 1024;
-
-/** One reader process: random reads of FILE for DURATION ms, each compared with EXPECTED. */
-const READER = `
-const fs = require('fs');
-const [file, expectedPath, seed, duration, maxLength] = process.argv.slice(1);
-const expected = fs.readFileSync(expectedPath);
-let state = (Number(seed) * 2654435761) >>> 0 || 1;
-const next = () => { state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0; return state; };
-const buffer = Buffer.alloc(Number(maxLength));
-let fd;
-const result = { reads: 0, errors: 0, short: 0, mismatches: 0, firstError: '' };
-try { fd = fs.openSync(file, 'r'); } catch (error) { result.errors++; result.firstError = error.code; }
-process.stdout.write('opened\\n');
-const end = Date.now() + Number(duration);
-while (fd !== undefined && Date.now() < end) {
-  const length = 1 + (next() % Number(maxLength));
-  const position = next() % expected.length;
-  try {
-    const n = fs.readSync(fd, buffer, 0, length, position);
-    if (n < Math.min(length, expected.length - position)) result.short++;
-    if (!buffer.subarray(0, n).equals(expected.subarray(position, position + n))) result.mismatches++;
-    result.reads++;
-  } catch (error) {
-    result.errors++;
-    result.firstError ||= error.code;
-    if (result.errors > 1000) break;
-  }
-}
-try { fs.closeSync(fd); } catch {}
-process.stdout.write(JSON.stringify(result) + '\\n');
-`;
-
-interface ReaderResult {
-  readonly reads: number;
-  readonly errors: number;
-  readonly short: number;
-  readonly mismatches: number;
-  readonly firstError: string;
-}
-
-/** 16 reader processes; `opened` settles once each has its file open (spawning takes a while here). */
-function startReaders(file: string, expectedPath: string, count: number, durationMs: number, maxLength = 1024 * 1024): { opened: Promise<void>; done: Promise<ReaderResult[]> } {
-  const opens: Promise<void>[] = [];
-  const results = Array.from({ length: count }, (_, index) => {
-    const child = spawn(process.execPath, ['-e', READER, file, expectedPath, String(index + 1), String(durationMs), String(maxLength)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let markOpened: () => void = () => undefined;
-    opens.push(new Promise<void>((resolvePromise) => { markOpened = resolvePromise; }));
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.startsWith('opened\n')) markOpened();
-    });
-    return new Promise<ReaderResult>((resolvePromise, reject) => {
-      child.once('exit', (code) => {
-        markOpened();
-        try {
-          resolvePromise(JSON.parse(out.slice('opened\n'.length)) as ReaderResult);
-        } catch {
-          reject(new Error(`reader ${index} exited ${code} with ${out}`));
-        }
-      });
-    });
-  });
-  return { opened: Promise.all(opens).then(() => undefined), done: Promise.all(results) };
-}
 
 interface SpecExtent {
   readonly kind: 'zero' | 'bytes' | 'file' | 'compressed';
@@ -104,10 +40,12 @@ let out = '';
 let err = '';
 const expected = new Map<string, Buffer>();
 
-function waitFor(pattern: RegExp, what: string, timeoutMs = 20_000): Promise<void> {
+/** Waits until the child's stdout (or `text()`) matches `pattern`. */
+function waitFor(pattern: RegExp, what: string, text: () => string = () => out, timeoutMs = 20_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
   return new Promise((resolvePromise, reject) => {
     const timer = setInterval(() => {
-      if (pattern.test(out)) {
+      if (pattern.test(text())) {
         clearInterval(timer);
         resolvePromise();
       } else if (performance.now() > deadline) {
@@ -115,7 +53,6 @@ function waitFor(pattern: RegExp, what: string, timeoutMs = 20_000): Promise<voi
         reject(new Error(`timed out waiting for ${what}\n${out}\n${err}`));
       }
     }, 20);
-    const deadline = performance.now() + timeoutMs;
   });
 }
 
@@ -290,7 +227,8 @@ describe('the native FUSE session', () => {
     } finally {
       await handle.close();
     }
-    expect(err).toMatch(/blocks\.bin: the compressed block at offset \d+ cannot be decoded \(zlib: [^)]+\); reads of it answer EIO/);
+    // The line comes from the session's event, a moment after the read failed.
+    await waitFor(/blocks\.bin: the compressed block at offset \d+ cannot be decoded \(zlib: [^)]+\); reads of it answer EIO/, 'the decode error line', () => err);
   });
 
   it('answers EIO once JavaScript invalidates an open handle', async () => {

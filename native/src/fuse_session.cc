@@ -1306,7 +1306,12 @@ void ByPath(fuse_req_t req, fuse_ino_t ino, Op op, double arg) {
   session->Dispatch(req, op, std::move(path), arg);
 }
 
-void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* /*fi*/) { ByPath(req, ino, Op::kGetattr, 0); }
+// `fi` is set when the kernel asks about an open file (FUSE_GETATTR_FH): with auto_inval_data it
+// does before reads (fs/fuse/file.c fuse_cache_read_iter), so JS is told the handle: a file whose
+// backup vanished while open then answers EIO, as its reads do, rather than ENOENT.
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  ByPath(req, ino, Op::kGetattr, fi != nullptr ? static_cast<double>(fi->fh) : 0);
+}
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) { ByPath(req, ino, Op::kReadlink, 0); }
 

@@ -289,6 +289,7 @@ function statfsArray(info: NodeStatfs): number[] {
 }
 
 const EIO = constants.errno.EIO;
+const ENOENT_TO_EIO = (errno: number): number => (errno === constants.errno.ENOENT ? EIO : errno);
 
 /**
  * The mount options (`-o`): `ro` (the VFS refuses writes with EROFS), `default_permissions` (the
@@ -400,7 +401,9 @@ export class NativeFuseSession {
           this.answer(id, this.handlers.getattr(path), (stat) => this.native.replyEntry(id, statArray(stat)));
           return;
         case 'getattr':
-          this.answer(id, this.handlers.getattr(path), (stat) => this.native.replyAttr(id, statArray(stat)));
+          // arg: the handle when the kernel asks about an open file (before reading it): one
+          // whose path is gone answers EIO, like its reads, not ENOENT.
+          this.answer(id, this.handlers.getattr(path), (stat) => this.native.replyAttr(id, statArray(stat)), arg > 0 ? ENOENT_TO_EIO : undefined);
           return;
         case 'readlink':
           this.answer(id, this.handlers.readlink(path), (target) => this.native.replyReadlink(id, target));
@@ -452,19 +455,18 @@ export class NativeFuseSession {
     }
   }
 
-  private answer<T>(id: number, work: Promise<T>, reply: (value: T) => unknown): void {
-    work.then(
-      (value) => {
-        try {
-          reply(value);
-        } catch (error) {
-          this.native.replyErr(id, this.errnoOf(error));
-        }
-      },
-      (error: unknown) => {
-        this.native.replyErr(id, this.errnoOf(error));
-      },
-    );
+  private answer<T>(id: number, work: Promise<T>, reply: (value: T) => unknown, mapErrno?: (errno: number) => number): void {
+    const fail = (error: unknown): void => {
+      const errno = this.errnoOf(error);
+      this.native.replyErr(id, mapErrno === undefined ? errno : mapErrno(errno));
+    };
+    work.then((value) => {
+      try {
+        reply(value);
+      } catch (error) {
+        fail(error);
+      }
+    }, fail);
   }
 
   private replyOpen(id: number, answer: OpenAnswer): void {
