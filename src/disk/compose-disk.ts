@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
-import { type Extent, sliceExtent, extentEnd } from '../extents/extent.js';
+import { type Extent, sliceExtent, sliceLayout, extentEnd } from '../extents/extent.js';
 import { LayoutBuilder } from '../extents/layout-builder.js';
 import type { DiskSource } from '../urbackup/group-disks.js';
 import type { LoadedVolume } from '../urbackup/load-volume.js';
@@ -129,13 +129,21 @@ function volumeName(volume: LoadedVolume): string {
   return letter.length === 1 ? `${letter}:` : letter;
 }
 
-/** How a volume's `.raw` range is described: `C: .raw`; its holes are `zeros: hole in C: .raw`. */
+/** How a volume's `.raw` range is described: `C: .raw` (`C: .vhdz`); its holes are `zeros: hole in C: .raw`. */
 function rawDescription(volume: LoadedVolume): string {
-  return `${volumeName(volume)} .raw`;
+  return `${volumeName(volume)} .${volume.backup.format ?? 'raw'}`;
 }
 
-/** Appends a volume's range of its `.raw`, as file extents where the file has data, zero elsewhere. */
+/**
+ * Appends a volume's range of its `.raw`, as file extents where the file has data, zero elsewhere.
+ * A VHD/VHDZ/VHDX(Z) backup brings its volume as extents already (chains resolved, compressed
+ * blocks as `compressed` extents; docs/urbackup-image-formats.md): those are spliced in.
+ */
 function appendVolume(builder: LayoutBuilder, volume: LoadedVolume, rawOffset: number, length: number, what: string): void {
+  if (volume.image !== undefined) {
+    for (const extent of sliceLayout(volume.image.layout, rawOffset, length, 0)) builder.append(extent);
+    return;
+  }
   const hole = `zeros: hole in ${what}`;
   const end = rawOffset + length;
   let position = rawOffset;
@@ -180,9 +188,10 @@ function diskIdentity(source: DiskSource, placed: readonly PlacedVolume[]): Uint
 
 function composeWholeDisk(source: DiskSource): ComposedDisk {
   const volume = source.anchor;
-  if (volume.rawSize % 512 !== 0) throw fileError('E_RAW_IMAGE', volume.backup.rawPath, `whole-disk image of ${volume.rawSize} bytes is not a whole number of sectors`);
+  const size = volume.image === undefined ? volume.rawSize : volume.volumeLength;
+  if (size % 512 !== 0) throw fileError('E_RAW_IMAGE', volume.backup.rawPath, `whole-disk image of ${size} bytes is not a whole number of sectors`);
   const builder = new LayoutBuilder();
-  appendVolume(builder, volume, 0, volume.rawSize, WHOLE_DISK_RAW);
+  appendVolume(builder, volume, 0, size, WHOLE_DISK_RAW);
   return {
     image: { layout: builder.build(), sectorSize: 512, identity: diskIdentity(source, []), mtimeMs: volume.mtimeMs },
     table: undefined,

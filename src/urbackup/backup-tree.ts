@@ -2,10 +2,12 @@
 /**
  * Finds urBackup image backups under a backup root. docs/urbackup-formats.md §1.1: each volume backup is
  * `<root>/<client>/<YYMMDD-HHMM>_Image_<L>/Image_<L>_<YYMMDD-HHMM>.<ext>`, where `<L>` is a
- * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw` (served) or vhd/vhdz/vhdx/vhdxz (not).
+ * drive letter, `SYSVOL` or `ESP`, and `<ext>` is `raw`, or one of urBackup's container formats
+ * `vhd`, `vhdz`, `vhdx`, `vhdxz` (docs/urbackup-image-formats.md §1), served the same way.
  */
 import { dirname, join } from 'node:path';
 import { nodeBackupFs, type BackupFs } from './backup-fs.js';
+import { type ImageExtension, findImageBackupFiles } from './images/image-backup-files.js';
 
 export interface VolumeBackup {
   /**
@@ -20,10 +22,14 @@ export interface VolumeBackup {
   readonly letter: string;
   /** `YYMMDD-HHMM`, server local time (docs/urbackup-formats.md §1.1). */
   readonly timestamp: string;
+  /** The image file: the `.raw`, or the `.vhd`/`.vhdz`/`.vhdx`/`.vhdxz` (see `format`). */
   readonly rawPath: string;
+  /** `<image>.mbr`: side files take the whole image name (`Image_C_<ts>.vhdz.mbr`). */
   readonly mbrPath: string;
-  /** `.raw.sync` exists: urBackup finished and fsynced the backup (docs/urbackup-formats.md §1.2). */
+  /** `<image>.sync` exists: urBackup finished and fsynced the backup (docs/urbackup-formats.md §1.2). */
   readonly complete: boolean;
+  /** The image's format; undefined means `raw`. */
+  readonly format?: ImageExtension;
 }
 
 export interface SkippedBackup {
@@ -33,7 +39,6 @@ export interface SkippedBackup {
 
 /** A volume backup folder name (docs/urbackup-formats.md §1.1): groups 1 = `YYMMDD-HHMM`, 2 = the volume. */
 export const BACKUP_FOLDER_PATTERN = /^(\d{6}-\d{4})_Image_([A-Za-z]|SYSVOL|ESP)$/;
-const OTHER_FORMATS = ['vhd', 'vhdz', 'vhdx', 'vhdxz'];
 
 /** A drive-letter volume (not SYSVOL or ESP): these get a virtual whole disk beside them. */
 export function isDriveLetter(letter: string): boolean {
@@ -64,24 +69,18 @@ export async function readBackupFolder(
   const [, timestamp = '', letter = ''] = match;
   const names = new Set(await listDirectory(fs, folder));
   const base = `Image_${letter}_${timestamp}`;
-  if (!names.has(`${base}.raw`)) {
-    const other = OTHER_FORMATS.find((extension) => names.has(`${base}.${extension}`));
-    const reason =
-      other === undefined
-        ? `no ${base}.raw in the folder`
-        : `stored as .${other}, not RAW: only RAW (copy-on-write raw) image backups are served`;
-    return { path: folder, reason };
-  }
-  const rawPath = join(folder, `${base}.raw`);
+  const image = findImageBackupFiles(folder, base, names);
+  if (image === undefined) return { path: folder, reason: `no ${base}.raw (or .vhd, .vhdz, .vhdx, .vhdxz) in the folder` };
   return {
     root: dirname(dirname(folder)),
     client,
     folder,
     letter,
     timestamp,
-    rawPath,
-    mbrPath: `${rawPath}.mbr`,
-    complete: names.has(`${base}.raw.sync`),
+    rawPath: image.imagePath,
+    mbrPath: image.mbrPath,
+    complete: image.complete,
+    ...(image.extension === 'raw' ? {} : { format: image.extension }),
   };
 }
 

@@ -8,6 +8,9 @@ import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
 import { type MbrData, parseMbrFile } from './mbr-data.js';
 import type { VolumeBackup } from './backup-tree.js';
 import { nodeBackupFs, type BackupFs, type BackupImageFile } from './backup-fs.js';
+import type { Layout } from '../extents/extent.js';
+import { openSourceFile } from '../extents/confined-open.js';
+import { type LoadedImageVolume, loadImageVolume } from './images/load-image-volume.js';
 
 /** docs/urbackup-formats.md §2.2: the volume starts at a constant 512 KiB in every `.raw`. */
 export const RAW_VOLUME_OFFSET = 524288;
@@ -40,6 +43,12 @@ export interface LoadedVolume {
   readonly bootSector: Uint8Array;
   /** Ranges of the `.raw` (file offsets) inside the volume that hold data, sorted. */
   readonly dataRanges: readonly DataRange[];
+  /**
+   * A `.vhd`/`.vhdz`/`.vhdx`/`.vhdxz` backup (docs/urbackup-image-formats.md): the volume as
+   * extents, [0, volumeLength), with its chain resolved; `volumeOffset` is then 0 and
+   * `dataRanges` are offsets into this layout. undefined for a `.raw`.
+   */
+  readonly image?: { readonly layout: Layout; readonly loaded: LoadedImageVolume };
 }
 
 
@@ -92,6 +101,31 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     throw fileError('E_MBRDATA', backup.mbrPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
   });
   const parsed = parseMbrFile(mbr.bytes, backup.mbrPath);
+  if (backup.format !== undefined && backup.format !== 'raw') {
+    // Every file of the chain is opened through the confined open (parents too).
+    const opener = (path: string, role: string): ReturnType<typeof openSourceFile> => openSourceFile(path, confinement, { role });
+    const loaded = await loadImageVolume(backup.rawPath, parsed.kind === 'whole-disk', opener);
+    const layout = loaded.volume;
+    const ranges: DataRange[] = [];
+    for (const extent of layout.extents) {
+      if (extent.kind === 'zero') continue;
+      const last = ranges.at(-1);
+      if (last !== undefined && last.offset + last.length === extent.start) ranges[ranges.length - 1] = { offset: last.offset, length: last.length + extent.length };
+      else ranges.push({ offset: extent.start, length: extent.length });
+    }
+    return {
+      backup,
+      mbrBytes: mbr.bytes,
+      mbrData: parsed.kind === 'whole-disk' ? undefined : parsed.data,
+      rawSize: loaded.chain[0]?.fileSize ?? 0,
+      mtimeMs: Math.max(loaded.mtimeMs, mbr.mtimeMs),
+      volumeOffset: 0,
+      volumeLength: loaded.volumeLength,
+      bootSector: loaded.bootSector,
+      dataRanges: ranges,
+      image: { layout, loaded },
+    };
+  }
   let raw: BackupImageFile;
   try {
     raw = await fs.openImage(backup.rawPath, confinement, { role: 'urBackup .raw image' });

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+/**
+ * VHDZ image backups served end to end (issue #15): the fixture backups' RAW C: volumes are
+ * rewritten as urBackup writes VHDZ (fixtures/urbackup-images.ts) into a separate backup root
+ * (a full backup for run 1, a differencing child of it for run 2, plus a plain VHD), with their
+ * `.mbr` side files copied under the image's name. `ls` serves them, `materialize` writes a disk
+ * that qemu-img finds identical to the truth disk, and the mount serves the same disk.
+ * The fixture backup tree itself is only read.
+ */
+import { copyFile, cp, mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { FixtureDisk, FixtureVolume } from '../fixtures/build-fixtures.js';
+import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
+import { assembleExpectedDisk } from './helpers/expected-disk.js';
+import { fixtureDisk } from './helpers/fixture-disk.js';
+import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
+import { runOk, synthvhd } from './helpers/run.js';
+
+const RAW_VOLUME_OFFSET = 524288;
+const CLIENT_BLOCK = 4096;
+
+let work: string;
+let root: string;
+
+async function readVolume(volume: FixtureVolume): Promise<Uint8Array> {
+  const handle = await open(volume.rawPath, 'r');
+  try {
+    const bytes = new Uint8Array(volume.volumeLength);
+    await handle.read(bytes, 0, bytes.length, RAW_VOLUME_OFFSET);
+    return bytes;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The 4 KiB blocks that differ from `base` (all non-zero ones without a base). */
+function blocksToWrite(volume: Uint8Array, base?: Uint8Array): number[] {
+  const blocks: number[] = [];
+  for (let block = 0; block * CLIENT_BLOCK < volume.length; block++) {
+    const piece = volume.subarray(block * CLIENT_BLOCK, (block + 1) * CLIENT_BLOCK);
+    const other = base?.subarray(block * CLIENT_BLOCK, (block + 1) * CLIENT_BLOCK);
+    const same = other === undefined ? piece.every((byte) => byte === 0) : piece.every((byte, index) => byte === other[index]);
+    if (!same) blocks.push(block);
+  }
+  return blocks;
+}
+
+/** Copies every volume folder of `disk` into the test root; C: becomes `extension`. */
+async function copyDisk(disk: FixtureDisk): Promise<Map<string, string>> {
+  const folders = new Map<string, string>();
+  for (const volume of disk.volumes) {
+    const target = join(root, disk.client, basename(volume.backupDir));
+    await mkdir(target, { recursive: true });
+    if (volume.letter !== disk.anchor.letter) {
+      await cp(volume.backupDir, target, { recursive: true });
+    } else {
+      for (const name of await readdir(volume.backupDir)) {
+        if (!name.endsWith('.raw') && !name.includes('.raw.')) await copyFile(join(volume.backupDir, name), join(target, name));
+      }
+    }
+    folders.set(volume.letter, target);
+  }
+  return folders;
+}
+
+function imageName(volume: FixtureVolume, extension: string): string {
+  return `Image_${volume.letter}_${volume.timestamp}.${extension}`;
+}
+
+async function placeImage(volume: FixtureVolume, folder: string, extension: string, bytes: Uint8Array): Promise<string> {
+  const path = join(folder, imageName(volume, extension));
+  await writeFile(path, bytes);
+  await copyFile(`${volume.rawPath}.mbr`, `${path}.mbr`);
+  await writeFile(`${path}.sync`, '');
+  return path;
+}
+
+async function expectSameDisk(format: 'vhdx' | 'vpc', image: string, disk: FixtureDisk): Promise<void> {
+  const expected = join(work, `${disk.name}.expected.raw`);
+  await assembleExpectedDisk(disk, expected);
+  await runOk('qemu-img', ['compare', '-q', '-f', format, '-F', 'raw', image, expected]);
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'synthvhd-urbimages-e2e-'));
+  root = join(work, 'root');
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('VHDZ backups through ls, materialize and the mount', () => {
+  it('a full VHDZ (run 1) and a differencing VHDZ child (run 2) read as the truth disks', async () => {
+    const fixtures = inject('fixtures');
+    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
+    const run2 = fixtures.disks.find((disk) => disk.name === 'uefi-gpt-run2');
+    expect(run2).toBeDefined();
+    const random = seededRandom(12);
+    const folders1 = await copyDisk(run1);
+    const volume1 = await readVolume(run1.anchor);
+    const full = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd', shuffle: true } });
+    const fullPath = await placeImage(run1.anchor, folders1.get(run1.anchor.letter) ?? '', 'vhdz', full.bytes);
+
+    const ls = JSON.parse((await synthvhd(['ls', '--json', root])).stdout) as unknown;
+    expect(JSON.stringify(ls)).toContain(imageName(run1.anchor, 'disk.vhdx'));
+
+    const out1 = join(work, 'run1.vhdx');
+    const materialized = await synthvhd(['materialize', '--json', folders1.get(run1.anchor.letter) ?? '', '-o', out1]);
+    expect(materialized.code, materialized.stderr).toBe(0);
+    expect(materialized.stdout).toMatch(/urBackup-compressed: decoded and copied/);
+    await expectSameDisk('vhdx', out1, run1);
+
+    if (run2 !== undefined) {
+      const folders2 = await copyDisk(run2);
+      const volume2 = await readVolume(run2.anchor);
+      const child = writeUrbackupImage(volume2, blocksToWrite(volume2, volume1), {
+        random,
+        compressed: { codec: 'zlib' },
+        parent: { path: fullPath, uniqueId: full.uniqueId, timeStamp: full.timeStamp, size: full.diskSize },
+      });
+      await placeImage(run2.anchor, folders2.get(run2.anchor.letter) ?? '', 'vhdz', child.bytes);
+      const out2 = join(work, 'run2.vhd');
+      const result = await synthvhd(['materialize', folders2.get(run2.anchor.letter) ?? '', '-o', out2]);
+      expect(result.code, result.stderr).toBe(0);
+      await expectSameDisk('vpc', out2, run2);
+    }
+
+    // The mount serves the same disk from the VHDZ.
+    const mountpoint = await tempMountpoint();
+    const mount = await startMount(root, mountpoint.path);
+    try {
+      const served = join(mountpoint.path, run1.client, basename(run1.anchor.backupDir), `Image_${run1.anchor.letter}_${run1.anchor.timestamp}.disk.vhdx`);
+      await expectSameDisk('vhdx', served, run1);
+    } finally {
+      await mount.stop();
+      await mountpoint.cleanup();
+    }
+  });
+});
