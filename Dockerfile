@@ -8,7 +8,7 @@
 #
 # The build stage runs scripts/setup.sh, the same install script CI (.ci/run) runs, with
 # SYNTHVHD_RUNTIME_ONLY=1 so the test-only checkers (qemu-utils, samba, ...) stay out. The
-# runtime stage gets libfuse2 and fuse3 from the same script and the built tree with production
+# runtime stage gets fuse3 and libfuse3 from the same script and the built tree with production
 # node_modules only.
 
 FROM node:20-bookworm-slim AS build

@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# runtime: FUSE (libfuse.so.2 for fuse-native, fusermount from fuse3)
-runtime_packages=(libfuse2 fuse3)
+# runtime: FUSE (libfuse.so.3 for the session addon, fusermount3/fusermount from fuse3)
+runtime_packages=(fuse3 libfuse3-3)
 # native addon build (the FUSE session links libfuse3, libzstd and zlib, found with pkg-config)
 build_packages=(python3 make g++ pkg-config libfuse3-dev libzstd-dev zlib1g-dev)
 # independent checkers and fixture builders used by the tests (systemd: systemd-analyze verify)

@@ -131,16 +131,16 @@ describe('Dockerfile', () => {
     expect(ci).toMatch(/^bash scripts\/setup\.sh$/m);
   });
 
-  it('setup.sh: CI gets the test tools, SYNTHVHD_RUNTIME_ONLY=1 only runtime + build packages, --runtime-packages only libfuse2 and fuse3', async () => {
+  it('setup.sh: CI gets the test tools, SYNTHVHD_RUNTIME_ONLY=1 only runtime + build packages, --runtime-packages only fuse3 and libfuse3', async () => {
     const list = async (env: Record<string, string>, args: readonly string[]): Promise<string[]> => {
       const { stdout } = await runOk('env', [...Object.entries(env).map(([key, value]) => `${key}=${value}`), 'bash', join(REPO_ROOT, 'scripts', 'setup.sh'), ...args, '--list-packages']);
       return stdout.trim().split(/\s+/);
     };
     const ci = await list({ SYNTHVHD_RUNTIME_ONLY: '' }, []);
-    expect(ci).toEqual(expect.arrayContaining(['libfuse2', 'fuse3', 'python3', 'make', 'g++', 'qemu-utils', 'samba', 'smbclient', 'btrfs-progs', 'systemd']));
+    expect(ci).toEqual(expect.arrayContaining(['fuse3', 'libfuse3-3', 'python3', 'make', 'g++', 'qemu-utils', 'samba', 'smbclient', 'btrfs-progs', 'systemd']));
     const image = await list({ SYNTHVHD_RUNTIME_ONLY: '1' }, []);
-    expect(image).toEqual(['libfuse2', 'fuse3', 'python3', 'make', 'g++', 'pkg-config', 'libfuse3-dev', 'libzstd-dev', 'zlib1g-dev']);
-    expect(await list({}, ['--runtime-packages'])).toEqual(['libfuse2', 'fuse3']);
+    expect(image).toEqual(['fuse3', 'libfuse3-3', 'python3', 'make', 'g++', 'pkg-config', 'libfuse3-dev', 'libzstd-dev', 'zlib1g-dev']);
+    expect(await list({}, ['--runtime-packages'])).toEqual(['fuse3', 'libfuse3-3']);
     expect((await run('bash', [join(REPO_ROOT, 'scripts', 'setup.sh'), '--no-such-option'])).code).toBe(2);
   });
 
@@ -205,7 +205,9 @@ describe('Dockerfile', () => {
       expect(status).toMatchObject({ libfuse: 'ok', 'native-addon': 'ok' });
       // Only production dependencies travel.
       expect(existsSync(inStage(1, posix.join(workdirs[1] ?? '/', 'node_modules', 'vitest')))).toBe(false);
-      expect(existsSync(inStage(1, posix.join(workdirs[1] ?? '/', 'node_modules', 'fuse-native')))).toBe(true);
+      // The FUSE layer is the addon built in the image (synthvhd_fuse.node), not an npm package.
+      expect(existsSync(inStage(1, posix.join(workdirs[1] ?? '/', 'node_modules', 'fuse-native')))).toBe(false);
+      expect(existsSync(inStage(1, posix.join(workdirs[1] ?? '/', 'native', 'build', 'Release', 'synthvhd_fuse.node')))).toBe(true);
     } finally {
       await rm(work, { recursive: true, force: true });
     }

@@ -25,7 +25,7 @@ function exitCodeOf(error: unknown): number {
 type AnyAction = (...args: unknown[]) => unknown;
 
 /**
- * Loads a command's module only when it runs: `synthvhd ls` need not load fuse-native, and
+ * Loads a command's module only when it runs: `synthvhd ls` need not load the FUSE addon, and
  * `materialize` need not load the FUSE layer (start-up dominates short commands).
  */
 function lazy<M>(load: () => Promise<M>, pick: (module: M) => unknown): (...args: unknown[]) => Promise<void> {

@@ -2,7 +2,7 @@
 /**
  * The one place where errors become errno values: the FUSE edge. Everything below src/fuse
  * throws SynthvhdErrors or Node system errors; a handler answers libfuse with the negative errno
- * this module picks (fuse-native: "cb(-errno)").
+ * this module picks (session-handlers.ts hands the session its absolute value).
  */
 import { constants } from 'node:os';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';

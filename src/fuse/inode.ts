@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 /**
  * Stable inode numbers. Samba identifies a file by (st_dev, st_ino) for locks, oplocks and
- * leases, so a file must keep its number across lookups, `forget`s and remounts. fuse-native
- * hands libfuse only 32 bits of st_ino (its stat array is uint32), and libfuse reports it only
- * with `-o use_ino` (see mount.ts). Three disjoint ranges:
+ * leases, so a file must keep its number across lookups, `forget`s and remounts. The FUSE
+ * session reports st_ino exactly as getattr gives it (its own node ids are separate). Numbers
+ * stay within 32 bits, as they were when fuse-native could only pass 32, so a file keeps the
+ * id Samba knows it by across synthvhd versions. Three disjoint ranges:
  *
  *   [1, 2^30)       a real file or directory on the backup root's own file system: its inode
  *   [2^30, 2^31)    a real entry elsewhere (another file system below the root, e.g. a btrfs

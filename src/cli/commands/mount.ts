@@ -65,8 +65,8 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    // fuse-native can leave its FUSE thread and a libuv handle behind (also when mounting
-    // failed half-way); they must not hold the exit. main() sets the exit code before this fires.
+    // A file opened before the (lazy) unmount keeps the FUSE session serving it until it is
+    // closed; that must not hold the exit. main() sets the exit code before this fires.
     setTimeout(() => process.exit(), 2000).unref();
   }
 }
