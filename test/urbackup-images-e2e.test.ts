@@ -126,6 +126,18 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
       const result = await synthvhd(['materialize', folders2.get(run2.anchor.letter) ?? '', '-o', out2]);
       expect(result.code, result.stderr).toBe(0);
       await expectSameDisk('vpc', out2, run2);
+
+      // The backup-run diff comes from the child's own BAT and bitmaps: nothing is read. Merged
+      // onto run 1's disk it gives run 2's disk.
+      const diffPath = join(work, 'run2_diff.vhdx');
+      const diff = await synthvhd(['diff', '--json', '--parent', out1, folders1.get(run1.anchor.letter) ?? '', folders2.get(run2.anchor.letter) ?? '', '-o', diffPath]);
+      expect(diff.code, diff.stderr).toBe(0);
+      expect(diff.stdout).toMatch(/BATs and sector bitmaps/);
+      expect(diff.stdout).toMatch(/"bytesRead":\s*0\b/);
+      const merged = join(work, 'run2.merged.vhdx');
+      const merge = await synthvhd(['merge', diffPath, '-o', merged]);
+      expect(merge.code, merge.stderr).toBe(0);
+      await expectSameDisk('vhdx', merged, run2);
     }
 
     // The mount serves the same disk from the VHDZ.

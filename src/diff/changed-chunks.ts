@@ -12,6 +12,7 @@ import type { LoadedVolume } from '../urbackup/load-volume.js';
 import { chunkCountOf, RAW_HASH_CHUNK, readRawHashes, zeroChunkHash, type RawHashes } from '../urbackup/raw-hash.js';
 import { chunkLength, chunksWithData, hashChunk, readChunk } from '../urbackup/volume-chunks.js';
 import { sharedRanges } from './shared-extents.js';
+import { changedChunkFlags, changedSince } from '../urbackup/images/load-image-volume.js';
 
 const SAMPLE_CHUNKS = 16;
 
@@ -78,7 +79,36 @@ async function trustedHashes(volume: LoadedVolume, chunkCount: number, withData:
   return hashes;
 }
 
+/**
+ * A differencing VHD/VHDX chain says itself what each backup run wrote (its BATs and sector
+ * bitmaps, docs/urbackup-image-formats.md §3): when `older` is in `newer`'s chain, the changed
+ * chunks are the ones the files between them wrote, and nothing is read.
+ */
+function compareInChain(older: LoadedVolume, newer: LoadedVolume): ChunkComparison | undefined {
+  if (older.image === undefined || newer.image === undefined) return undefined;
+  const ranges = changedSince(newer.image.loaded, older.image.loaded.path);
+  if (ranges === undefined) return undefined;
+  const chunkCount = chunkCountOf(newer.volumeLength);
+  const flags = changedChunkFlags(ranges, newer.volumeLength, RAW_HASH_CHUNK);
+  const changed: number[] = [];
+  flags.forEach((flag, index) => {
+    if (flag) changed.push(index);
+  });
+  const depth = newer.image.loaded.chain.findIndex((file) => file.path === older.image?.loaded.path);
+  return {
+    chunkCount,
+    changed,
+    decidedBySharing: chunkCount,
+    decidedByHashes: 0,
+    decidedByReading: 0,
+    bytesRead: 0,
+    notes: [`decided by the BATs and sector bitmaps of ${depth} differencing image(s) between the two backups: nothing read`],
+  };
+}
+
 export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): Promise<ChunkComparison> {
+  const inChain = compareInChain(older, newer);
+  if (inChain !== undefined) return inChain;
   const chunkCount = chunkCountOf(newer.volumeLength);
   const olderCount = chunkCountOf(older.volumeLength);
   const notes: string[] = [];
@@ -86,16 +116,17 @@ export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): 
   try {
     const olderData = chunksWithData(older, olderCount);
     const newerData = chunksWithData(newer, chunkCount);
-    const shared = sharedChunks(
-      await sharedRanges(
-        { path: older.backup.rawPath, confinement: { root: older.backup.root } },
-        { path: newer.backup.rawPath, confinement: { root: newer.backup.root } },
-        newer.volumeOffset,
-        newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength),
-      ),
-      newer,
-      chunkCount,
-    );
+    // Shared extents (FIEMAP) mean something only between two `.raw` files.
+    const bothRaw = older.image === undefined && newer.image === undefined;
+    const ranges = bothRaw
+      ? await sharedRanges(
+          { path: older.backup.rawPath, confinement: { root: older.backup.root } },
+          { path: newer.backup.rawPath, confinement: { root: newer.backup.root } },
+          newer.volumeOffset,
+          newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength),
+        )
+      : [];
+    const shared = sharedChunks(ranges, newer, chunkCount);
     const sameLength = older.volumeLength === newer.volumeLength;
     if (!sameLength) notes.push(`volume length changed (${older.volumeLength} → ${newer.volumeLength} bytes): hashes not used`);
     const olderHashes = sameLength ? await trustedHashes(older, olderCount, olderData, sources, notes) : undefined;

@@ -4,6 +4,7 @@
  * holes (no read needed), and the bytes or SHA-256 of one chunk.
  */
 import { createHash } from 'node:crypto';
+import { readAt } from '../extents/read-at.js';
 import type { SourceFiles } from '../extents/source-files.js';
 import type { LoadedVolume } from './load-volume.js';
 import { RAW_HASH_CHUNK, zeroChunkHash } from './raw-hash.js';
@@ -25,7 +26,9 @@ export function chunksWithData(volume: LoadedVolume, chunkCount: number): Uint8A
 
 export async function readChunk(sources: SourceFiles, volume: LoadedVolume, index: number, into: Uint8Array): Promise<Uint8Array> {
   const length = chunkLength(volume, index);
-  await sources.readFully(volume.backup.rawPath, volume.volumeOffset + index * RAW_HASH_CHUNK, into, 0, length);
+  // A VHD/VHDZ/VHDX(Z) backup: its volume is a layout (chains, compressed blocks), not a file range.
+  if (volume.image !== undefined) await readAt(volume.image.layout, sources, index * RAW_HASH_CHUNK, into, length, 0);
+  else await sources.readFully(volume.backup.rawPath, volume.volumeOffset + index * RAW_HASH_CHUNK, into, 0, length);
   return into.subarray(0, length);
 }
 
