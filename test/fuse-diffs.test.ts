@@ -65,7 +65,11 @@ describe('synthvhd mount: .disk_diff.vhdx', () => {
   it('is served for a backup with an earlier run of its disk, never for the first one', async () => {
     const run1 = diskByName('uefi-gpt-run1');
     const run2 = diskByName('uefi-gpt-run2');
-    expect(await readdir(servedFolder(run2))).toContain(basename(served(run2, 'disk_diff.vhdx')));
+    // Planned in the background once the folder is looked at; listed when ready.
+    for (let attempt = 0; !(await readdir(servedFolder(run2))).includes(basename(served(run2, 'disk_diff.vhdx'))); attempt++) {
+      if (attempt === 600) throw new Error(`no diff listed after 60 s\n${mount?.stderr() ?? ''}`);
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+    }
     expect((await readdir(servedFolder(run1))).filter((name) => name.includes('_diff'))).toEqual([]);
     await expect(stat(served(run1, 'disk_diff.vhdx'))).rejects.toMatchObject({ code: 'ENOENT' });
     // Other clients' disks have a single run each: no diff anywhere else.

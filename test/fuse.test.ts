@@ -36,6 +36,14 @@ function diffNames(disk: FixtureDisk): string[] {
   return earlier ? [`Image_${disk.anchor.letter}_${disk.anchor.timestamp}.disk_diff.vhdx`] : [];
 }
 
+/** Waits (polling readdir, at most 60 s) until `name` is listed in `folder`. */
+async function listedEventually(folder: string, name: string): Promise<void> {
+  for (let attempt = 0; !(await readdir(folder)).includes(name); attempt++) {
+    if (attempt === 600) throw new Error(`${name} not listed in ${folder} after 60 s`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+  }
+}
+
 let mount: MountedChild | undefined;
 let mountpoint: { path: string; cleanup: () => Promise<void> };
 let scratch: string;
@@ -83,6 +91,10 @@ describe('synthvhd mount: the tree', () => {
   it('mirrors the backup root and adds the whole-disk files only in complete drive-letter folders', async () => {
     expect(mount?.stdout()).toContain(`synthvhd: mounted ${fixtures.backupRoot} at ${mountpoint.path} (read-only)\n`);
     expect((await readdir(mountpoint.path)).sort()).toEqual((await readdir(fixtures.backupRoot)).sort());
+    // A diff is planned in the background once its folder is looked at, and listed when ready.
+    for (const disk of fixtures.disks.filter((candidate) => diffNames(candidate).length > 0)) {
+      await listedEventually(onMount(disk.anchor.backupDir), diffNames(disk)[0] ?? '');
+    }
     for (const disk of fixtures.disks) {
       const expected = [...(await readdir(disk.anchor.backupDir)), virtualName(disk, 'vhdx'), ...(offersVhd(disk) ? [virtualName(disk, 'vhd')] : []), ...diffNames(disk)];
       expect((await readdir(onMount(disk.anchor.backupDir))).sort(), disk.name).toEqual(expected.sort());

@@ -245,7 +245,7 @@ export class BackupFs {
       if (disk !== undefined) {
         const present = new Set(names);
         const files = [...disk.files().keys()];
-        // Neither builds anything: one stat in the cache, and the diff's parent (composed, not compared).
+        // Neither waits for a build: one stat in the cache, and a diff only once built in the background.
         const [list, diff] = await Promise.all([this.blocklistOf(disk), this.diffs.offered(disk)]);
         const extra = [...files, ...(list === undefined ? [] : files.map((name) => `${name}${BLOCKLIST_SUFFIX}`))];
         if (diff) extra.push(diffFileName(disk.anchor.letter, disk.anchor.timestamp));

@@ -16,12 +16,14 @@
  * - `parentOf` (readdir and getattr's first step): which earlier disk; re-checked at most once
  *   per `revalidateMs` like the disks themselves. readdir lists the diff name when a parent of
  *   the same size and sector size exists, without building the diff.
- * - `get` (getattr, open): the diff's layout, whose size getattr must report, built on first use
- *   by `planDiff` (compareVolumes: shared extents and `.raw.hash` decide most chunks without
- *   reading; missing or untrusted hashes mean reading both volumes). It is all asynchronous, so
- *   the handlers keep answering while a diff is being planned; the promise is cached under both
- *   backups' source keys (folder + ServedDisk.key of newer and older), so a change on either
- *   side builds a new diff and concurrent lookups share one build.
+ * - the build: the diff's layout, whose size getattr must report, planned by `planDiff`
+ *   (compareVolumes: shared extents and `.raw.hash` decide most chunks without reading; missing
+ *   or untrusted hashes mean reading both volumes, hours for a multi-TB volume). No lookup ever
+ *   waits for it: the first readdir or lookup of the folder starts it in the background (one
+ *   build at a time, like the blocklists), and the diff appears (listed, found) once it is
+ *   complete; until then the name answers ENOENT. A build is cached under both backups' source
+ *   keys (folder + ServedDisk.key of newer and older), so a change on either side builds a new
+ *   diff.
  * A build that fails is logged once and the name answers ENOENT; it is tried again after
  * RETRY_FAILED_MS (a transient I/O error must not hide the diff for the life of the mount).
  */
@@ -34,7 +36,17 @@ import { type VirtualAccess, virtualAccess } from './reader-access.js';
 import { absoluteWin32Path } from '../container/windows-path.js';
 import type { Layout } from '../extents/extent.js';
 import { timestampMinutes } from '../urbackup/backup-tree.js';
-import { describe, diffFileName, parseDriveLetterFolder, type ServedDisk, type ServedDisks } from './served-disks.js';
+import { createLimiter } from '../util/limit.js';
+import {
+  DEFAULT_CACHE_BYTES,
+  describe,
+  diffFileName,
+  layoutMemoryBytes,
+  parseDriveLetterFolder,
+  PENDING_ENTRY_BYTES,
+  type ServedDisk,
+  type ServedDisks,
+} from './served-disks.js';
 
 const RETRY_FAILED_MS = 60_000;
 
@@ -73,13 +85,15 @@ interface ParentEntry {
 
 interface BuildEntry {
   result: Promise<ServedDiff | undefined>;
+  /** The diff once its build completed. */
+  diff: ServedDiff | undefined;
   /** performance.now() of a failed build, so it is retried later. */
   failedAt: number | undefined;
 }
 
 export interface ServedDiffsOptions {
-  /** Backups whose diff stays cached (LRU). */
-  readonly maxEntries?: number;
+  /** Bytes of built diffs kept cached (LRU by memory, their BATs and bitmaps); default 256 MiB. */
+  readonly maxBytes?: number;
   /**
    * The mount point as Windows reaches it (`\\server\share`, from parseWindowsFolder): the
    * diff's `absolute_win32_path` then names its parent there; without it the entry is left out.
@@ -90,6 +104,8 @@ export interface ServedDiffsOptions {
 export class ServedDiffs {
   private readonly parents: LRUCache<string, ParentEntry>;
   private readonly builds: LRUCache<string, BuildEntry>;
+  /** One build at a time: a diff that reads both volumes must not starve the mount's reads. */
+  private readonly buildSlot = createLimiter(1);
 
   /**
    * `root`: the backup root (source tree); `mountpoint`: where it is mounted, so the parent
@@ -101,8 +117,12 @@ export class ServedDiffs {
     private readonly mountpoint: string,
     private readonly options: ServedDiffsOptions = {},
   ) {
-    this.parents = new LRUCache<string, ParentEntry>({ max: options.maxEntries ?? 512 });
-    this.builds = new LRUCache<string, BuildEntry>({ max: options.maxEntries ?? 512 });
+    // A parent entry names a disk the disk cache holds (and sizes); counted at a fixed cost.
+    this.parents = new LRUCache<string, ParentEntry>({ maxSize: PENDING_ENTRY_BYTES * 4096, sizeCalculation: () => PENDING_ENTRY_BYTES });
+    this.builds = new LRUCache<string, BuildEntry>({
+      maxSize: options.maxBytes ?? DEFAULT_CACHE_BYTES,
+      sizeCalculation: (entry) => (entry.diff === undefined ? PENDING_ENTRY_BYTES : layoutMemoryBytes(entry.diff.layout)),
+    });
   }
 
   /** The disk `newer`'s diff would have as parent, or undefined (a first backup of its disk). */
@@ -117,19 +137,26 @@ export class ServedDiffs {
     return older;
   }
 
-  /**
-   * True when the diff name should be listed: a parent exists that the diff can be built over,
-   * and no build over it has failed. Never builds.
-   */
+  /** True when the diff name should be listed: its build is complete. Starts the build (in the background) when there is none yet. */
   async offered(newer: ServedDisk): Promise<boolean> {
-    const older = await this.parentOf(newer);
-    if (older === undefined || !compatible(older, newer)) return false;
-    const build = this.builds.get(buildKey(newer, older));
-    return build?.failedAt === undefined;
+    return (await this.get(newer)) !== undefined;
   }
 
-  /** The diff served in `newer`'s folder, built on first use; undefined when there is none. */
+  /**
+   * The diff served in `newer`'s folder once its build is complete; undefined when there is none
+   * or it is still being built (the build is started, never waited for).
+   */
   async get(newer: ServedDisk): Promise<ServedDiff | undefined> {
+    return (await this.started(newer))?.diff;
+  }
+
+  /** Resolves once the diff of `newer` is built (or cannot be); for callers that may wait (tests, tools). */
+  async ready(newer: ServedDisk): Promise<ServedDiff | undefined> {
+    return (await this.started(newer))?.result;
+  }
+
+  /** The build of `newer`'s diff over its parent, started if there is none (or a failed one is due a retry). */
+  private async started(newer: ServedDisk): Promise<BuildEntry | undefined> {
     const older = await this.parentOf(newer);
     if (older === undefined) return undefined;
     const key = buildKey(newer, older);
@@ -141,16 +168,24 @@ export class ServedDiffs {
     let build = this.builds.get(key);
     if (build?.failedAt !== undefined && performance.now() - build.failedAt > RETRY_FAILED_MS) build = undefined;
     if (build === undefined) {
-      const entry: BuildEntry = { result: Promise.resolve(undefined), failedAt: undefined };
-      entry.result = this.build(newer, older).catch((error: unknown) => {
-        entry.failedAt = performance.now();
-        this.disks.logOnce(key, `${name}: not served: ${describe(error)}`);
-        return undefined;
-      });
+      const entry: BuildEntry = { result: Promise.resolve(undefined), diff: undefined, failedAt: undefined };
+      entry.result = this.buildSlot(() => this.build(newer, older)).then(
+        (diff) => {
+          entry.diff = diff;
+          // Sized again now that its layout exists (set recomputes the size).
+          if (this.builds.peek(key) === entry) this.builds.set(key, entry);
+          return diff;
+        },
+        (error: unknown) => {
+          entry.failedAt = performance.now();
+          this.disks.logOnce(key, `${name}: not served: ${describe(error)}`);
+          return undefined;
+        },
+      );
       this.builds.set(key, entry);
       build = entry;
     }
-    return build.result;
+    return build;
   }
 
   private async findParent(newer: ServedDisk): Promise<ServedDisk | undefined> {
