@@ -92,6 +92,51 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+describe('VHDZ backups that cannot be served', () => {
+  it('unfinished, truncated, orphaned: one clear line each in ls and doctor, materialize writes nothing', async () => {
+    const fixtures = inject('fixtures');
+    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
+    const bad = join(work, 'bad-root');
+    const random = seededRandom(99);
+    const volume = new Uint8Array(8 * 1024 * 1024);
+    volume.fill(0x42, 0, 65536);
+    const cases: [string, Uint8Array, RegExp][] = [];
+    const unfinished = writeUrbackupImage(volume, [0, 1, 2], { random, compressed: { codec: 'zstd' }, unfinished: true });
+    cases.push(['260601-0101', unfinished.bytes, /never finished/]);
+    const full = writeUrbackupImage(volume, [0, 1, 2], { random, compressed: { codec: 'zstd' } });
+    cases.push(['260601-0102', full.bytes.subarray(0, full.bytes.length - 16), /index at \d+ .* not inside/]);
+    const orphan = writeUrbackupImage(volume, [3], {
+      random,
+      compressed: { codec: 'zlib' },
+      parent: { path: join(bad, run1.client, '260601-0100_Image_C', 'Image_C_260601-0100.vhdz'), uniqueId: full.uniqueId, timeStamp: full.timeStamp, size: full.diskSize },
+    });
+    cases.push(['260601-0103', orphan.bytes, /parent not found/]);
+    for (const [timestamp, bytes] of cases) {
+      const folder = join(bad, run1.client, `${timestamp}_Image_C`);
+      await mkdir(folder, { recursive: true });
+      const path = join(folder, `Image_C_${timestamp}.vhdz`);
+      await writeFile(path, bytes);
+      await copyFile(`${run1.anchor.rawPath}.mbr`, `${path}.mbr`);
+      await writeFile(`${path}.sync`, '');
+    }
+    const ls = await synthvhd(['ls', '--json', bad]);
+    const doctor = await synthvhd(['doctor', bad]);
+    for (const [timestamp, , reason] of cases) {
+      const name = `Image_C_${timestamp}.vhdz`;
+      expect(ls.stdout + ls.stderr).toMatch(new RegExp(`${name}[^\\n]*${reason.source}`));
+      const lines = doctor.stdout.split('\n').filter((line) => line.includes(timestamp));
+      expect(lines.length, doctor.stdout).toBeGreaterThan(0);
+      expect(lines.join('\n')).toMatch(reason);
+      const out = join(work, `${timestamp}.vhdx`);
+      const materialized = await synthvhd(['materialize', join(bad, run1.client, `${timestamp}_Image_C`), '-o', out]);
+      expect(materialized.code).toBe(1);
+      expect(materialized.stderr.trim().split('\n')).toHaveLength(1);
+      expect(materialized.stderr).toMatch(reason);
+      await expect(open(out, 'r')).rejects.toThrow();
+    }
+  });
+});
+
 describe('VHDZ backups through ls, materialize and the mount', () => {
   it('a full VHDZ (run 1) and a differencing VHDZ child (run 2) read as the truth disks', async () => {
     const fixtures = inject('fixtures');
