@@ -172,8 +172,9 @@ export class ServedDiffs {
       entry.result = this.buildSlot(() => this.build(newer, older)).then(
         (diff) => {
           entry.diff = diff;
-          // Sized again now that its layout exists (set recomputes the size).
-          if (this.builds.peek(key) === entry) this.builds.set(key, entry);
+          // Sized again now that its layout exists: a new entry object, since lru-cache keeps
+          // the size of a value set again (both objects share the result).
+          if (this.builds.peek(key) === entry) this.builds.set(key, { ...entry });
           return diff;
         },
         (error: unknown) => {

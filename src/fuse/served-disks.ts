@@ -294,11 +294,11 @@ export class ServedDisks {
     const result = probe.anchor === undefined ? Promise.resolve(undefined) : this.compose(folder, probe, now);
     const entry: Entry = { key: probe.key, checkedAt: now, result, bytes: PENDING_ENTRY_BYTES };
     this.entries.set(folder, entry);
-    // Sized again once composed (set recomputes the size; still the same entry).
+    // Sized again once composed: a new entry object, since lru-cache keeps the size of a value set again.
     void result.then((disk) => {
-      if (disk === undefined || this.entries.peek(folder) !== entry) return;
-      entry.bytes = disk.memoryBytes();
-      this.entries.set(folder, entry);
+      const current = this.entries.peek(folder);
+      if (disk === undefined || current?.result !== result) return;
+      this.entries.set(folder, { ...current, bytes: disk.memoryBytes() });
     });
     return result;
   }
