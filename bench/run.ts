@@ -15,6 +15,10 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   blocklist: async () => (await import('./blocklist.js')).runBlocklistBench,
   diff: async () => (await import('./diff.js')).runDiffBench,
   fixtures: async () => (await import('./fixture-build.js')).runFixturesBench,
+  vhdz: async () => {
+    const { runVhdzBench } = await import('./vhdz.js');
+    return () => runVhdzBench(process.argv.slice(3));
+  },
   catalog: async () => {
     const { runCatalogBench } = await import('./catalog.js');
     return () => runCatalogBench(process.argv.slice(3));

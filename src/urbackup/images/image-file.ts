@@ -25,6 +25,9 @@ import {
 /** Opens a source file read-only (the confined open of src/extents/confined-open.ts in production). */
 export type SourceOpener = (path: string, role: string) => Promise<FileHandle>;
 
+/** Decodes a record payload to exactly `blockLength` bytes (a DecodePool's, to keep the caller's thread free). */
+export type BlockDecoder = (mode: number, payload: Uint8Array, blockLength: number) => Promise<Uint8Array>;
+
 async function preadExactly(handle: FileHandle, path: string, position: number, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
   let done = 0;
@@ -52,6 +55,7 @@ export async function readCompressedRecord(
   blockLength: number,
   limit: number,
   exact = true,
+  decoder?: BlockDecoder,
 ): Promise<Uint8Array> {
   const head = parseRecordHeader(await preadExactly(handle, path, record, RECORD_HEADER_SIZE));
   if (record + RECORD_HEADER_SIZE + head.storedSize > limit) {
@@ -59,7 +63,7 @@ export async function readCompressedRecord(
   }
   const payload = await preadExactly(handle, path, record + RECORD_HEADER_SIZE, head.storedSize);
   try {
-    return await decodeBlock(head.mode, payload, blockLength, exact);
+    return await (exact && decoder !== undefined ? decoder(head.mode, payload, blockLength) : decodeBlock(head.mode, payload, blockLength, exact));
   } catch (error) {
     if (isSynthvhdError(error) && error.path === undefined) throw fileError(error.code, path, `block record at ${record}: ${error.message}`, error);
     throw error;
@@ -80,6 +84,7 @@ export class ImageFile {
     readonly mtimeMs: number,
     /** The container, when the file is urBackup-compressed. */
     readonly container: CompressedContainer | undefined,
+    private readonly decoder: BlockDecoder | undefined,
   ) {}
 
   /** The size of the VHD/VHDX (the logical size of a compressed file). */
@@ -87,17 +92,17 @@ export class ImageFile {
     return this.container?.header.logicalSize ?? this.fileSize;
   }
 
-  static async open(path: string, opener: SourceOpener, role: string): Promise<ImageFile> {
+  static async open(path: string, opener: SourceOpener, role: string, decoder?: BlockDecoder): Promise<ImageFile> {
     const handle = await opener(path, role);
     try {
       const info = await handle.stat();
       const head = info.size >= 25 ? await preadExactly(handle, path, 0, Math.min(COMPRESSED_HEADER_READ, info.size)) : new Uint8Array(0);
-      if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined);
+      if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined, decoder);
       try {
         const header = parseCompressedHeader(head, info.size);
         const offsets = parseCompressedIndex(await preadExactly(handle, path, header.indexOffset, indexLength(header)), header);
         const partial: CompressedContainer = { path, header, offsets, lastBlockLength: header.blockSize };
-        const file = new ImageFile(path, handle, info.size, info.mtimeMs, partial);
+        const file = new ImageFile(path, handle, info.size, info.mtimeMs, partial, decoder);
         const last = blockCount(header) - 1;
         const lastRecord = offsets[last] ?? -1;
         if (lastRecord === -1) return file;
@@ -108,7 +113,7 @@ export class ImageFile {
           throw fileError('E_CONTAINER', path, `the last block decodes to ${decoded.length} bytes, fewer than the ${needed} the file size needs`);
         }
         const container = { ...partial, lastBlockLength: decoded.length };
-        const done = new ImageFile(path, handle, info.size, info.mtimeMs, container);
+        const done = new ImageFile(path, handle, info.size, info.mtimeMs, container, decoder);
         done.cache.set(last, Promise.resolve(decoded));
         return done;
       } catch (error) {
@@ -157,7 +162,7 @@ export class ImageFile {
     const decoded =
       record === -1
         ? Promise.resolve(new Uint8Array(length))
-        : readCompressedRecord(this.handle, this.path, record, length, container.header.indexOffset);
+        : readCompressedRecord(this.handle, this.path, record, length, container.header.indexOffset, true, this.decoder);
     decoded.catch(() => this.cache.delete(block));
     this.cache.set(block, decoded);
     while (this.cache.size > PARSE_CACHE_BLOCKS) {

@@ -16,7 +16,8 @@ import { isZeroGuid } from '../../container/guid.js';
 import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { mapLogicalRange } from './compressed-file.js';
-import { ImageFile, type SourceOpener } from './image-file.js';
+import { DecodePool } from '../../extents/decode-pool.js';
+import { type BlockDecoder, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
 import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
 
@@ -54,9 +55,20 @@ const MAX_CHAIN_DEPTH = 1024;
 /** Stands for "the parent's disk" in a child's layout before the parent's extents replace it. */
 const PARENT = '\u0000parent';
 
-/** Opens `path` (and its parents) as the disk urBackup stored; see the file comment. */
+/**
+ * Opens `path` (and its parents) as the disk urBackup stored; see the file comment. The sector
+ * bitmaps of a .vhdz live inside its compressed blocks, so building the layout of a full image
+ * decodes most of the file: that runs on worker threads (src/extents/decode-pool.ts), so a
+ * mount's thread keeps answering while a large backup is opened.
+ */
 export async function openImageDisk(path: string, opener: SourceOpener): Promise<OpenedImageDisk> {
-  return openAt(resolve(path), opener, new Set<string>());
+  const pool = new DecodePool();
+  try {
+    const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
+    return await openAt(resolve(path), opener, new Set<string>(), decoder);
+  } finally {
+    await pool.close();
+  }
 }
 
 function withPath(error: unknown, path: string): unknown {
@@ -64,16 +76,16 @@ function withPath(error: unknown, path: string): unknown {
   return error;
 }
 
-async function openAt(path: string, opener: SourceOpener, seen: Set<string>): Promise<OpenedImageDisk> {
+async function openAt(path: string, opener: SourceOpener, seen: Set<string>, decoder: BlockDecoder): Promise<OpenedImageDisk> {
   if (seen.has(path)) throw fileError('E_CONTAINER', path, 'the differencing chain loops back to this file');
   if (seen.size >= MAX_CHAIN_DEPTH) throw fileError('E_CONTAINER', path, `differencing chain deeper than ${MAX_CHAIN_DEPTH} files`);
-  const file = await ImageFile.open(path, opener, 'urBackup image');
+  const file = await ImageFile.open(path, opener, 'urBackup image', decoder);
   try {
     const read = (position: number, length: number): Promise<Uint8Array> => file.read(position, length);
     const head = await file.read(0, 8);
     const isVhdx = new TextDecoder('latin1').decode(head) === 'vhdxfile';
     const self: ChainFile = { path, format: isVhdx ? 'vhdx' : 'vhd', compressed: file.container !== undefined, fileSize: file.fileSize, mtimeMs: file.mtimeMs };
-    const opened = isVhdx ? await openVhdx(file, read, opener, seen) : await openVhd(file, read, opener, seen);
+    const opened = isVhdx ? await openVhdx(file, read, opener, seen, decoder) : await openVhd(file, read, opener, seen, decoder);
     const { own, parent, type, warnings, identity, timeStamp } = opened;
     // Resolve: own bytes through the container, the parent's disk from its layout.
     const builder = new ImageLayoutBuilder();
@@ -140,16 +152,22 @@ async function readEach<T>(items: readonly number[], read: (item: number) => Pro
   return out;
 }
 
-async function openVhd(file: ImageFile, read: (position: number, length: number) => Promise<Uint8Array>, opener: SourceOpener, seen: Set<string>): Promise<OwnLayout> {
+async function openVhd(
+  file: ImageFile,
+  read: (position: number, length: number) => Promise<Uint8Array>,
+  opener: SourceOpener,
+  seen: Set<string>,
+  decoder: BlockDecoder,
+): Promise<OwnLayout> {
   const vhd = await parseUrbackupVhd(read, file.size);
   const blocks = allocatedBlocks(vhd);
   // Bitmaps of a compressed file live inside its blocks: read them in order, a few at a time,
   // so each block is decoded once (ImageFile keeps the last few decoded).
-  const bitmaps = await readEach(blocks, (block) => read(bitmapOffset(vhd, block), vhd.bitmapSize), file.container === undefined ? 64 : 2);
+  const bitmaps = await readEach(blocks, (block) => read(bitmapOffset(vhd, block), vhd.bitmapSize), file.container === undefined ? 64 : 4);
   const warnings: string[] = [];
   let parent: OpenedImageDisk | undefined;
   if (vhd.type === 'differencing') {
-    parent = await openVhdParent(file.path, vhd.parentUnicodeName, vhd.header.parentUniqueId, opener, seen);
+    parent = await openVhdParent(file.path, vhd.parentUnicodeName, vhd.header.parentUniqueId, opener, seen, decoder);
     if (parent.timeStamp !== vhd.header.parentTimeStamp) {
       // VHDFile::read_dynamicheader only logs this ("Continuing anyways").
       warnings.push(`${file.path}: the parent's timestamp differs from the one recorded (urBackup continues too)`);
@@ -175,12 +193,13 @@ async function openVhdParent(
   parentUniqueId: Uint8Array,
   opener: SourceOpener,
   seen: Set<string>,
+  decoder: BlockDecoder,
 ): Promise<OpenedImageDisk> {
   const candidates = urbackupVhdParentCandidates(childPath, unicodeName);
   if (candidates.length === 0) throw fileError('E_CONTAINER', childPath, 'differencing VHD without a parent name (parent_unicodename is empty)');
   for (const candidate of candidates) {
     if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]));
+    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), decoder);
     if (parent.format !== 'vhd') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHD`);
     const uniqueId = parent.identity;
     if (!guidEquals(uniqueId, parentUniqueId)) {
@@ -195,7 +214,13 @@ async function openVhdParent(
   throw fileError('E_CONTAINER', childPath, `parent not found: parent_unicodename "${unicodeName}", tried ${candidates.join(', ')}`);
 }
 
-async function openVhdx(file: ImageFile, read: (position: number, length: number) => Promise<Uint8Array>, opener: SourceOpener, seen: Set<string>): Promise<OwnLayout> {
+async function openVhdx(
+  file: ImageFile,
+  read: (position: number, length: number) => Promise<Uint8Array>,
+  opener: SourceOpener,
+  seen: Set<string>,
+  decoder: BlockDecoder,
+): Promise<OwnLayout> {
   const parsed = await parseContainer(read, file.size);
   if (parsed.format !== 'vhdx') throw new SynthvhdError('E_CONTAINER', 'not a VHDX');
   // vhdxfile.cpp refuses a read-only open while the log holds entries: so do we (a log we
@@ -207,7 +232,7 @@ async function openVhdx(file: ImageFile, read: (position: number, length: number
   let parent: OpenedImageDisk | undefined;
   let parentLayout: Layout | undefined;
   if (parsed.type === 'differencing') {
-    parent = await openVhdxParent(file.path, parsed, opener, seen);
+    parent = await openVhdxParent(file.path, parsed, opener, seen, decoder);
     parentLayout = new LayoutBuilder().file(PARENT, 0, parent.disk.size, 'the parent image').build();
   }
   const own = await containerDiskLayout(parsed, file.path, read, parentLayout);
@@ -220,7 +245,7 @@ async function openVhdx(file: ImageFile, read: (position: number, length: number
  * `relative_path` against the child's folder (urBackup uses its working directory), so a backup
  * root that was moved still finds its parents.
  */
-async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener, seen: Set<string>): Promise<OpenedImageDisk> {
+async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener, seen: Set<string>, decoder: BlockDecoder): Promise<OpenedImageDisk> {
   const locator = parsed.parentLocator ?? new Map<string, string>();
   const linkageText = locator.get('parent_linkage') ?? '';
   const linkage = guidFromString(linkageText, 'ms');
@@ -233,7 +258,7 @@ async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: Sou
   if (relative !== '') candidates.push(resolve(dirname(childPath), relative.replace(/\\/g, '/')));
   for (const candidate of candidates) {
     if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]));
+    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), decoder);
     if (parent.format !== 'vhdx') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHDX`);
     const dataWriteGuid = parent.identity;
     if (!guidEquals(dataWriteGuid, linkage)) {
