@@ -93,6 +93,21 @@ interface Probe {
   readonly volumeObjects: ReadonlyMap<string, readonly SourceObject[]>;
 }
 
+/** The parent files of differencing VHD/VHDZ/VHDX(Z) backups on the disk (docs/urbackup-image-formats.md §3). */
+function chainParents(disk: ComposedDisk): string[] {
+  return disk.placed.flatMap(({ volume }) => (volume.image?.loaded.chain ?? []).slice(1).map((file) => file.path));
+}
+
+/**
+ * A differencing image backup serves bytes of its parents, which live in other backup folders:
+ * who may read the disk must be able to read them too (and the folders they are reached through).
+ */
+async function chainObjects(disk: ComposedDisk): Promise<SourceObject[]> {
+  const paths = [...new Set(chainParents(disk).flatMap((path) => [path, dirname(path)]))];
+  const infos = await Promise.all(paths.map(statOrUndefined));
+  return infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+}
+
 async function statOrUndefined(path: string): Promise<Stats | undefined> {
   try {
     return await stat(path);
@@ -226,7 +241,7 @@ export class ServedDisk {
 
   /** Every source file the disk reads. */
   sourcePaths(): string[] {
-    return this.disk.placed.map(({ volume }) => volume.backup.rawPath);
+    return [...this.disk.placed.map(({ volume }) => volume.backup.rawPath), ...chainParents(this.disk)];
   }
 }
 
@@ -343,7 +358,7 @@ export class ServedDisks {
       // What `ls` and `doctor` show as the disk's notes (a companion from another backup run, …).
       for (const note of disk.notes) this.logOnce(probe.key, `${folder}: note: ${note}`);
       // Only the volumes placed on the disk give it bytes; companions left out do not count.
-      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? [])];
+      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? []), ...(await chainObjects(disk))];
       const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, now, (format, error) => {
         this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
       });
