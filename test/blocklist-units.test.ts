@@ -5,7 +5,7 @@
  * (VhdBlockBackup hashes the last block over its remainder only).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +20,7 @@ import { punchHoles } from '../src/extents/holes.js';
 import { LayoutBuilder } from '../src/extents/layout-builder.js';
 import { independentList } from './helpers/blocklist.js';
 import { synthvhd } from './helpers/run.js';
+import { processIo } from './helpers/io-witness.js';
 
 const MiB = 1024 * 1024;
 let work: string;
@@ -107,35 +108,40 @@ describe('list arithmetic', () => {
 
 describe('stopping a background list (the mount unmounting while it precomputes)', () => {
   /** A 2 GiB disk of data: 32 MiB of random bytes repeated, read from the page cache. */
-  async function bigDisk(): Promise<DiskImage> {
-    const source = join(work, 'pattern.bin');
+  async function bigDisk(directory = work): Promise<DiskImage> {
+    await mkdir(directory, { recursive: true });
+    const source = join(directory, 'pattern.bin');
     await writeFile(source, randomBytes(32 * MiB));
     const extents: Extent[] = Array.from({ length: 64 }, (_, index) => ({ kind: 'file', start: index * 32 * MiB, length: 32 * MiB, path: source, offset: 0, what: 'pattern' }));
     return { layout: makeLayout(extents, 64 * 32 * MiB), sectorSize: 512, identity: new Uint8Array(32), mtimeMs: 0 };
   }
 
+  // Witness: the kernel's count of what this test process read (vitest runs each file in a
+  // process of its own), not the hasher's own progress or a clock.
   it('hashDisk rejects once its signal is aborted, after the chunks in flight', async () => {
     const disk = await bigDisk();
     const controller = new AbortController();
-    const started = performance.now();
-    const hashing = hashDisk(disk.layout, { workers: 1, signal: controller.signal });
-    setTimeout(() => { controller.abort(); }, 50);
+    const before = await processIo(process.pid);
+    // Aborted as soon as the first 16 MiB chunk is hashed: at most the chunks in flight follow.
+    const hashing = hashDisk(disk.layout, { workers: 1, signal: controller.signal, onProgress: (done) => { if (done > 0) controller.abort(); } });
     await expect(hashing).rejects.toThrow(/stopped before it was complete/);
-    expect(performance.now() - started).toBeLessThan(2000);
+    expect((await processIo(process.pid)).rchar - before.rchar).toBeLessThan(disk.layout.size / 8);
   });
 
   it('BlocklistPrecomputer.close() stops the list being computed and writes nothing', async () => {
-    const disk = await bigDisk();
+    // Its source inside the backup root: the precomputer reads nothing from outside it.
+    const disk = await bigDisk(join(work, 'root'));
     const cache = join(work, 'stopped-cache');
     const folder = join(work, 'root', 'pc1', '241101-0100_Image_C');
     const anchor: VolumeBackup = { root: join(work, 'root'), client: 'pc1', folder, letter: 'C', timestamp: '241101-0100', rawPath: join(folder, 'Image_C_241101-0100.raw'), mbrPath: join(folder, 'Image_C_241101-0100.raw.mbr'), complete: true };
     const events: string[] = [];
     const precomputer = new BlocklistPrecomputer(cache, { onReady: () => events.push('ready'), onError: (_request, error) => events.push(error.message) });
+    const before = await processIo(process.pid);
     precomputer.request(anchor, disk);
-    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
-    const started = performance.now();
+    // Closed once it has read its first 16 MiB (it is computing), then it reads no further.
+    while ((await processIo(process.pid)).rchar - before.rchar < 16 * MiB) await new Promise((resolvePromise) => setTimeout(resolvePromise, 5));
     await precomputer.close();
-    expect(performance.now() - started).toBeLessThan(2000);
+    expect((await processIo(process.pid)).rchar - before.rchar).toBeLessThan(disk.layout.size / 4);
     expect(events).toEqual([]);
     expect(await readdir(join(cache, 'pc1', '241101-0100_Image_C'))).toEqual([]);
   });
