@@ -185,7 +185,7 @@ export class BackupFs {
         return list === undefined ? undefined : { kind: 'file', list, access: disk.access };
       }
       case 'diff': {
-        const diff = await this.diffs.get(disk);
+        const diff = this.diffs.get(disk);
         return diff === undefined ? undefined : { kind: 'layout', disks: [diff.newer, diff.older], layout: diff.layout, mtimeMs: diff.mtimeMs, access: diff.access };
       }
     }

@@ -13,9 +13,8 @@
  * and boot sectors, cached by ServedDisks), never compares them.
  *
  * Two steps, two costs:
- * - `parentOf` (readdir and getattr's first step): which earlier disk; re-checked at most once
- *   per `revalidateMs` like the disks themselves. readdir lists the diff name when a parent of
- *   the same size and sector size exists, without building the diff.
+ * - `parentOf`: which earlier disk; re-checked at most once per `revalidateMs` like the disks
+ *   themselves, in the background of the lookup that asked.
  * - the build: the diff's layout, whose size getattr must report, planned by `planDiff`
  *   (compareVolumes: shared extents and `.raw.hash` decide most chunks without reading; missing
  *   or untrusted hashes mean reading both volumes, hours for a multi-TB volume). No lookup ever
@@ -106,6 +105,8 @@ export class ServedDiffs {
   private readonly builds: LRUCache<string, BuildEntry>;
   /** One build at a time: a diff that reads both volumes must not starve the mount's reads. */
   private readonly buildSlot = createLimiter(1);
+  /** Folders whose parent search (and build start) is running. */
+  private readonly refreshing = new Map<string, Promise<void>>();
 
   /**
    * `root`: the backup root (source tree); `mountpoint`: where it is mounted, so the parent
@@ -138,16 +139,30 @@ export class ServedDiffs {
   }
 
   /** True when the diff name should be listed: its build is complete. Starts the build (in the background) when there is none yet. */
-  async offered(newer: ServedDisk): Promise<boolean> {
-    return (await this.get(newer)) !== undefined;
+  offered(newer: ServedDisk): Promise<boolean> {
+    return Promise.resolve(this.get(newer) !== undefined);
   }
 
   /**
    * The diff served in `newer`'s folder once its build is complete; undefined when there is none
-   * or it is still being built (the build is started, never waited for).
+   * or it is still being built. Answers from what is known at once: finding the parent (composing
+   * earlier disks) and building are started in the background, never waited for.
    */
-  async get(newer: ServedDisk): Promise<ServedDiff | undefined> {
-    return (await this.started(newer))?.diff;
+  get(newer: ServedDisk): ServedDiff | undefined {
+    this.refresh(newer);
+    const parent = this.parents.peek(newer.folder);
+    if (parent?.older === undefined || parent.newerKey !== newer.key) return undefined;
+    const diff = this.builds.get(buildKey(newer, parent.older))?.diff;
+    return diff === undefined || diff.stale ? undefined : diff;
+  }
+
+  /** Finds `newer`'s parent and starts its build in the background, once at a time per folder. */
+  private refresh(newer: ServedDisk): void {
+    if (this.refreshing.has(newer.folder)) return;
+    const done = this.started(newer)
+      .then(() => undefined, () => undefined) // a failed build is logged by started()
+      .finally(() => this.refreshing.delete(newer.folder));
+    this.refreshing.set(newer.folder, done);
   }
 
   /** Resolves once the diff of `newer` is built (or cannot be); for callers that may wait (tests, tools). */
