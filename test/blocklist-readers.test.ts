@@ -177,7 +177,8 @@ describe('differencing VHDX over several sector bitmap chunks', () => {
     const parent = join(work, 'big.vhdx');
     await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=32M', older, parent]);
     await ok(['blocklist', 'create', parent, newer]);
-    await ok(['blocklist', 'copy', newer, parent]);
+    // libvhdi finds a parent only through absolute_win32_path (README "Blocklists"): name one.
+    await ok(['blocklist', 'copy', '--windows-path', 'D:\\VMs', newer, parent]);
     const diff = join(work, 'big_diff.vhdx');
     await withVhdiMount(diff, async (rawDisk) => {
       // Reading 10 GiB through FUSE is slow: compare the data, the change, and where chunks 1 and 2 start.
@@ -215,7 +216,7 @@ describe('differencing VHDX with sector runs inside bitmap bytes', () => {
     await ok(['materialize', byName('uefi-gpt-run1').anchor.backupDir, '-o', parent]);
     await ok(['blocklist', 'create', parent]);
     await ok(['blocklist', 'create', '--cache-dir', join(work, 'cache'), byName('uefi-gpt-run2').anchor.backupDir]);
-    const report = JSON.parse(await ok(['blocklist', 'copy', '--json', '--cache-dir', join(work, 'cache'), byName('uefi-gpt-run2').anchor.backupDir, parent])) as {
+    const report = JSON.parse(await ok(['blocklist', 'copy', '--json', '--cache-dir', join(work, 'cache'), '--windows-path', 'D:\\VMs', byName('uefi-gpt-run2').anchor.backupDir, parent])) as {
       diff: string;
       changedRanges: { start: number }[];
     };

@@ -316,7 +316,7 @@ describe('contrib/smb.conf.example', () => {
   it('parses cleanly with testparm once its placeholders are filled in as test/samba.test.ts does', async () => {
     const work = await mkdtemp(join(tmpdir(), 'synthvhd-smbconf-'));
     try {
-      const values: Record<string, string> = { SHARE_PATH: join(work, 'share'), STATE_DIR: join(work, 'state'), ADDRESS: '127.0.0.1', PORT: '4455' };
+      const values: Record<string, string> = { SHARE_PATH: join(work, 'share'), STATE_DIR: join(work, 'state'), ADDRESS: '127.0.0.1', PORT: '4455', READERS: 'vdisk-readers' };
       const example = await readFile(join(REPO_ROOT, 'contrib', 'smb.conf.example'), 'utf8');
       const config = example.replace(/@([A-Z_]+)@/g, (match, name: string) => values[name] ?? match);
       const settings = config.split('\n').filter((line) => !/^\s*[#;]/.test(line));
@@ -336,6 +336,14 @@ describe('contrib/smb.conf.example', () => {
       expect(parsed.stdout).toContain('[vdisks]');
       expect(parsed.stdout).toContain(`path = ${values.SHARE_PATH ?? ''}`);
       expect(parsed.stdout).not.toMatch(/read only = No/i);
+      // Who may connect: authenticated SMB3 with signing, never a guest (README "Sharing with Samba").
+      // (testparm -s prints only what differs from Samba's defaults: `map to guest = Never` is one.)
+      expect(parsed.stdout).not.toMatch(/map to guest/i);
+      expect(config).toMatch(/^\s*map to guest = Never$/m);
+      for (const setting of ['restrict anonymous = 2', 'server min protocol = SMB3', 'server signing = required', 'valid users = @vdisk-readers']) {
+        expect(parsed.stdout, setting).toContain(setting);
+      }
+      expect(parsed.stdout).not.toMatch(/guest ok = Yes/i);
     } finally {
       await rm(work, { recursive: true, force: true });
     }
