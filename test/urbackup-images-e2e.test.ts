@@ -7,7 +7,7 @@
  * that qemu-img finds identical to the truth disk, and the mount serves the same disk.
  * The fixture backup tree itself is only read.
  */
-import { copyFile, cp, mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -157,6 +157,17 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
     expect(materialized.code, materialized.stderr).toBe(0);
     expect(materialized.stdout).toMatch(/urBackup-compressed: decoded and copied/);
     await expectSameDisk('vhdx', out1, run1);
+
+    // The blocklist of the VHDZ backup's disk is the list of the materialized disk.
+    const cache = join(work, 'lists');
+    const listed = await synthvhd(['blocklist', 'create', '--cache-dir', cache, folders1.get(run1.anchor.letter) ?? '']);
+    expect(listed.code, listed.stderr).toBe(0);
+    const own = await synthvhd(['blocklist', 'create', out1]);
+    expect(own.code, own.stderr).toBe(0);
+    const cached = (await readdir(join(cache, run1.client, basename(run1.anchor.backupDir)))).find((name) => name.endsWith('.blocklist.bin'));
+    expect(cached).toBeDefined();
+    const fromBackup = await readFile(join(cache, run1.client, basename(run1.anchor.backupDir), cached ?? ''));
+    expect(fromBackup.equals(await readFile(`${out1}.blocklist.bin`))).toBe(true);
 
     if (run2 !== undefined) {
       const folders2 = await copyDisk(run2);
