@@ -30,22 +30,10 @@ import { SynthvhdError, internalError } from '../errors/synthvhd-error.js';
 import { nativeAddonPath } from '../native/native.js';
 
 /**
- * A run of a urBackup compressed container: bytes [skip, skip + length) of the block whose
- * record starts at `record` in `path` (uint32 LE stored size, uint32 LE mode: 0 stored, 1 zlib,
- * 2 zstd, then the payload). Never spans two blocks.
+ * What the addon serves: every extent kind of src/extents, `compressed` included (a range of one
+ * block of a urBackup compressed container, decoded natively).
  */
-export interface CompressedExtent {
-  readonly kind: 'compressed';
-  readonly start: number;
-  readonly length: number;
-  readonly path: string;
-  readonly record: number;
-  readonly blockLength: number;
-  readonly skip: number;
-}
-
-/** What the addon can serve: the extent kinds of src/extents plus compressed blocks. */
-export type NativeExtent = Extent | CompressedExtent;
+export type NativeExtent = Extent;
 
 export interface NativeLayout {
   readonly size: number;

@@ -58,7 +58,7 @@ function toLayout(extents: readonly SpecExtent[]): NativeLayout {
         result.push({ kind: 'file', start, length: extent.length, path, offset: extent.offset ?? 0, what: 'spec file' });
         break;
       case 'compressed':
-        result.push({ kind: 'compressed', start, length: extent.length, path, record: extent.record ?? 0, blockLength: extent.blockLength ?? 0, skip: extent.skip ?? 0 });
+        result.push({ kind: 'compressed', start, length: extent.length, path, record: extent.record ?? 0, blockLength: extent.blockLength ?? 0, skip: extent.skip ?? 0, what: 'spec block' });
         break;
     }
     start += extent.length;
