@@ -73,6 +73,8 @@ async function placeImage(volume: FixtureVolume, folder: string, extension: stri
   const path = join(folder, imageName(volume, extension));
   await writeFile(path, bytes);
   await copyFile(`${volume.rawPath}.mbr`, `${path}.mbr`);
+  // urBackup hashes the volume the same way whatever the image format (SHA-256 per 512 KiB).
+  await copyFile(`${volume.rawPath}.hash`, `${path}.hash`).catch(() => undefined);
   await writeFile(`${path}.sync`, '');
   return path;
 }
@@ -157,6 +159,10 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
     expect(materialized.code, materialized.stderr).toBe(0);
     expect(materialized.stdout).toMatch(/urBackup-compressed: decoded and copied/);
     await expectSameDisk('vhdx', out1, run1);
+
+    // urBackup's .vhdz.hash matches the volume read through the VHDZ.
+    const verified = await synthvhd(['verify', folders1.get(run1.anchor.letter) ?? '']);
+    expect(verified.code, verified.stderr).toBe(0);
 
     // The blocklist of the VHDZ backup's disk is the list of the materialized disk.
     const cache = join(work, 'lists');
