@@ -245,11 +245,17 @@ export function composeDisk(source: DiskSource): ComposedDisk {
   }
   const volumesByPath = new Map(placed.map(({ volume }) => [volume.backup.rawPath, volume]));
   const layout = buildLayout(table.diskSize, pieces, volumesByPath).build(table.diskSize);
+  let identity: Uint8Array | undefined;
   return {
     image: {
       layout,
       sectorSize: table.sectorSize,
-      identity: diskIdentity(source, placed),
+      // Hashed on first use: ls and doctor never need it, and hashing every saved table of
+      // 10 000 disks costs seconds.
+      get identity(): Uint8Array {
+        identity ??= diskIdentity(source, placed);
+        return identity;
+      },
       mtimeMs: Math.max(...placed.map(({ volume }) => volume.mtimeMs)),
     },
     table,

@@ -94,7 +94,8 @@ export async function openSourceFileWithStat(
 export async function readSourceFile(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions & { readonly maxSize: number }): Promise<{ bytes: Buffer; mtimeMs: number; size: number }> {
   const { handle, ...info } = await openSourceFileWithStat(path, confinement, options);
   try {
-    const bytes = Buffer.alloc(info.size);
+    // Every byte is overwritten by the reads below (and only what was read is returned).
+    const bytes = Buffer.allocUnsafe(info.size);
     let done = 0;
     while (done < bytes.length) {
       const { bytesRead } = await handle.read(bytes, done, bytes.length - done, done);

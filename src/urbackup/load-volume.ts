@@ -61,6 +61,9 @@ async function rawVolumeLength(raw: BackupImageFile, rawPath: string, rawSize: n
   if (rawSize <= RAW_VOLUME_OFFSET) {
     throw fileError('E_RAW_IMAGE', rawPath, `is ${rawSize} bytes: shorter than urBackup's 512 KiB header, no volume data`);
   }
+  // docs/urbackup-formats.md §2.3: the own GPT only when drivesize > 2 TiB, so a .raw of at most
+  // 524288 + 2 TiB bytes has none (and its head need not be read).
+  if (rawSize - RAW_VOLUME_OFFSET <= 2 * 1024 ** 4) return rawSize - RAW_VOLUME_OFFSET;
   const head = await raw.read(0, 512 * 3);
   // Test the type byte itself: urBackup 2.5.x writes the 0xEE entry's sector count as
   // (unsigned int)(2 TiB / 512), which truncates to 0, so the entry looks empty.
