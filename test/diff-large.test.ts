@@ -50,7 +50,8 @@ describe('synthvhd diff of a 10 GiB incremental on btrfs', () => {
       const child = join(mountDir, 'diff.vhdx');
       expect((await synthvhd(['materialize', older.folder, '-o', parent])).code).toBe(0);
       const before = await usedBytes(mountDir);
-      const result = await synthvhdWitnessed(['diff', older.folder, newer.folder, '-o', child, '--parent', parent, '--json']);
+      // --windows-path: libvhdi finds a parent only through absolute_win32_path (README "Blocklists").
+      const result = await synthvhdWitnessed(['diff', older.folder, newer.folder, '-o', child, '--parent', parent, '--windows-path', 'D:\\restore', '--json']);
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
       const report = JSON.parse(result.stdout) as { volumes: { changedChunks: number }[] };
