@@ -174,6 +174,28 @@ describe('full images', () => {
     expect(firstDifference(read.bytes, truth.volume)).toBe(-1);
   });
 
+  it('a summary (ls, doctor) reads the start exactly and does not decode the rest', async () => {
+    const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd' } });
+    const path = await place('260101-0500_Image_C', 'Image_C_260101-0500.vhdz', image);
+    let opened = 0;
+    const counting: SourceOpener = (file) => {
+      opened++;
+      return open(file, 'r');
+    };
+    const summary = await loadImageVolume(path, false, counting, { summary: true });
+    expect(summary.summary).toBe(true);
+    expect(summary.volumeLength).toBe(SIZE);
+    expect(firstDifference(summary.bootSector, truth.volume.subarray(0, 4096))).toBe(-1);
+    const reader = new ImageBytes(opener);
+    try {
+      const start = await reader.read(summary.volume, 0, 4 * MIB);
+      expect(firstDifference(start, truth.volume.subarray(0, 4 * MIB))).toBe(-1);
+    } finally {
+      await reader.close();
+    }
+    expect(opened).toBeGreaterThan(0);
+  });
+
   it('a .vhdz that is really a plain VHD (urbackupsrv decompress-file) is read by its magic', async () => {
     const image = writeUrbackupImage(truth.volume, truth.used, { random });
     const path = await place('260101-0300_Image_C', 'Image_C_260101-0300.vhdz', image);

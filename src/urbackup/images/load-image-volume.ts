@@ -15,6 +15,12 @@ import { type ChainFile, type OpenedImageDisk, openImageDisk } from './open-imag
 
 /** Bytes of the volume's start kept for boot-sector checks (one 4Kn sector), as load-volume.ts. */
 const BOOT_SECTOR_BYTES = 4096;
+/**
+ * How much of the disk a summary reads exactly: the synthetic MBR and the volume's start (at
+ * 512 KiB in every urBackup version read; 16 MiB leaves room for another start). A volume
+ * starting later is refused in a summary rather than described wrongly.
+ */
+const SUMMARY_BYTES = 16 * 1024 * 1024;
 
 export type Range = readonly [start: number, length: number];
 
@@ -32,7 +38,9 @@ export interface LoadedImageVolume {
   /** Newest mtime of the chain's files. */
   readonly mtimeMs: number;
   readonly chain: readonly ChainFile[];
-  /** The opened disk (for ownRangesSince). */
+  /** Loaded as a summary (ls, doctor): `volume` is right only at its start; never serve it. */
+  readonly summary: boolean;
+  /** The opened disk (for changedSince). */
   readonly disk: OpenedImageDisk;
   readonly warnings: readonly string[];
 }
@@ -41,11 +49,15 @@ export interface LoadedImageVolume {
  * Loads the image at `imagePath`. `wholeDisk`: its `.mbr` is version 100 (the image is the disk,
  * no synthetic MBR).
  */
-export async function loadImageVolume(imagePath: string, wholeDisk: boolean, opener: SourceOpener): Promise<LoadedImageVolume> {
-  const disk = await openImageDisk(imagePath, opener);
+export async function loadImageVolume(imagePath: string, wholeDisk: boolean, opener: SourceOpener, options: { summary?: boolean } = {}): Promise<LoadedImageVolume> {
+  // A summary (ls, doctor) needs the synthetic MBR and the boot sector: the first few blocks.
+  const disk = await openImageDisk(imagePath, opener, options.summary === true ? { summaryBytes: SUMMARY_BYTES } : {});
   const reader = new ImageBytes(opener);
   try {
     const volumeOffset = wholeDisk ? 0 : volumeOffsetFromMbr(await reader.read(disk.disk, 0, 512), disk.disk.size);
+    if (options.summary === true && volumeOffset + BOOT_SECTOR_BYTES > SUMMARY_BYTES) {
+      throw new SynthvhdError('E_CONTAINER', `the image's volume starts at byte ${volumeOffset}, past what a summary reads`);
+    }
     const volume = wholeDisk ? disk.disk : volumeLayout(disk.disk, volumeOffset);
     const bootSector = await reader.read(volume, 0, BOOT_SECTOR_BYTES);
     return {
@@ -59,6 +71,7 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
       bootSector,
       mtimeMs: Math.max(...disk.chain.map((file) => file.mtimeMs)),
       chain: disk.chain,
+      summary: options.summary === true,
       disk,
       warnings: disk.warnings,
     };

@@ -50,6 +50,22 @@ export interface OpenedImageDisk {
   readonly parent: OpenedImageDisk | undefined;
 }
 
+export interface OpenImageOptions {
+  /**
+   * A summary for `ls`/`doctor`: sector bitmaps are read only for blocks that start before this
+   * disk byte; later allocated blocks count as wholly present. Every check still runs (headers,
+   * index, BAT, parents and their ids, unfinished files), and the bytes before the limit (the
+   * synthetic MBR, the boot sector) are right, but the layout past it is NOT the disk: it must
+   * never be served. Without it, a full .vhdz's open decodes most of the file.
+   */
+  readonly summaryBytes?: number | undefined;
+}
+
+interface OpenContext {
+  readonly decoder: BlockDecoder;
+  readonly summaryBytes: number | undefined;
+}
+
 /** Deeper than this is a broken tree (urBackup's own chains are far shorter). */
 const MAX_CHAIN_DEPTH = 1024;
 /** Stands for "the parent's disk" in a child's layout before the parent's extents replace it. */
@@ -61,11 +77,11 @@ const PARENT = '\u0000parent';
  * decodes most of the file: that runs on worker threads (src/extents/decode-pool.ts), so a
  * mount's thread keeps answering while a large backup is opened.
  */
-export async function openImageDisk(path: string, opener: SourceOpener): Promise<OpenedImageDisk> {
+export async function openImageDisk(path: string, opener: SourceOpener, options: OpenImageOptions = {}): Promise<OpenedImageDisk> {
   const pool = new DecodePool();
   try {
     const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
-    return await openAt(resolve(path), opener, new Set<string>(), decoder);
+    return await openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
   } finally {
     await pool.close();
   }
@@ -76,7 +92,8 @@ function withPath(error: unknown, path: string): unknown {
   return error;
 }
 
-async function openAt(path: string, opener: SourceOpener, seen: Set<string>, decoder: BlockDecoder): Promise<OpenedImageDisk> {
+async function openAt(path: string, opener: SourceOpener, seen: Set<string>, context: OpenContext): Promise<OpenedImageDisk> {
+  const { decoder } = context;
   if (seen.has(path)) throw fileError('E_CONTAINER', path, 'the differencing chain loops back to this file');
   if (seen.size >= MAX_CHAIN_DEPTH) throw fileError('E_CONTAINER', path, `differencing chain deeper than ${MAX_CHAIN_DEPTH} files`);
   const file = await ImageFile.open(path, opener, 'urBackup image', decoder);
@@ -85,7 +102,7 @@ async function openAt(path: string, opener: SourceOpener, seen: Set<string>, dec
     const head = await file.read(0, 8);
     const isVhdx = new TextDecoder('latin1').decode(head) === 'vhdxfile';
     const self: ChainFile = { path, format: isVhdx ? 'vhdx' : 'vhd', compressed: file.container !== undefined, fileSize: file.fileSize, mtimeMs: file.mtimeMs };
-    const opened = isVhdx ? await openVhdx(file, read, opener, seen, decoder) : await openVhd(file, read, opener, seen, decoder);
+    const opened = isVhdx ? await openVhdx(file, read, opener, seen, context) : await openVhd(file, read, opener, seen, context);
     const { own, parent, type, warnings, identity, timeStamp } = opened;
     // Resolve: own bytes through the container, the parent's disk from its layout.
     const builder = new ImageLayoutBuilder();
@@ -157,17 +174,21 @@ async function openVhd(
   read: (position: number, length: number) => Promise<Uint8Array>,
   opener: SourceOpener,
   seen: Set<string>,
-  decoder: BlockDecoder,
+  context: OpenContext,
 ): Promise<OwnLayout> {
   const vhd = await parseUrbackupVhd(read, file.size);
-  const blocks = allocatedBlocks(vhd);
+  const limit = context.summaryBytes;
+  const allocated = allocatedBlocks(vhd);
+  const blocks = limit === undefined ? allocated : allocated.filter((block) => block * vhd.blockSize < limit);
   // Bitmaps of a compressed file live inside its blocks: read them in order, a few at a time,
   // so each block is decoded once (ImageFile keeps the last few decoded).
   const bitmaps = await readEach(blocks, (block) => read(bitmapOffset(vhd, block), vhd.bitmapSize), file.container === undefined ? 64 : 4);
+  // Summary: blocks past the limit count as wholly present (see OpenImageOptions).
+  if (limit !== undefined) for (const block of allocated) if (!bitmaps.has(block)) bitmaps.set(block, new Uint8Array(vhd.bitmapSize).fill(0xff));
   const warnings: string[] = [];
   let parent: OpenedImageDisk | undefined;
   if (vhd.type === 'differencing') {
-    parent = await openVhdParent(file.path, vhd.parentUnicodeName, vhd.header.parentUniqueId, opener, seen, decoder);
+    parent = await openVhdParent(file.path, vhd.parentUnicodeName, vhd.header.parentUniqueId, opener, seen, context);
     if (parent.timeStamp !== vhd.header.parentTimeStamp) {
       // VHDFile::read_dynamicheader only logs this ("Continuing anyways").
       warnings.push(`${file.path}: the parent's timestamp differs from the one recorded (urBackup continues too)`);
@@ -193,13 +214,13 @@ async function openVhdParent(
   parentUniqueId: Uint8Array,
   opener: SourceOpener,
   seen: Set<string>,
-  decoder: BlockDecoder,
+  context: OpenContext,
 ): Promise<OpenedImageDisk> {
   const candidates = urbackupVhdParentCandidates(childPath, unicodeName);
   if (candidates.length === 0) throw fileError('E_CONTAINER', childPath, 'differencing VHD without a parent name (parent_unicodename is empty)');
   for (const candidate of candidates) {
     if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), decoder);
+    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), context);
     if (parent.format !== 'vhd') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHD`);
     const uniqueId = parent.identity;
     if (!guidEquals(uniqueId, parentUniqueId)) {
@@ -219,7 +240,7 @@ async function openVhdx(
   read: (position: number, length: number) => Promise<Uint8Array>,
   opener: SourceOpener,
   seen: Set<string>,
-  decoder: BlockDecoder,
+  context: OpenContext,
 ): Promise<OwnLayout> {
   const parsed = await parseContainer(read, file.size);
   if (parsed.format !== 'vhdx') throw new SynthvhdError('E_CONTAINER', 'not a VHDX');
@@ -232,7 +253,7 @@ async function openVhdx(
   let parent: OpenedImageDisk | undefined;
   let parentLayout: Layout | undefined;
   if (parsed.type === 'differencing') {
-    parent = await openVhdxParent(file.path, parsed, opener, seen, decoder);
+    parent = await openVhdxParent(file.path, parsed, opener, seen, context);
     parentLayout = new LayoutBuilder().file(PARENT, 0, parent.disk.size, 'the parent image').build();
   }
   const own = await containerDiskLayout(parsed, file.path, read, parentLayout);
@@ -245,7 +266,7 @@ async function openVhdx(
  * `relative_path` against the child's folder (urBackup uses its working directory), so a backup
  * root that was moved still finds its parents.
  */
-async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener, seen: Set<string>, decoder: BlockDecoder): Promise<OpenedImageDisk> {
+async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener, seen: Set<string>, context: OpenContext): Promise<OpenedImageDisk> {
   const locator = parsed.parentLocator ?? new Map<string, string>();
   const linkageText = locator.get('parent_linkage') ?? '';
   const linkage = guidFromString(linkageText, 'ms');
@@ -258,7 +279,7 @@ async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: Sou
   if (relative !== '') candidates.push(resolve(dirname(childPath), relative.replace(/\\/g, '/')));
   for (const candidate of candidates) {
     if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), decoder);
+    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), context);
     if (parent.format !== 'vhdx') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHDX`);
     const dataWriteGuid = parent.identity;
     if (!guidEquals(dataWriteGuid, linkage)) {
