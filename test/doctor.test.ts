@@ -2,8 +2,8 @@
 /**
  * `synthvhd doctor`: on a loop-mounted btrfs holding a copy of a fixture client the reflink
  * probe says yes, on tmpfs it says no (and with ROOT as the tmpfs mount itself it does not probe
- * the other file system above it); it lists the RAW backups as served, a `.vhdz` backup as not
- * served and the incomplete fixture backup as incomplete; the backup tree stays byte-identical
+ * the other file system above it); it lists the RAW backups as served, and an unfinished `.vhdz`
+ * backup and the incomplete fixture backup as incomplete; the backup tree stays byte-identical
  * and no probe file is left anywhere; a failed check exits 1.
  */
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -43,7 +43,7 @@ function check(report: Report, name: string): Check {
   return found;
 }
 
-/** A fake VHDZ image backup (docs/urbackup-formats.md §1.1 naming): listed, never served. */
+/** A VHDZ image backup urBackup has not finished (no `.vhdz.sync`, docs/urbackup-image-formats.md §1): listed as incomplete. */
 async function addVhdzBackup(clientDir: string): Promise<string> {
   const folder = join(clientDir, '241120-0100_Image_D');
   await mkdir(folder, { recursive: true });
@@ -88,8 +88,8 @@ describe('synthvhd doctor', () => {
         expect(byFolder.get(folder)).toMatchObject({ format: 'raw', state: 'served' });
         expect(byFolder.get(folder)?.detail).toMatch(/^served as Image_C_\d{6}-\d{4}\.disk\.vhdx/);
       }
-      expect(byFolder.get(vhdz)).toMatchObject({ format: 'vhdz', state: 'not-served' });
-      expect(byFolder.get(vhdz)?.detail).toMatch(/\.vhdz, not RAW/);
+      expect(byFolder.get(vhdz)).toMatchObject({ format: 'vhdz', state: 'incomplete' });
+      expect(byFolder.get(vhdz)?.detail).toMatch(/no Image_D_241120-0100\.vhdz\.sync/);
       expect(byFolder.get(join(root, clientName, basename(incomplete.backupDir)))).toMatchObject({ format: 'raw', state: 'incomplete' });
       expect(check(report, 'backups').status).toBe('warn');
 
@@ -97,7 +97,7 @@ describe('synthvhd doctor', () => {
       const text = await synthvhd(['doctor', root]);
       expect(text.code).toBe(0);
       expect(text.stdout).toMatch(/^ok {4}reflink +yes: btrfs/m);
-      expect(text.stdout).toMatch(/not served +\S+_Image_D \(VHDZ\): stored as \.vhdz, not RAW/);
+      expect(text.stdout).toMatch(/incomplete +\S+_Image_D \(VHDZ\): no Image_D_\S+\.vhdz\.sync/);
       expect(text.stdout).toMatch(/incomplete +\S+_Image_C \(RAW\): no Image_C_\S+\.raw\.sync/);
 
       expect(await treeFingerprint(root)).toBe(before);
@@ -122,7 +122,7 @@ describe('synthvhd doctor', () => {
       expect(report.fileSystem?.statType).toBe('tmpfs');
       expect(report.reflink).toMatchObject({ status: 'warn', canReflink: false, probeDir: mountDir });
       expect(report.reflink?.detail).toMatch(/^no: tmpfs cannot share blocks \(E\w+; probed in /);
-      expect(report.backups).toEqual([expect.objectContaining({ format: 'vhdz', state: 'not-served' })]);
+      expect(report.backups).toEqual([expect.objectContaining({ format: 'vhdz', state: 'incomplete' })]);
       expect(check(report, 'backups')).toMatchObject({ status: 'warn' });
 
       // ROOT = the tmpfs mount: its parent is on another file system, which says nothing about

@@ -371,7 +371,7 @@ export async function listBackups(root: string): Promise<BackupEntry[]> {
   }
   const entries: BackupEntry[] = [];
   const rawEntry = (volume: VolumeBackup): BackupEntry => {
-    const base = { client: volume.client, folder: volume.folder, format: 'raw' as const };
+    const base = { client: volume.client, folder: volume.folder, format: volume.format ?? 'raw' };
     if (!volume.complete) {
       return { ...base, state: 'incomplete', detail: `no ${basename(volume.rawPath)}.sync: urBackup has not finished it; served once it has` };
     }
