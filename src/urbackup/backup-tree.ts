@@ -70,7 +70,7 @@ export async function readBackupFolder(
   const names = new Set(await listDirectory(fs, folder));
   const base = `Image_${letter}_${timestamp}`;
   const image = findImageBackupFiles(folder, base, names);
-  if (image === undefined) return { path: folder, reason: `no ${base}.raw (or .vhd, .vhdz, .vhdx, .vhdxz) in the folder` };
+  if (image === undefined) return { path: folder, reason: `no ${base}.raw in the folder (nor .vhd, .vhdz, .vhdx, .vhdxz)` };
   return {
     root: dirname(dirname(folder)),
     client,
