@@ -182,7 +182,18 @@ async function scanClient<T>(
  * scanned in parallel with at most `concurrency` backups read at once; the result is in client,
  * then folder order all the same.
  */
-export async function scanCatalog<T>(rootArgument: string, describe: (disk: CatalogDisk) => T, options: CatalogOptions = {}): Promise<CatalogScan<T>> {
+export async function scanCatalog<T>(
+  rootArgument: string,
+  describe: (disk: CatalogDisk) => T,
+  options: CatalogOptions & {
+    /**
+     * Takes the described disks in order (client, then folder) as soon as every earlier client
+     * is done, instead of returning them: `disks` of the result is then empty, and a caller
+     * printing them holds no more than a few clients' worth.
+     */
+    readonly emit?: (disk: T) => void;
+  } = {},
+): Promise<CatalogScan<T>> {
   const fs = options.fs ?? nodeBackupFs;
   let root: string;
   try {
@@ -198,10 +209,17 @@ export async function scanCatalog<T>(rootArgument: string, describe: (disk: Cata
   // any moment is a few clients' loaded volumes, not the whole root's.
   const perClient: Awaited<ReturnType<typeof scanClient<T>>>[] = [];
   let next = 0;
+  let emitted = 0;
+  const emit = options.emit;
   const lane = async (): Promise<void> => {
     while (next < clients.length) {
       const index = next++;
       perClient[index] = await scanClient(root, clients[index] ?? '', fs, limit, describe, options.holes ?? true);
+      if (emit === undefined) continue;
+      for (let ready = perClient[emitted]; ready !== undefined; ready = perClient[++emitted]) {
+        for (const disk of ready.disks) emit(disk);
+        ready.disks = [];
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(clients.length, Math.max(1, Math.ceil(concurrency / 4))) }, lane));

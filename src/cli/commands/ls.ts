@@ -57,40 +57,55 @@ function describeDisk(entry: CatalogDisk): DiskRecord {
 }
 
 export async function lsCommand(root: string, options: LsOptions): Promise<void> {
-  const catalog = await scanCatalog(root, describeDisk, { holes: false });
+  // Each disk is printed as soon as every earlier client is done: ls of 10 000 disks holds a few
+  // clients' records, not all of them.
   if (options.json === true) {
-    // Written disk by disk, byte for byte what JSON.stringify(…, null, 2) of the whole would be,
-    // without holding that one string for 10 000 disks.
+    // Byte for byte what JSON.stringify({ root, disks, problems }, null, 2) of the whole would be.
     const indent = (text: string, prefix: string): string => text.replace(/\n/g, `\n${prefix}`);
-    const parts = [`{\n  "root": ${JSON.stringify(catalog.root)},\n  "disks": [`];
-    catalog.disks.forEach((disk, index) => parts.push(`${index === 0 ? '' : ','}\n    ${indent(JSON.stringify(disk, null, 2), '    ')}`));
-    parts.push(catalog.disks.length === 0 ? '],\n' : '\n  ],\n');
-    parts.push(`  "problems": ${indent(JSON.stringify(catalog.problems, null, 2), '  ')}\n}\n`);
-    for (const part of parts) process.stdout.write(part);
+    let count = 0;
+    let head = '';
+    const catalog = await scanCatalog(root, describeDisk, {
+      holes: false,
+      emit: (disk) => {
+        if (count === 0) head = `{\n  "root": ${JSON.stringify(root)},\n  "disks": [`;
+        process.stdout.write(`${head}${count === 0 ? '' : ','}\n    ${indent(JSON.stringify(disk, null, 2), '    ')}`);
+        head = '';
+        count++;
+      },
+    });
+    const start = count === 0 ? `{\n  "root": ${JSON.stringify(catalog.root)},\n  "disks": [],\n` : '\n  ],\n';
+    process.stdout.write(`${start}  "problems": ${indent(JSON.stringify(catalog.problems, null, 2), '  ')}\n}\n`);
     return;
   }
-  const lines: string[] = [];
   let client = '';
-  for (const disk of catalog.disks) {
-    if (disk.client !== client) {
-      client = disk.client;
-      lines.push(client);
-    }
-    const table = disk.tableType === 'whole-disk' ? 'whole-disk image' : `${disk.tableType.toUpperCase()}, ${disk.sectorSize}-byte sectors`;
-    lines.push(`  ${disk.timestamp}  ${disk.letter}:  disk ${formatBytes(disk.size)} (${disk.size} bytes), ${table}`);
-    for (const file of disk.files) lines.push(`    ${file.name}${file.reason === undefined ? '' : `  (not offered: ${file.reason})`}`);
-    for (const volume of disk.volumes) {
-      lines.push(`    partition ${volume.partition}: ${volume.letter} from ${volume.timestamp}, ${formatBytes(volume.length)} at ${volume.offset}`);
-    }
-    for (const partition of disk.zeroPartitions) {
-      lines.push(`    partition ${partition.partition}: not backed up, reads as zeros (${formatBytes(partition.length)}${partition.name === '' ? '' : `, ${partition.name}`})`);
-    }
-    for (const note of disk.notes) lines.push(`    note: ${note}`);
-  }
-  if (catalog.disks.length === 0) lines.push(`no RAW image backups of drive-letter volumes found under ${catalog.root}`);
+  let count = 0;
+  const catalog = await scanCatalog(root, describeDisk, {
+    holes: false,
+    emit: (disk) => {
+      const lines: string[] = [];
+      count++;
+      if (disk.client !== client) {
+        client = disk.client;
+        lines.push(client);
+      }
+      const table = disk.tableType === 'whole-disk' ? 'whole-disk image' : `${disk.tableType.toUpperCase()}, ${disk.sectorSize}-byte sectors`;
+      lines.push(`  ${disk.timestamp}  ${disk.letter}:  disk ${formatBytes(disk.size)} (${disk.size} bytes), ${table}`);
+      for (const file of disk.files) lines.push(`    ${file.name}${file.reason === undefined ? '' : `  (not offered: ${file.reason})`}`);
+      for (const volume of disk.volumes) {
+        lines.push(`    partition ${volume.partition}: ${volume.letter} from ${volume.timestamp}, ${formatBytes(volume.length)} at ${volume.offset}`);
+      }
+      for (const partition of disk.zeroPartitions) {
+        lines.push(`    partition ${partition.partition}: not backed up, reads as zeros (${formatBytes(partition.length)}${partition.name === '' ? '' : `, ${partition.name}`})`);
+      }
+      for (const note of disk.notes) lines.push(`    note: ${note}`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+    },
+  });
+  const lines: string[] = [];
+  if (count === 0) lines.push(`no RAW image backups of drive-letter volumes found under ${catalog.root}`);
   if (catalog.problems.length > 0) {
     lines.push('not served:');
     for (const problem of catalog.problems) lines.push(`  ${problem.reason}`);
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
+  if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
 }
