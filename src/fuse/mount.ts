@@ -29,8 +29,7 @@
  *   new backups at once and deleted ones within a second.
  */
 import { logger } from '../util/logger.js';
-import { constants } from 'node:fs';
-import { access, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { checkCacheDir } from '../blocklist/cache.js';
@@ -38,7 +37,8 @@ import { SynthvhdError, fileError } from '../errors/synthvhd-error.js';
 import { BackupFs } from './backup-fs.js';
 import { parseWindowsFolder } from '../container/windows-path.js';
 import { findMount } from './mountinfo.js';
-import { NativeFuseSession, loadFuseAddon } from './native-session.js';
+import { NativeFuseSession } from './native-session.js';
+import { requireMountable } from './preflight.js';
 import { sessionHandlers } from './session-handlers.js';
 
 export interface MountTuning {
@@ -215,25 +215,6 @@ async function checkBlocklistCache(cacheDir: string, root: string, mountpoint: s
   return dir;
 }
 
-async function checkFuseDevice(allowOther: boolean): Promise<void> {
-  try {
-    await access('/dev/fuse', constants.R_OK | constants.W_OK);
-  } catch (error) {
-    const code = codeOf(error);
-    const hint =
-      code === 'ENOENT'
-        ? 'no FUSE device: load the fuse kernel module (modprobe fuse), or give the container --device /dev/fuse'
-        : 'no permission to use it: run as root or as a member of the group owning /dev/fuse';
-    throw new SynthvhdError('E_IO', `/dev/fuse: ${hint} (${code})`, { path: '/dev/fuse', cause: error });
-  }
-  if (allowOther && process.getuid?.() !== 0) {
-    const config = await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
-    if (!/^\s*user_allow_other\b/m.test(config)) {
-      throw new SynthvhdError('E_IO', '/etc/fuse.conf: --allow-other needs the line user_allow_other there (or mount as root)', { path: '/etc/fuse.conf' });
-    }
-  }
-}
-
 /** Makes the kernel read ahead `kb` KiB on the mount (best effort: needs root). */
 async function setReadAhead(mountpoint: string, kb: number): Promise<void> {
   const entry = await findMount(mountpoint);
@@ -250,8 +231,8 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   const precompute = options.precomputeBlocklists ?? false;
   if (precompute && options.blocklistCache === undefined) throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR (where the lists are written)');
   const blocklistCache = options.blocklistCache === undefined ? undefined : await checkBlocklistCache(options.blocklistCache, root.path, mountpoint, precompute);
-  await checkFuseDevice(allowOther);
-  loadFuseAddon(); // fails here, in one line, when libfuse3 or the addon is missing
+  // The same checks `synthvhd doctor` reports; the first failing one stops us with its line.
+  await requireMountable({ allowOther });
 
   const fs = new BackupFs(root.path, root.dev, {
     log,
