@@ -2,11 +2,11 @@
 /**
  * `synthvhd doctor`: on a loop-mounted btrfs holding a copy of a fixture client the reflink
  * probe says yes, on tmpfs it says no (and with ROOT as the tmpfs mount itself it does not probe
- * the other file system above it); it lists the RAW backups as served, and an unfinished `.vhdz`
- * backup and the incomplete fixture backup as incomplete; the backup tree stays byte-identical
+ * the other file system above it); it lists the RAW backups as served, a damaged `.vhdz` backup as
+ * not served and the incomplete fixture backup as incomplete; the backup tree stays byte-identical
  * and no probe file is left anywhere; a failed check exits 1.
  */
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
@@ -43,11 +43,18 @@ function check(report: Report, name: string): Check {
   return found;
 }
 
-/** A VHDZ image backup urBackup has not finished (no `.vhdz.sync`, docs/urbackup-image-formats.md §1): listed as incomplete. */
+/**
+ * A damaged VHDZ image backup (docs/urbackup-image-formats.md §1: side files named after the
+ * image): complete (`.vhdz.sync`), with a valid `.vhdz.mbr`, but its image is 15 bytes of text,
+ * so it is listed as not served, with the reason.
+ */
 async function addVhdzBackup(clientDir: string): Promise<string> {
   const folder = join(clientDir, '241120-0100_Image_D');
   await mkdir(folder, { recursive: true });
-  await writeFile(join(folder, 'Image_D_241120-0100.vhdz'), 'not a real vhdz');
+  const image = join(folder, 'Image_D_241120-0100.vhdz');
+  await writeFile(image, 'not a real vhdz');
+  await copyFile(`${incompleteVolume().rawPath}.mbr`, `${image}.mbr`);
+  await writeFile(`${image}.sync`, '');
   return folder;
 }
 
@@ -59,6 +66,10 @@ async function probeLeftovers(dir: string): Promise<string[]> {
 
 const incomplete = fixtures.incomplete[0];
 if (incomplete === undefined) throw new Error('the fixtures have no incomplete backup');
+function incompleteVolume(): NonNullable<typeof incomplete> {
+  if (incomplete === undefined) throw new Error('the fixtures have no incomplete backup');
+  return incomplete;
+}
 const clientName = basename(dirname(incomplete.backupDir));
 
 describe('synthvhd doctor', () => {
@@ -88,8 +99,8 @@ describe('synthvhd doctor', () => {
         expect(byFolder.get(folder)).toMatchObject({ format: 'raw', state: 'served' });
         expect(byFolder.get(folder)?.detail).toMatch(/^served as Image_C_\d{6}-\d{4}\.disk\.vhdx/);
       }
-      expect(byFolder.get(vhdz)).toMatchObject({ format: 'vhdz', state: 'incomplete' });
-      expect(byFolder.get(vhdz)?.detail).toMatch(/no Image_D_241120-0100\.vhdz\.sync/);
+      expect(byFolder.get(vhdz)).toMatchObject({ format: 'vhdz', state: 'not-served' });
+      expect(byFolder.get(vhdz)?.detail).toMatch(/Image_D_241120-0100\.vhdz: VHD: only 15 bytes/);
       expect(byFolder.get(join(root, clientName, basename(incomplete.backupDir)))).toMatchObject({ format: 'raw', state: 'incomplete' });
       expect(check(report, 'backups').status).toBe('warn');
 
@@ -97,7 +108,7 @@ describe('synthvhd doctor', () => {
       const text = await synthvhd(['doctor', root]);
       expect(text.code).toBe(0);
       expect(text.stdout).toMatch(/^ok {4}reflink +yes: btrfs/m);
-      expect(text.stdout).toMatch(/incomplete +\S+_Image_D \(VHDZ\): no Image_D_\S+\.vhdz\.sync/);
+      expect(text.stdout).toMatch(/not served +\S+_Image_D \(VHDZ\): .*VHD: only 15 bytes/);
       expect(text.stdout).toMatch(/incomplete +\S+_Image_C \(RAW\): no Image_C_\S+\.raw\.sync/);
 
       expect(await treeFingerprint(root)).toBe(before);
@@ -122,7 +133,7 @@ describe('synthvhd doctor', () => {
       expect(report.fileSystem?.statType).toBe('tmpfs');
       expect(report.reflink).toMatchObject({ status: 'warn', canReflink: false, probeDir: mountDir });
       expect(report.reflink?.detail).toMatch(/^no: tmpfs cannot share blocks \(E\w+; probed in /);
-      expect(report.backups).toEqual([expect.objectContaining({ format: 'vhdz', state: 'incomplete' })]);
+      expect(report.backups).toEqual([expect.objectContaining({ format: 'vhdz', state: 'not-served' })]);
       expect(check(report, 'backups')).toMatchObject({ status: 'warn' });
 
       // ROOT = the tmpfs mount: its parent is on another file system, which says nothing about
