@@ -3,7 +3,7 @@
  * Reads a volume of a `.raw` in 512 KiB chunks (the `.raw.hash` granularity): which chunks are
  * holes (no read needed), and the bytes or SHA-256 of one chunk.
  */
-import { createHash } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { readAt } from '../extents/read-at.js';
 import type { SourceFiles } from '../extents/source-files.js';
 import type { LoadedVolume } from './load-volume.js';
@@ -32,8 +32,12 @@ export async function readChunk(sources: SourceFiles, volume: LoadedVolume, inde
   return into.subarray(0, length);
 }
 
-/** SHA-256 of chunk `index`; `hasData` false means it is a hole and is not read. */
+/**
+ * SHA-256 of chunk `index`; `hasData` false means it is a hole and is not read. Hashed by
+ * WebCrypto, which runs on the libuv thread pool: in the mount, a diff planned in the background
+ * checks `.raw.hash` samples this way without stalling the thread that answers lookups.
+ */
 export async function hashChunk(sources: SourceFiles, volume: LoadedVolume, index: number, hasData: boolean, scratch: Uint8Array): Promise<Buffer> {
   if (!hasData) return zeroChunkHash(chunkLength(volume, index));
-  return createHash('sha256').update(await readChunk(sources, volume, index, scratch)).digest();
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', await readChunk(sources, volume, index, scratch)));
 }
