@@ -17,6 +17,7 @@ import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { mapLogicalRange } from './compressed-file.js';
 import { DecodePool } from '../../extents/decode-pool.js';
+import { decodeBlock } from './block-codec.js';
 import { type BlockDecoder, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
 import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
@@ -78,6 +79,12 @@ const PARENT = '\u0000parent';
  * mount's thread keeps answering while a large backup is opened.
  */
 export async function openImageDisk(path: string, opener: SourceOpener, options: OpenImageOptions = {}): Promise<OpenedImageDisk> {
+  if (options.summaryBytes !== undefined) {
+    // A summary decodes a few blocks: on this thread, without starting workers (ls of 10 000
+    // backups would otherwise start 10 000 pools).
+    const decoder: BlockDecoder = (mode, payload, blockLength) => decodeBlock(mode, payload, blockLength);
+    return openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
+  }
   const pool = new DecodePool();
   try {
     const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
