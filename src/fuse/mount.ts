@@ -20,9 +20,10 @@
  *   kernel's default fs.fuse.max_pages_limit); libfuse 2 stopped at 128 KiB.
  * - kernel readahead (`read_ahead_kb` of the mount's bdi, set once INIT is done, root only):
  *   1 MiB, so sequential reads arrive as 1 MiB requests. First reads of a 1 GiB disk measured
- *   2.0–3.1 GB/s with it against 1.6–1.8 GB/s at the kernel's 128 KiB; on a loaded machine the
- *   bench's tuning table (4 MiB, max_background 32, clone_fd, 4 threads) did not separate any
- *   variant from the defaults beyond the noise.
+ *   1.9–2.9 GB/s with it against 1.8–2.2 GB/s at the kernel's 128 KiB (alternating runs), while
+ *   8 random 4 KiB readers were a little faster at 128 KiB (24–28k against 21–23k reads/s); on
+ *   a loaded machine the bench's tuning table (4 MiB, max_background 32, clone_fd, 4 threads)
+ *   did not separate any variant from the defaults beyond the noise.
  * - up to 16 worker threads: each serves one request at a time, and a read blocks its thread in
  *   pread on the source; 8 concurrent random readers need 8 free threads.
  * - `attr_timeout`/`entry_timeout` 1 s, and no negative entries cached: a live backup root shows
