@@ -20,6 +20,8 @@ import { REPO_ROOT } from './helpers/run.js';
 
 const CHILD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'native-session-child.js');
 const BLOCK = 64 * 1024;
+const BIG_BLOCK = 2 * 1024 * 1024;
+const HAMMER_ROUNDS = 4;
 
 interface SpecExtent {
   readonly kind: 'zero' | 'bytes' | 'file' | 'compressed';
@@ -103,11 +105,18 @@ beforeAll(async () => {
   const blocks = [randomBytes(BLOCK), text, Buffer.from(text.toString('latin1').toUpperCase(), 'latin1'), randomBytes(BLOCK)];
   const zstd = spawnSync('zstd', ['-q', '-c'], { input: blocks[2] });
   if (zstd.status !== 0) throw new Error(`zstd failed: ${zstd.stderr.toString()}`);
+  // A 2 MiB block as urBackup writes them (larger than the child's 1 MiB cache, so every burst of
+  // readers meets it undecoded): half text, half noise, so its decode takes a while.
+  const big = Buffer.concat([Buffer.from(Buffer.concat(Array.from({ length: 16 }, () => text)).toString('latin1').replace(/x/g, 'y'), 'latin1'), randomBytes(BIG_BLOCK / 2)]);
+  const bigZstd = spawnSync('zstd', ['-q', '-c'], { input: big, maxBuffer: 8 * BIG_BLOCK });
+  if (bigZstd.status !== 0) throw new Error(`zstd failed: ${bigZstd.stderr.toString()}`);
+  blocks.push(big);
   const payloads: [number, Buffer][] = [
     [0, blocks[0] ?? Buffer.alloc(0)],
     [1, deflateSync(blocks[1] ?? Buffer.alloc(0))],
     [2, zstd.stdout],
     [1, randomBytes(300)], // not a zlib stream: must answer EIO, never crash
+    [2, bigZstd.stdout],
   ];
   const records: number[] = [];
   const container: Buffer[] = [Buffer.from('VHDZ test container\n')];
@@ -121,7 +130,7 @@ beforeAll(async () => {
     at += 8 + payload.length;
   }
   await writeFile(join(sourceDir, 'blocks.bin'), Buffer.concat(container));
-  const [stored = 0, zlib = 0, zstdRecord = 0, corrupt = 0] = records;
+  const [stored = 0, zlib = 0, zstdRecord = 0, corrupt = 0, bigRecord = 0] = records;
 
   const header = randomBytes(4096).toString('base64');
   const tail = randomBytes(17).toString('base64');
@@ -156,6 +165,8 @@ beforeAll(async () => {
           return compressed(index % 8 === 3 ? zlib : zstdRecord, index * 13, 997);
       }
     }),
+    // One 2 MiB zstd block served 16 times over (each copy its own file, so its own page cache).
+    ...Object.fromEntries(Array.from({ length: HAMMER_ROUNDS }, (_, round): [string, SpecExtent[]] => [`hammer${round}.img`, [{ kind: 'compressed', path: 'blocks.bin', record: bigRecord, blockLength: BIG_BLOCK, skip: 0, length: BIG_BLOCK }]])),
     'corrupt.img': [{ kind: 'bytes', length: 256 * 1024, data: randomBytes(256 * 1024).toString('base64') }, compressed(corrupt, 0, BLOCK)],
   };
   for (const [name, extents] of Object.entries(files)) {
@@ -221,7 +232,7 @@ describe('the native FUSE session', () => {
   });
 
   it('passes real files and symlinks through and lists directories', async () => {
-    expect((await readdir(mountpoint.path)).sort()).toEqual(['corrupt.img', 'deleted.img', 'disk.img', 'fresh.img', 'many.img', 'real']);
+    expect((await readdir(mountpoint.path)).sort()).toEqual(['corrupt.img', 'deleted.img', 'disk.img', 'fresh.img', ...Array.from({ length: HAMMER_ROUNDS }, (_, round) => `hammer${round}.img`), 'many.img', 'real']);
     expect((await readdir(at('real'))).sort()).toEqual(['blocks.bin', 'data.bin', 'data2.bin', 'link']);
     expect((await readFile(at('real/data.bin'))).equals(await readFile(join(sourceDir, 'data.bin')))).toBe(true);
     expect(await readlink(at('real/link'))).toBe('data.bin');
@@ -235,6 +246,32 @@ describe('the native FUSE session', () => {
     await expect(writeFile(at('new.bin'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
     await expect(mkdir(at('dir'))).rejects.toMatchObject({ code: 'EROFS' });
     await expect(unlink(at('real/data.bin'))).rejects.toMatchObject({ code: 'EROFS' });
+  });
+
+  it('serves one undecoded compressed block to 16 readers at once, every byte right', async () => {
+    const want = expected.get('hammer0.img') ?? Buffer.alloc(0);
+    expect(want.length).toBe(BIG_BLOCK);
+    // Each round a file whose pages were never read: 16 readers open it, then all read at once,
+    // at offsets spread over the block (unaligned, overlapping), so many FUSE workers ask for the
+    // same block before any has decoded it. Only the bytes are checked, never the timing.
+    for (let round = 0; round < HAMMER_ROUNDS; round++) {
+      const handles = await Promise.all(Array.from({ length: 16 }, () => open(at(`hammer${round}.img`), 'r')));
+      try {
+        const results = await Promise.all(handles.map(async (handle, reader) => {
+          const position = (reader * 131_071 + round * 4099) % (BIG_BLOCK - 1);
+          const length = Math.min(200_000 + reader * 7, BIG_BLOCK - position);
+          const buffer = Buffer.alloc(length);
+          const { bytesRead } = await handle.read(buffer, 0, length, position);
+          return { position, bytes: buffer.subarray(0, bytesRead), length };
+        }));
+        for (const { position, bytes, length } of results) {
+          expect(bytes.length).toBe(length);
+          expect(bytes.equals(want.subarray(position, position + length))).toBe(true);
+        }
+      } finally {
+        await Promise.all(handles.map((handle) => handle.close()));
+      }
+    }
   });
 
   it('answers EIO for a block that cannot be decoded, and says which block', async () => {

@@ -46,6 +46,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -258,21 +259,41 @@ class BlockCache {
     EvictLocked();
   }
 
-  std::shared_ptr<const Block> Find(const BlockKey& key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto found = map_.find(key);
-    if (found == map_.end()) return nullptr;
-    lru_.splice(lru_.begin(), lru_, found->second);
-    return found->second->second;
-  }
-
-  void Insert(const BlockKey& key, std::shared_ptr<const Block> block) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (block->size() > max_bytes_ || map_.count(key) != 0) return;
-    lru_.emplace_front(key, block);
-    map_.emplace(key, lru_.begin());
-    bytes_ += block->size();
-    EvictLocked();
+  // The block at `key`: from the cache, or decoded by `decode` (returns nullptr on failure). One
+  // decode per key is in flight at a time (kernel readahead sends several requests inside one
+  // block at once, each on its own worker): the first caller decodes outside the lock, the others
+  // wait on its Flight, which they hold by shared_ptr so it outlives its removal from flights_.
+  // The wait is bounded by that one decode (the decoding thread always reaches the completion below).
+  // A failed decode wakes the waiters with nullptr (EIO); only the decoding caller reports it.
+  template <typename Decode>
+  std::shared_ptr<const Block> Get(const BlockKey& key, Decode decode) {
+    std::shared_ptr<Flight> flight;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto found = map_.find(key);
+      if (found != map_.end()) {
+        lru_.splice(lru_.begin(), lru_, found->second);
+        return found->second->second;
+      }
+      auto flying = flights_.find(key);
+      if (flying != flights_.end()) {
+        flight = flying->second;
+        flight->done.wait(lock, [&flight] { return flight->finished; });
+        return flight->block;
+      }
+      flight = std::make_shared<Flight>();
+      flights_.emplace(key, flight);
+    }
+    std::shared_ptr<const Block> block = decode();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      flight->block = block;
+      flight->finished = true;
+      flights_.erase(key);
+      if (block != nullptr) InsertLocked(key, block);
+    }
+    flight->done.notify_all();
+    return block;
   }
 
   void Stats(size_t* bytes, size_t* blocks) {
@@ -282,6 +303,20 @@ class BlockCache {
   }
 
  private:
+  struct Flight {
+    std::condition_variable done;
+    bool finished = false;                // under mu_
+    std::shared_ptr<const Block> block;  // under mu_; nullptr: the decode failed
+  };
+
+  void InsertLocked(const BlockKey& key, std::shared_ptr<const Block> block) {
+    if (block->size() > max_bytes_ || map_.count(key) != 0) return;
+    lru_.emplace_front(key, block);
+    map_.emplace(key, lru_.begin());
+    bytes_ += block->size();
+    EvictLocked();
+  }
+
   void EvictLocked() {
     while (bytes_ > max_bytes_ && !lru_.empty()) {
       bytes_ -= lru_.back().second->size();
@@ -295,6 +330,7 @@ class BlockCache {
   size_t bytes_ = 0;
   std::list<std::pair<BlockKey, std::shared_ptr<const Block>>> lru_;
   std::unordered_map<BlockKey, std::list<std::pair<BlockKey, std::shared_ptr<const Block>>>::iterator, BlockKeyHash> map_;
+  std::unordered_map<BlockKey, std::shared_ptr<Flight>, BlockKeyHash> flights_;
 };
 
 uint32_t ReadLe32(const unsigned char* p) {
@@ -506,19 +542,19 @@ class Session : public Napi::ObjectWrap<Session> {
     Post(new Message{"touch", static_cast<double>(fh), "", 0, ""});
   }
 
-  // The decoded block of a compressed extent, from the cache or decoded now.
+  // The decoded block of a compressed extent, from the cache, from the decode another worker has
+  // in flight, or decoded now. A failure is posted once per failed decode (not per waiter).
   std::shared_ptr<const Block> DecodedBlock(const Source& source, uint64_t record, uint64_t block_length) {
     BlockKey key{source.dev, source.ino, source.mtime_ns, record};
-    std::shared_ptr<const Block> block = cache_.Find(key);
-    if (block != nullptr) return block;
-    auto fresh = std::make_shared<Block>();
-    std::string why;
-    if (!DecodeBlock(source, record, block_length, fresh.get(), &why)) {
-      Post(new Message{"decode-error", 0, source.path, static_cast<double>(record), why});
-      return nullptr;
-    }
-    cache_.Insert(key, fresh);
-    return fresh;
+    return cache_.Get(key, [&]() -> std::shared_ptr<const Block> {
+      auto fresh = std::make_shared<Block>();
+      std::string why;
+      if (!DecodeBlock(source, record, block_length, fresh.get(), &why)) {
+        Post(new Message{"decode-error", 0, source.path, static_cast<double>(record), why});
+        return nullptr;
+      }
+      return fresh;
+    });
   }
 
   void Read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info* fi) {
