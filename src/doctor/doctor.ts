@@ -33,6 +33,7 @@ import { cloneRange } from '../native/native.js';
 import { isNativeError } from '../native/native-error.js';
 import type { SkippedBackup, VolumeBackup } from '../urbackup/backup-tree.js';
 import { formatBytes } from '../util/format-bytes.js';
+import { scanBackupFs } from '../urbackup/backup-fs.js';
 
 export type { CheckResult, CheckStatus } from '../fuse/preflight.js';
 
@@ -235,7 +236,7 @@ export async function listBackups(root: string): Promise<BackupEntry[]> {
       served.push([volume.backup.rawPath, `served as partition ${partition.number} of ${anchor.client}/${basename(anchor.folder)}/${virtualFileName(anchor, 'vhdx')}`]);
     }
     return { anchor: anchor.rawPath, served, notes: disk.notes };
-  }, { holes: false });
+  }, { holes: false, fs: scanBackupFs });
   const servedAs = new Map<string, string>();
   const notesOf = new Map<string, readonly string[]>();
   for (const disk of catalog.disks) {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /** `synthvhd ls ROOT`: clients, backup runs, disks and the virtual files they are served as. */
+import { scanBackupFs } from '../../urbackup/backup-fs.js';
 import { scanCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
 import { offeredFiles } from '../../catalog/virtual-files.js';
 import { formatBytes } from '../../util/format-bytes.js';
@@ -66,6 +67,7 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
     let head = '';
     const catalog = await scanCatalog(root, describeDisk, {
       holes: false,
+      fs: scanBackupFs,
       emit: (disk) => {
         if (count === 0) head = `{\n  "root": ${JSON.stringify(root)},\n  "disks": [`;
         process.stdout.write(`${head}${count === 0 ? '' : ','}\n    ${indent(JSON.stringify(disk, null, 2), '    ')}`);
@@ -81,6 +83,7 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
   let count = 0;
   const catalog = await scanCatalog(root, describeDisk, {
     holes: false,
+    fs: scanBackupFs,
     emit: (disk) => {
       const lines: string[] = [];
       count++;
