@@ -30,7 +30,7 @@ import { openSourceFile } from '../extents/confined-open.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { systemError } from './errno.js';
 import { realInode, virtualInode } from './inode.js';
-import { packLayout, type OpenAnswer } from './native-session.js';
+import { packLayout, type NodeStat, type NodeStatfs, type OpenAnswer } from './native-session.js';
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
 import { mirroredMode, type VirtualAccess } from './reader-access.js';
@@ -42,34 +42,9 @@ const SECTOR = 512;
 /** open(2) access-mode mask (fcntl.h); Node's fs.constants lacks it. */
 const O_ACCMODE = 3;
 
-/** What getattr answers; times in ms since the epoch. */
-export interface FileStat {
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly size: number;
-  readonly nlink: number;
-  readonly ino: number;
-  readonly blksize: number;
-  readonly blocks: number;
-  readonly atime: number;
-  readonly mtime: number;
-  readonly ctime: number;
-}
-
-export interface FsStats {
-  readonly bsize: number;
-  readonly frsize: number;
-  readonly blocks: number;
-  readonly bfree: number;
-  readonly bavail: number;
-  readonly files: number;
-  readonly ffree: number;
-  readonly favail: number;
-  readonly fsid: number;
-  readonly flag: number;
-  readonly namemax: number;
-}
+/** What getattr and statfs answer: the session's own shapes (./native-session.ts). */
+export type FileStat = NodeStat;
+export type FsStats = NodeStatfs;
 
 type Target =
   | { readonly kind: 'real'; readonly source: string }
