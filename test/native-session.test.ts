@@ -17,22 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fusermountLazy, isMounted, tempMountpoint } from './helpers/fuse-mount.js';
 import { startReaders } from './helpers/range-readers.js';
 import { REPO_ROOT } from './helpers/run.js';
+import type { SpecExtent } from './helpers/native-session-child.js';
 
 const CHILD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'native-session-child.js');
 const BLOCK = 64 * 1024;
 const BIG_BLOCK = 2 * 1024 * 1024;
 const HAMMER_ROUNDS = 4;
-
-interface SpecExtent {
-  readonly kind: 'zero' | 'bytes' | 'file' | 'compressed';
-  readonly length: number;
-  readonly data?: string;
-  readonly path?: string;
-  readonly offset?: number;
-  readonly record?: number;
-  readonly blockLength?: number;
-  readonly skip?: number;
-}
 
 let dir: string;
 let sourceDir: string;

@@ -19,7 +19,8 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { NativeFuseSession, packLayout, type NativeExtent, type NativeLayout, type NodeStat, type OpenAnswer } from '../../src/fuse/native-session.js';
 
-interface SpecExtent {
+/** One extent of a served file, as the test writes it into the spec (JSON). */
+export interface SpecExtent {
   readonly kind: 'zero' | 'bytes' | 'file' | 'compressed';
   readonly length: number;
   readonly data?: string;

@@ -10,14 +10,14 @@
  *
  * With `--offset N`, only the range holding byte N of each map.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
 import { containerLayout, offeredFiles } from '../../catalog/virtual-files.js';
 import { containerStructureMap } from '../../container/structure-map.js';
-import { parseContainer } from '../../container/inspect.js';
+import { parseContainerFile } from '../../container/read-container-file.js';
 import type { ComposedDisk } from '../../disk/compose-disk.js';
-import { fileError, SynthvhdError } from '../../errors/synthvhd-error.js';
+import { fileError } from '../../errors/synthvhd-error.js';
 import type { Layout } from '../../extents/extent.js';
 import { type MapRow, describeRow, formatMapRows, mapRowAt, mapRows } from '../../extents/extent-map.js';
 import { resolveServedPath } from '../../fuse/served-path.js';
@@ -74,24 +74,7 @@ function composedMaps(disk: ComposedDisk, source: string, only?: 'vhdx' | 'vhd')
 }
 
 async function fileMaps(path: string): Promise<NamedMap[]> {
-  const handle = await open(path, 'r');
-  let structure: Layout;
-  try {
-    const { size } = await handle.stat();
-    const read = async (position: number, length: number): Promise<Uint8Array> => {
-      const buffer = new Uint8Array(length);
-      const { bytesRead } = await handle.read(buffer, 0, length, position);
-      return buffer.subarray(0, bytesRead);
-    };
-    try {
-      structure = containerStructureMap(await parseContainer(read, size), path);
-    } catch (error) {
-      if (error instanceof SynthvhdError && error.path === undefined) throw fileError(error.code, path, error.message, error);
-      throw error;
-    }
-  } finally {
-    await handle.close();
-  }
+  const structure = containerStructureMap((await parseContainerFile(path)).parsed, path);
   const maps: NamedMap[] = [{ name: 'file', title: `what ${basename(path)} says about its own bytes`, layout: structure, self: path }];
   const served = await resolveServedPath(path);
   if (served !== undefined) {
