@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, open, readdir, realpath, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { scanCatalog, virtualFileName } from '../catalog/catalog.js';
 import { offeredFiles } from '../catalog/virtual-files.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
@@ -34,6 +34,7 @@ import { isNativeError } from '../native/native-error.js';
 import type { SkippedBackup, VolumeBackup } from '../urbackup/backup-tree.js';
 import { formatBytes } from '../util/format-bytes.js';
 import { scanBackupFs } from '../urbackup/backup-fs.js';
+import { isInsideDirectory } from '../extents/confined-open.js';
 
 export type { CheckResult, CheckStatus } from '../fuse/preflight.js';
 
@@ -219,10 +220,6 @@ async function realpathOr(path: string): Promise<string> {
   return realpath(path).catch(() => path);
 }
 
-function isInside(path: string, folder: string): boolean {
-  return path === folder || path.startsWith(`${folder}${sep}`);
-}
-
 /** Every image backup under ROOT: served (and as what), incomplete, or not served and why. */
 export async function listBackups(root: string): Promise<BackupEntry[]> {
   // Each disk is reduced to what the list says about its volumes as soon as it is composed.
@@ -303,7 +300,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
       fileSystem = await fileSystemOf(root);
       checks.push(checkFileSystem(root, fileSystem));
       const probeDir = await realpathOr(resolve(options.probeDir ?? dirname(root)));
-      if (isInside(probeDir, await realpathOr(root))) {
+      if (isInsideDirectory(await realpathOr(root), probeDir)) {
         reflink = { name: 'reflink', status: 'fail', detail: `${probeDir} is inside the backup tree ${root}, which doctor never writes: pick another --probe-dir`, probeDir, canReflink: null };
       } else {
         reflink = await probeReflink(root, probeDir, fileSystem);

@@ -65,6 +65,11 @@ export function fileError(code: ErrorCode, path: string, problem: string, cause?
   return new SynthvhdError(code, `${path}: ${problem}`, cause === undefined ? { path } : { path, cause });
 }
 
+/** The errno name of a failed system call (`ENOENT`), or the error as text when it has none. */
+export function systemErrorCode(error: unknown): string {
+  return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string' ? error.code : String(error);
+}
+
 /** For broken invariants only: these are bugs, never user errors. */
 export function internalError(message: string): SynthvhdError {
   return new SynthvhdError('E_INTERNAL', `internal error (please report): ${message}`);

@@ -19,7 +19,7 @@
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, relative } from 'node:path';
-import { fileError, type SynthvhdError } from '../errors/synthvhd-error.js';
+import { fileError, systemErrorCode, type SynthvhdError } from '../errors/synthvhd-error.js';
 
 export interface Confinement {
   /** The backup root, absolute and resolved (realpath). */
@@ -39,10 +39,6 @@ export function isInsideDirectory(parent: string, child: string): boolean {
   return path === '' || (!path.startsWith('..') && !isAbsolute(path));
 }
 
-function codeOf(error: unknown): string {
-  return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string' ? error.code : String(error);
-}
-
 /** The open(2) flags of a source: read-only, never blocking on a FIFO, no final symlink when confined. */
 function sourceFlags(confinement: Confinement | undefined): number {
   return constants.O_RDONLY | constants.O_NONBLOCK | (confinement === undefined ? 0 : constants.O_NOFOLLOW);
@@ -50,7 +46,7 @@ function sourceFlags(confinement: Confinement | undefined): number {
 
 /** The error for a failed open of a source. */
 function openFailure(path: string, role: string, error: unknown): SynthvhdError {
-  const code = codeOf(error);
+  const code = systemErrorCode(error);
   if (code === 'ELOOP') {
     return fileError('E_UNSAFE_SOURCE', path, `is a symbolic link: a ${role} must be a regular file inside the backup root, so it is not used`, error);
   }

@@ -32,9 +32,10 @@
 import { logger } from '../util/logger.js';
 import { mkdir, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { checkCacheDir } from '../blocklist/cache.js';
-import { SynthvhdError, fileError } from '../errors/synthvhd-error.js';
+import { SynthvhdError, fileError, systemErrorCode } from '../errors/synthvhd-error.js';
+import { isInsideDirectory } from '../extents/confined-open.js';
 import { BackupFs } from './backup-fs.js';
 import { parseWindowsFolder } from '../container/windows-path.js';
 import { findMount } from './mountinfo.js';
@@ -131,21 +132,12 @@ function defaultLog(line: string): void {
   logger.warn(line);
 }
 
-function codeOf(error: unknown): string {
-  return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string' ? error.code : String(error);
-}
-
-function isInside(parent: string, child: string): boolean {
-  const path = relative(parent, child);
-  return path === '' || (!path.startsWith('..') && !isAbsolute(path));
-}
-
 async function checkRoot(root: string): Promise<{ path: string; dev: number }> {
   let path: string;
   try {
     path = await realpath(resolve(root));
   } catch (error) {
-    throw fileError('E_USAGE', resolve(root), `backup root does not exist (${codeOf(error)})`, error);
+    throw fileError('E_USAGE', resolve(root), `backup root does not exist (${systemErrorCode(error)})`, error);
   }
   const info = await stat(path);
   if (!info.isDirectory()) throw fileError('E_USAGE', path, 'backup root is not a directory');
@@ -159,7 +151,7 @@ async function checkMountpoint(mountpoint: string, root: string): Promise<string
   try {
     parent = await realpath(dirname(absolute));
   } catch (error) {
-    throw fileError('E_USAGE', absolute, `mount point does not exist (${codeOf(error)})`, error);
+    throw fileError('E_USAGE', absolute, `mount point does not exist (${systemErrorCode(error)})`, error);
   }
   const candidate = join(parent, basename(absolute));
   const mounted = await findMount(candidate);
@@ -173,11 +165,11 @@ async function checkMountpoint(mountpoint: string, root: string): Promise<string
     if (!(await stat(path)).isDirectory()) throw fileError('E_USAGE', candidate, 'mount point is not a directory');
   } catch (error) {
     if (error instanceof SynthvhdError) throw error;
-    throw fileError('E_USAGE', candidate, `mount point does not exist (${codeOf(error)})`, error);
+    throw fileError('E_USAGE', candidate, `mount point does not exist (${systemErrorCode(error)})`, error);
   }
   if (path !== candidate && (await findMount(path)) !== undefined) throw fileError('E_IO', path, 'mount point in use: something is mounted there');
   if ((await readdir(path)).length > 0) throw fileError('E_USAGE', path, 'mount point is not empty: mount on an empty directory');
-  if (isInside(root, path) || isInside(path, root)) {
+  if (isInsideDirectory(root, path) || isInsideDirectory(path, root)) {
     throw fileError('E_USAGE', path, `mount point must be outside the backup root ${root} (the mount would serve itself)`);
   }
   return path;
@@ -196,23 +188,23 @@ async function checkBlocklistCache(cacheDir: string, root: string, mountpoint: s
     if (!(error instanceof SynthvhdError) || error.code !== 'E_USAGE') throw error;
     throw fileError('E_USAGE', resolve(cacheDir), `is inside the backup root ${root}: blocklists are never written into the backup tree; choose a --blocklist-cache outside it`, error);
   }
-  if (isInside(mountpoint, dir)) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  if (isInsideDirectory(mountpoint, dir)) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
   if (create) {
     try {
       await mkdir(dir, { recursive: true });
     } catch (error) {
-      throw fileError('E_IO', dir, `cannot create the blocklist cache directory (${codeOf(error)})`, error);
+      throw fileError('E_IO', dir, `cannot create the blocklist cache directory (${systemErrorCode(error)})`, error);
     }
   }
   let info;
   try {
     info = await stat(dir);
   } catch (error) {
-    throw fileError('E_USAGE', dir, `blocklist cache directory does not exist (${codeOf(error)}); \`synthvhd blocklist create --cache-dir\` makes it, or add --blocklists`, error);
+    throw fileError('E_USAGE', dir, `blocklist cache directory does not exist (${systemErrorCode(error)}); \`synthvhd blocklist create --cache-dir\` makes it, or add --blocklists`, error);
   }
   if (!info.isDirectory()) throw fileError('E_USAGE', dir, 'blocklist cache is not a directory');
   // Again through symlinks, now that it exists.
-  if (isInside(mountpoint, await realpath(dir))) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  if (isInsideDirectory(mountpoint, await realpath(dir))) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
   return dir;
 }
 
