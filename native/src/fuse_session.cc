@@ -50,6 +50,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -90,6 +91,11 @@ constexpr fuse_ino_t kUnknownIno = 0xffffffff;
 // A compressed block record is trusted up to this decoded size (urBackup VHDZ blocks are far
 // smaller); anything larger is a corrupt record, not a reason to allocate gigabytes.
 constexpr uint64_t kMaxBlock = 64ull << 20;
+// Decode-ahead: at most this many threads (cores - 1), this many extents scanned for the next
+// blocks, this many queued tasks (older ones are dropped: the reader has moved on).
+constexpr unsigned kMaxAheadThreads = 4;
+constexpr size_t kAheadScan = 256;
+constexpr size_t kMaxAheadQueue = 16;
 
 enum class ExtentKind : uint8_t { kZero = 0, kBytes = 1, kFile = 2, kCompressed = 3 };
 
@@ -130,6 +136,8 @@ struct Handle {
   int fd = -1;                   // a real file passed through
   std::atomic<bool> stale{false};
   std::atomic<int64_t> last_touch_ms{INT64_MIN / 2};
+  // Where the last read ended: a read starting there is sequential (decode-ahead follows it).
+  std::atomic<uint64_t> next_offset{0};
   ~Handle() {
     if (fd >= 0) close(fd);
   }
@@ -229,7 +237,61 @@ thread_local ThreadBuffer t_buffer;
 // ---------------------------------------------------------------------------------------------
 // Decoded compressed blocks, shared by every open file of a session, bounded in bytes (LRU).
 
-using Block = std::vector<char>;
+// A decoded block's bytes. Buffers are recycled (up to kSpareBlockBytes kept): a fresh 2 MiB
+// allocation is an mmap whose pages fault one at a time as the decoder writes them, and zeroing
+// it first (std::vector) costs as much again; measured with perf, the two took more time than
+// zstd's decoding itself.
+class Block {
+ public:
+  explicit Block(size_t size) : size_(size), data_(Take(size)) {}
+  ~Block() { Give(data_, size_); }
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+  char* data() { return data_; }
+  const char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr size_t kSpareBlockBytes = 16u << 20;
+  struct Spares {
+    std::mutex mu;
+    std::vector<std::pair<size_t, char*>> buffers;
+    size_t bytes = 0;
+  };
+  static Spares& spares() {
+    static Spares* pool = new Spares();  // never destroyed: blocks may outlive static teardown
+    return *pool;
+  }
+  static char* Take(size_t size) {
+    Spares& pool = spares();
+    {
+      std::lock_guard<std::mutex> lock(pool.mu);
+      for (auto it = pool.buffers.begin(); it != pool.buffers.end(); ++it) {
+        if (it->first != size) continue;
+        char* data = it->second;
+        pool.bytes -= size;
+        pool.buffers.erase(it);
+        return data;
+      }
+    }
+    return static_cast<char*>(malloc(size > 0 ? size : 1));  // nullptr: the decode fails with "out of memory"
+  }
+  static void Give(char* data, size_t size) {
+    if (data == nullptr) return;
+    Spares& pool = spares();
+    {
+      std::lock_guard<std::mutex> lock(pool.mu);
+      if (pool.bytes + size <= kSpareBlockBytes) {
+        pool.buffers.emplace_back(size, data);
+        pool.bytes += size;
+        return;
+      }
+    }
+    free(data);
+  }
+  size_t size_;
+  char* data_;
+};
 
 struct BlockKey {
   dev_t dev;
@@ -240,6 +302,9 @@ struct BlockKey {
     return dev == other.dev && ino == other.ino && mtime_ns == other.mtime_ns && record == other.record;
   }
 };
+
+// A block is named by its file's identity and version and the record's offset in it.
+BlockKey KeyOf(const Source& source, uint64_t record) { return BlockKey{source.dev, source.ino, source.mtime_ns, record}; }
 
 struct BlockKeyHash {
   size_t operator()(const BlockKey& key) const {
@@ -294,6 +359,12 @@ class BlockCache {
     }
     flight->done.notify_all();
     return block;
+  }
+
+  // Whether `key` is decoded or being decoded.
+  bool Has(const BlockKey& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return map_.count(key) != 0 || flights_.count(key) != 0;
   }
 
   void Stats(size_t* bytes, size_t* blocks) {
@@ -355,7 +426,10 @@ bool DecodeBlock(const Source& source, uint64_t record, uint64_t block_length, B
     *why = "stored size " + std::to_string(stored) + " is implausible for a block of " + std::to_string(block_length);
     return false;
   }
-  out->resize(block_length);
+  if (out->data() == nullptr || out->size() != block_length) {
+    *why = "out of memory for a block of " + std::to_string(block_length);
+    return false;
+  }
   if (mode == 0) {
     if (stored != block_length) {
       *why = "stored block of " + std::to_string(stored) + " bytes, expected " + std::to_string(block_length);
@@ -367,8 +441,13 @@ bool DecodeBlock(const Source& source, uint64_t record, uint64_t block_length, B
     }
     return true;
   }
-  Block payload(stored);
-  if (PreadExactly(source.fd, payload.data(), stored, record + 8) != 0) {
+  thread_local ThreadBuffer t_payload;  // grown to the largest record, kept
+  char* payload = t_payload.Get(stored > 0 ? stored : 1);
+  if (payload == nullptr) {
+    *why = "out of memory for a record of " + std::to_string(stored);
+    return false;
+  }
+  if (PreadExactly(source.fd, payload, stored, record + 8) != 0) {
     *why = "cannot read the compressed payload";
     return false;
   }
@@ -379,7 +458,7 @@ bool DecodeBlock(const Source& source, uint64_t record, uint64_t block_length, B
       *why = "zlib: inflateInit failed";
       return false;
     }
-    stream.next_in = reinterpret_cast<Bytef*>(payload.data());
+    stream.next_in = reinterpret_cast<Bytef*>(payload);
     stream.avail_in = static_cast<uInt>(stored);
     stream.next_out = reinterpret_cast<Bytef*>(out->data());
     stream.avail_out = static_cast<uInt>(block_length);
@@ -393,7 +472,13 @@ bool DecodeBlock(const Source& source, uint64_t record, uint64_t block_length, B
     return true;
   }
   if (mode == 2) {
-    size_t produced = ZSTD_decompress(out->data(), block_length, payload.data(), stored);
+    // One decompression context per thread, kept: ZSTD_decompress would allocate one per block.
+    thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> context(ZSTD_createDCtx(), ZSTD_freeDCtx);
+    if (context == nullptr) {
+      *why = "zstd: cannot create a decompression context";
+      return false;
+    }
+    size_t produced = ZSTD_decompressDCtx(context.get(), out->data(), block_length, payload, stored);
     if (ZSTD_isError(produced)) {
       *why = std::string("zstd: ") + ZSTD_getErrorName(produced);
       return false;
@@ -545,9 +630,8 @@ class Session : public Napi::ObjectWrap<Session> {
   // The decoded block of a compressed extent, from the cache, from the decode another worker has
   // in flight, or decoded now. A failure is posted once per failed decode (not per waiter).
   std::shared_ptr<const Block> DecodedBlock(const Source& source, uint64_t record, uint64_t block_length) {
-    BlockKey key{source.dev, source.ino, source.mtime_ns, record};
-    return cache_.Get(key, [&]() -> std::shared_ptr<const Block> {
-      auto fresh = std::make_shared<Block>();
+    return cache_.Get(KeyOf(source, record), [&]() -> std::shared_ptr<const Block> {
+      auto fresh = std::make_shared<Block>(block_length);
       std::string why;
       if (!DecodeBlock(source, record, block_length, fresh.get(), &why)) {
         Post(new Message{"decode-error", 0, source.path, static_cast<double>(record), why});
@@ -555,6 +639,83 @@ class Session : public Napi::ObjectWrap<Session> {
       }
       return fresh;
     });
+  }
+
+  // ----- decode-ahead ------------------------------------------------------------------------
+  // A sequential reader of a compressed extent (dd, qemu-img convert, a VM booting) asks for one
+  // block at a time: the kernel sends the next read only after the last one was answered, so the
+  // decode of each block would sit on the reader's critical path and use one core. After each
+  // sequential read that touched a compressed block, the next few blocks of the file are decoded
+  // on the ahead threads into the shared cache; a worker that asks for a block being decoded waits
+  // for that one decode (BlockCache's single flight) instead of starting its own.
+
+  struct AheadTask {
+    std::shared_ptr<Handle> handle;  // keeps the table and its source fds open
+    size_t extent;
+  };
+
+  void StartDecodeAhead() {
+    unsigned cores = std::thread::hardware_concurrency();
+    unsigned count = cores > 1 ? cores : 1;
+    if (count > kMaxAheadThreads) count = kMaxAheadThreads;
+    ahead_depth_ = count + 1;
+    for (unsigned index = 0; index < count; index++) ahead_threads_.emplace_back([this] { AheadMain(); });
+  }
+
+  // Joins the ahead threads (detach: the process is exiting and they may be inside a read).
+  void StopDecodeAhead(bool detach) {
+    {
+      std::lock_guard<std::mutex> lock(ahead_mu_);
+      ahead_stop_ = true;
+      ahead_.clear();
+    }
+    ahead_cv_.notify_all();
+    for (std::thread& thread : ahead_threads_) {
+      if (!thread.joinable()) continue;
+      if (detach) thread.detach();
+      else thread.join();
+    }
+    ahead_threads_.clear();
+  }
+
+  void AheadMain() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    for (;;) {
+      AheadTask task;
+      {
+        std::unique_lock<std::mutex> lock(ahead_mu_);
+        ahead_cv_.wait(lock, [this] { return ahead_stop_ || !ahead_.empty(); });
+        if (ahead_stop_) return;
+        task = std::move(ahead_.front());
+        ahead_.pop_front();
+      }
+      if (task.handle->stale.load()) continue;
+      const Table& table = *task.handle->table;
+      const Extent& extent = table.extents[task.extent];
+      DecodedBlock(*table.sources[extent.source], extent.offset, extent.block_length);
+    }
+  }
+
+  // Queues the next ahead_depth_ blocks after extent `last` (a compressed extent just read).
+  void QueueDecodeAhead(const std::shared_ptr<Handle>& handle, size_t last) {
+    if (ahead_threads_.empty()) return;
+    const Table& table = *handle->table;
+    uint64_t previous = table.extents[last].offset;
+    unsigned queued = 0;
+    std::lock_guard<std::mutex> lock(ahead_mu_);
+    // Blocks are split into several extents where a partition or an unwritten sector run
+    // starts inside one; look a bounded distance ahead, each block queued once.
+    for (size_t index = last + 1; index < table.extents.size() && index <= last + kAheadScan && queued < ahead_depth_; index++) {
+      const Extent& extent = table.extents[index];
+      if (extent.kind != ExtentKind::kCompressed || extent.offset == previous) continue;
+      previous = extent.offset;
+      queued++;
+      if (!cache_.Has(KeyOf(*table.sources[extent.source], extent.offset))) ahead_.push_back(AheadTask{handle, index});
+    }
+    while (ahead_.size() > kMaxAheadQueue) ahead_.pop_front();
+    ahead_cv_.notify_all();
   }
 
   void Read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info* fi) {
@@ -607,6 +768,7 @@ class Session : public Napi::ObjectWrap<Session> {
     int count = 0;
     std::shared_ptr<const Block> held[kMaxIov];
     int held_count = 0;
+    size_t last_compressed = SIZE_MAX;
     uint64_t done = 0;
     for (size_t index = low; done < total; index++) {
       const Extent& extent = table.extents[index];
@@ -635,6 +797,7 @@ class Session : public Napi::ObjectWrap<Session> {
         }
         case ExtentKind::kCompressed: {
           const Source& source = *table.sources[extent.source];
+          last_compressed = index;
           std::shared_ptr<const Block> block = DecodedBlock(source, extent.offset, extent.block_length);
           if (block == nullptr) {
             fuse_reply_err(req, EIO);
@@ -657,6 +820,8 @@ class Session : public Napi::ObjectWrap<Session> {
       }
       done += piece;
     }
+    bool sequential = handle->next_offset.exchange(position + total) == position;
+    if (sequential && last_compressed != SIZE_MAX) QueueDecodeAhead(handle, last_compressed);
     if (gather) fuse_reply_iov(req, iov, count);
     else fuse_reply_buf(req, buffer, total);
   }
@@ -829,6 +994,7 @@ class Session : public Napi::ObjectWrap<Session> {
     tsfn_ = Tsfn::New(env, dispatch_.Value(), "synthvhd.fuse", 0, 1, this, &Session::Finalize, static_cast<void*>(nullptr));
     tsfn_active_.store(true);
     Ref();  // kept alive until the loop has ended and the finalizer ran
+    StartDecodeAhead();
     loop_thread_ = std::thread([this] { LoopMain(); });
     return env.Undefined();
   }
@@ -858,9 +1024,11 @@ class Session : public Napi::ObjectWrap<Session> {
     self->tsfn_active_.store(false);
     if (!self->loop_done_.load()) {
       if (self->loop_thread_.joinable()) self->loop_thread_.detach();
+      self->StopDecodeAhead(true);
       return;
     }
     if (self->loop_thread_.joinable()) self->loop_thread_.join();
+    self->StopDecodeAhead(false);
     std::unordered_map<uint64_t, Pending> pending;
     {
       std::lock_guard<std::mutex> lock(self->pending_mu_);
@@ -1276,6 +1444,13 @@ class Session : public Napi::ObjectWrap<Session> {
   uint64_t next_fh_ = 1;
 
   BlockCache cache_;
+
+  std::mutex ahead_mu_;
+  std::condition_variable ahead_cv_;
+  std::deque<AheadTask> ahead_;
+  bool ahead_stop_ = false;
+  unsigned ahead_depth_ = 0;
+  std::vector<std::thread> ahead_threads_;  // started at mount, stopped in Finalize
 };
 
 void CallJs(Napi::Env env, Napi::Function dispatch, Session* /*session*/, Message* message) {
