@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 /**
- * VHDZ image backups served end to end (issue #15): the fixture backups' RAW C: volumes are
- * rewritten as urBackup writes VHDZ (fixtures/urbackup-images.ts) into a separate backup root
- * (a full backup for run 1, a differencing child of it for run 2, plus a plain VHD), with their
- * `.mbr` side files copied under the image's name. `ls` serves them, `materialize` writes a disk
- * that qemu-img finds identical to the truth disk, and the mount serves the same disk.
+ * urBackup's image formats served end to end (issue #15): the fixture backups' RAW C: volumes
+ * are rewritten as urBackup writes them (fixtures/urbackup-images.ts) into a separate backup
+ * root, with their `.mbr` side files copied under the image's name: a full VHDZ for run 1 and a
+ * differencing VHDZ child of it for run 2; then a full VHDX for run 1 and a VHDXZ child of it
+ * for run 2. `ls` serves them, `materialize` writes disks that qemu-img and libvhdi find
+ * identical to the truth disk, and the mount serves the same disks.
  * The fixture backup tree itself is only read.
  */
 import { copyFile, cp, mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -12,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FixtureDisk, FixtureVolume } from '../fixtures/build-fixtures.js';
-import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
+import { seededRandom, writeUrbackupImage, writeUrbackupVhdxImage } from '../fixtures/urbackup-images.js';
+import { withVhdiMount } from './helpers/blocklist.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { fixtureDisk } from './helpers/fixture-disk.js';
 import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
@@ -83,6 +85,15 @@ async function expectSameDisk(format: 'vhdx' | 'vpc', image: string, disk: Fixtu
   const expected = join(work, `${disk.name}.expected.raw`);
   await assembleExpectedDisk(disk, expected);
   await runOk('qemu-img', ['compare', '-q', '-f', format, '-F', 'raw', image, expected]);
+}
+
+/** libvhdi, a second reader, finds `image` (a file we wrote) identical to the truth disk. */
+async function expectSameDiskLibvhdi(image: string, disk: FixtureDisk): Promise<void> {
+  const expected = join(work, `${disk.name}.expected.raw`);
+  await assembleExpectedDisk(disk, expected);
+  await withVhdiMount(image, async (rawDisk) => {
+    await runOk('cmp', [rawDisk, expected]);
+  });
 }
 
 beforeAll(async () => {
@@ -159,6 +170,7 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
     expect(materialized.code, materialized.stderr).toBe(0);
     expect(materialized.stdout).toMatch(/urBackup-compressed: decoded and copied/);
     await expectSameDisk('vhdx', out1, run1);
+    await expectSameDiskLibvhdi(out1, run1);
 
     // urBackup's .vhdz.hash matches the volume read through the VHDZ.
     const verified = await synthvhd(['verify', folders1.get(run1.anchor.letter) ?? '']);
@@ -211,6 +223,60 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
     } finally {
       await mount.stop();
       await mountpoint.cleanup();
+    }
+  });
+});
+
+describe("urBackup's VHDX and VHDXZ backups through materialize and the mount", () => {
+  it('a full VHDX (run 1) and a VHDXZ child of it (run 2) are served and materialized as the truth disks', async () => {
+    const fixtures = inject('fixtures');
+    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
+    const run2 = fixtureDisk(fixtures, 'uefi-gpt-run2');
+    const vhdxRoot = join(work, 'vhdx-root');
+    const savedRoot = root;
+    root = vhdxRoot;
+    try {
+      const random = seededRandom(21);
+      const folders1 = await copyDisk(run1);
+      const volume1 = await readVolume(run1.anchor);
+      const full = writeUrbackupVhdxImage(volume1, blocksToWrite(volume1), { random });
+      const fullPath = await placeImage(run1.anchor, folders1.get(run1.anchor.letter) ?? '', 'vhdx', full.bytes);
+      const folders2 = await copyDisk(run2);
+      const volume2 = await readVolume(run2.anchor);
+      // urBackup's VHDX child names its parent by the parent's absolute server path.
+      const child = writeUrbackupVhdxImage(volume2, blocksToWrite(volume2, volume1), {
+        random,
+        compressed: { codec: 'zstd', shuffle: true },
+        parent: { path: fullPath, dataWriteGuid: full.dataWriteGuid },
+      });
+      await placeImage(run2.anchor, folders2.get(run2.anchor.letter) ?? '', 'vhdxz', child.bytes);
+
+      const out1 = join(work, 'vhdx-run1.vhdx');
+      const materialized1 = await synthvhd(['materialize', folders1.get(run1.anchor.letter) ?? '', '-o', out1]);
+      expect(materialized1.code, materialized1.stderr).toBe(0);
+      await expectSameDisk('vhdx', out1, run1);
+      await expectSameDiskLibvhdi(out1, run1);
+      const out2 = join(work, 'vhdxz-run2.vhd');
+      const materialized2 = await synthvhd(['materialize', folders2.get(run2.anchor.letter) ?? '', '-o', out2]);
+      expect(materialized2.code, materialized2.stderr).toBe(0);
+      await expectSameDisk('vpc', out2, run2);
+      await expectSameDiskLibvhdi(out2, run2);
+
+      const mountpoint = await tempMountpoint();
+      const mount = await startMount(vhdxRoot, mountpoint.path);
+      try {
+        for (const disk of [run1, run2]) {
+          const folder = join(mountpoint.path, disk.client, basename(disk.anchor.backupDir));
+          const name = `Image_${disk.anchor.letter}_${disk.anchor.timestamp}`;
+          await expectSameDisk('vhdx', join(folder, `${name}.disk.vhdx`), disk);
+          await expectSameDisk('vpc', join(folder, `${name}.disk.vhd`), disk);
+        }
+      } finally {
+        await mount.stop();
+        await mountpoint.cleanup();
+      }
+    } finally {
+      root = savedRoot;
     }
   });
 });
