@@ -171,7 +171,8 @@ async function measureMount(root: string, clients: number, runs: number): Promis
     const overhead = firsts.map((value, index) => value - (direct[index] ?? 0));
     process.stdout.write(
       `mount: first ls -l of a backup folder: median ${median(firsts).toFixed(1)} ms, max ${Math.max(...firsts).toFixed(1)} ms (ten folders of ten clients; target ≤ 50 ms); ` +
-        `the same ls -l of the source folder: median ${median(direct).toFixed(1)} ms, so the mount adds median ${median(overhead).toFixed(1)} ms, max ${Math.max(...overhead).toFixed(1)} ms\n`,
+        `the same ls -l of the source folder: median ${median(direct).toFixed(1)} ms, so the mount adds median ${median(overhead).toFixed(1)} ms, max ${Math.max(...overhead).toFixed(1)} ms\n` +
+        `  each, in order: ${firsts.map((value) => value.toFixed(0)).join(', ')} ms\n`,
     );
     const client = `client${String(clients - 1).padStart(4, '0')}`;
     const all = await msOf(async () => {

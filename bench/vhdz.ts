@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * Reading a urBackup VHDZ backup (`npm run bench -- vhdz [--mib N]`), issue #15:
+ * Reading a urBackup VHDZ backup (`npm run bench -- vhdz [--mib N] [--keep]`), issue #15:
  * 1. A VHDZ image of an N MiB volume (default 512; half text-like, half noise, some free space)
  *    written as urBackup writes it (fixtures/urbackup-images.ts, zstd level 7).
  * 2. The decode floor: `zstd -d` of exactly the blocks the index points to, as one multi-frame
@@ -208,7 +208,7 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await pool.close();
-    if (process.env.KEEP) process.stdout.write(`kept ${work}\n`);
+    if (args.includes('--keep')) process.stdout.write(`kept ${work} (the trees, the frames file)\n`);
     else await rm(work, { recursive: true, force: true });
   }
 }

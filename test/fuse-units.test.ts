@@ -4,6 +4,7 @@ import { constants } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { SynthvhdError } from '../src/errors/synthvhd-error.js';
 import { errnoOf, systemError } from '../src/fuse/errno.js';
+import { ForegroundActivity } from '../src/fuse/foreground-activity.js';
 import { realInode, virtualInode } from '../src/fuse/inode.js';
 import { parseMountinfo } from '../src/fuse/mountinfo.js';
 import { DEFAULT_TUNING } from '../src/fuse/mount.js';
@@ -79,5 +80,41 @@ describe('virtual names', () => {
     expect(virtualNamesOf('241101-0058_Image_ESP').size).toBe(0);
     expect(virtualNamesOf('241101-0058_Image_SYSVOL').size).toBe(0);
     expect(virtualNamesOf('something else').size).toBe(0);
+  });
+});
+
+describe('ForegroundActivity', () => {
+  // Lower bounds only (a timer never fires before its time; 2 ms for the clock's rounding):
+  // these hold however loaded the machine is.
+  it('lets background work start only once requests have paused for the quiet time', async () => {
+    const activity = new ForegroundActivity();
+    let lastTouch = 0;
+    let stop = false;
+    const touching = (async () => {
+      for (let round = 0; round < 8 && !stop; round++) {
+        activity.touch();
+        lastTouch = performance.now();
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 15));
+      }
+    })();
+    await activity.quiet(60, 10_000);
+    const resolvedAt = performance.now();
+    stop = true;
+    await touching;
+    expect(resolvedAt - lastTouch).toBeGreaterThanOrEqual(58);
+  });
+
+  it('does not let a client that never pauses starve the work', async () => {
+    const activity = new ForegroundActivity();
+    const started = performance.now();
+    const timer = setInterval(() => {
+      activity.touch();
+    }, 5);
+    try {
+      await activity.quiet(100, 300);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(298);
+    } finally {
+      clearInterval(timer);
+    }
   });
 });

@@ -55,20 +55,22 @@ function problemOf(error: unknown, path: string): Problem {
 }
 
 
-/** Loads `candidates` that could be companions of an anchor taken at `timestamp`. */
+/**
+ * Loads `candidates` that could be companions of an anchor taken at `timestamp`, all at once:
+ * the mount composes a disk when a folder is first looked at, and each load is a few metadata
+ * reads whose round trips would otherwise add up on that first `ls -l`.
+ */
 async function loadNearby(candidates: readonly VolumeBackup[], anchor: VolumeBackup, fs: BackupFs): Promise<LoadedVolume[]> {
   const minutes = timestampMinutes(anchor.timestamp);
-  const loaded: LoadedVolume[] = [];
-  for (const candidate of candidates) {
-    if (candidate === anchor || candidate.client !== anchor.client || !candidate.complete) continue;
-    if (Math.abs(timestampMinutes(candidate.timestamp) - minutes) > RUN_WINDOW_MINUTES) continue;
-    try {
-      loaded.push(await loadVolume(candidate, fs));
-    } catch {
-      // Not a companion then; `ls` and `doctor` report why.
-    }
-  }
-  return loaded;
+  const nearby = candidates.filter(
+    (candidate) => candidate !== anchor && candidate.client === anchor.client && candidate.complete && Math.abs(timestampMinutes(candidate.timestamp) - minutes) <= RUN_WINDOW_MINUTES,
+  );
+  const loaded = await Promise.all(
+    nearby.map((candidate) =>
+      loadVolume(candidate, fs).catch(() => undefined), // Not a companion then; `ls` and `doctor` report why.
+    ),
+  );
+  return loaded.filter((volume): volume is LoadedVolume => volume !== undefined);
 }
 
 /** The disk of `anchor` with its companions among `candidates`, and the notes on where they came from. */
@@ -85,8 +87,7 @@ export async function composeDiskFor(anchor: VolumeBackup, siblings: readonly Vo
   if (!anchor.complete) {
     throw fileError('E_INCOMPLETE', anchor.folder, `incomplete backup: no ${basename(anchor.rawPath)}.sync (urBackup has not finished it)`);
   }
-  const loaded = await loadVolume(anchor, fs);
-  const nearby = await loadNearby(siblings, anchor, fs);
+  const [loaded, nearby] = await Promise.all([loadVolume(anchor, fs), loadNearby(siblings, anchor, fs)]);
   return { disk: composeWithNotes(loaded, nearby), loaded };
 }
 

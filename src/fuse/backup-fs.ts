@@ -19,6 +19,7 @@
  * Errors are thrown (SynthvhdError or Node system errors); ./session-handlers.ts turns them into
  * errno values.
  */
+import { ForegroundActivity } from './foreground-activity.js';
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -84,6 +85,8 @@ export class BackupFs {
   readonly diffs: ServedDiffs;
   private readonly blocklistCache: string | undefined;
   private readonly precomputer: BlocklistPrecomputer | undefined;
+  /** Client requests (getattr, readdir, open): background diff work waits for a quiet moment. */
+  private readonly activity = new ForegroundActivity();
   private readonly handles = new Map<number, Handle>();
 
   /** `root`: absolute, resolved path of the backup root; `rootDev`: its st_dev. */
@@ -116,7 +119,7 @@ export class BackupFs {
         precomputer?.request(disk.anchor, disk.disk.image);
       },
     });
-    this.diffs = new ServedDiffs(this.disks, root, options.mountpoint ?? root, options);
+    this.diffs = new ServedDiffs(this.disks, root, options.mountpoint ?? root, options, this.activity);
   }
 
   /** Number of open file handles (tests and the bench look at it). */
@@ -167,6 +170,7 @@ export class BackupFs {
   }
 
   async getattr(path: string): Promise<FileStat> {
+    this.activity.touch();
     const target = this.resolve(path);
     const found = await this.virtual(target);
     if (found !== undefined) {
@@ -212,6 +216,7 @@ export class BackupFs {
   }
 
   async readdir(path: string): Promise<string[]> {
+    this.activity.touch();
     const target = this.resolve(path);
     const names = await readdir(target.source);
     const parts = path.split('/').filter((part) => part !== '');
@@ -236,6 +241,7 @@ export class BackupFs {
    * backup changed or vanished is not opened (EIO), as its reads would answer.
    */
   async open(path: string, flags: number): Promise<OpenAnswer> {
+    this.activity.touch();
     if ((flags & O_ACCMODE) !== constants.O_RDONLY || (flags & (constants.O_TRUNC | constants.O_CREAT)) !== 0) {
       throw systemError('EROFS', `${path}: read-only file system`);
     }

@@ -36,6 +36,7 @@ import { absoluteWin32Path } from '../container/windows-path.js';
 import type { Layout } from '../extents/extent.js';
 import { timestampMinutes } from '../urbackup/backup-tree.js';
 import { createLimiter } from '../util/limit.js';
+import { ForegroundActivity } from './foreground-activity.js';
 import {
   DEFAULT_CACHE_BYTES,
   describe,
@@ -48,6 +49,15 @@ import {
 } from './served-disks.js';
 
 const RETRY_FAILED_MS = 60_000;
+/**
+ * A diff's parent search and its build each start once the mount has answered no request for
+ * QUIET_MS (at the latest after MAX_QUIET_WAIT_MS). A first `ls -l` (or Explorer opening the
+ * folder) is a burst of lookups and getattrs answered from the thread pool and this thread;
+ * composing the earlier disk and sampling its hashes at the same moment made that burst wait
+ * (bench catalog). The diff is listed once built, a moment later.
+ */
+const QUIET_MS = 150;
+const MAX_QUIET_WAIT_MS = 5_000;
 
 /** One built diff: `newer`'s disk over `older`'s `.disk.vhdx`. */
 export class ServedDiff {
@@ -117,6 +127,8 @@ export class ServedDiffs {
     private readonly root: string,
     private readonly mountpoint: string,
     private readonly options: ServedDiffsOptions = {},
+    /** Client requests, which background work lets pass first. */
+    private readonly activity: ForegroundActivity = new ForegroundActivity(),
   ) {
     // A parent entry names a disk the disk cache holds (and sizes); counted at a fixed cost.
     this.parents = new LRUCache<string, ParentEntry>({ maxSize: PENDING_ENTRY_BYTES * 4096, sizeCalculation: () => PENDING_ENTRY_BYTES });
@@ -159,7 +171,9 @@ export class ServedDiffs {
   /** Finds `newer`'s parent and starts its build in the background, once at a time per folder. */
   private refresh(newer: ServedDisk): void {
     if (this.refreshing.has(newer.folder)) return;
-    const done = this.started(newer)
+    const done = this.activity
+      .quiet(QUIET_MS, MAX_QUIET_WAIT_MS)
+      .then(() => this.started(newer))
       .then(() => undefined, () => undefined) // a failed build is logged by started()
       .finally(() => this.refreshing.delete(newer.folder));
     this.refreshing.set(newer.folder, done);
@@ -184,7 +198,10 @@ export class ServedDiffs {
     if (build?.failedAt !== undefined && performance.now() - build.failedAt > RETRY_FAILED_MS) build = undefined;
     if (build === undefined) {
       const entry: BuildEntry = { result: Promise.resolve(undefined), diff: undefined, failedAt: undefined };
-      entry.result = this.buildSlot(() => this.build(newer, older)).then(
+      entry.result = this.buildSlot(async () => {
+        await this.activity.quiet(QUIET_MS, MAX_QUIET_WAIT_MS);
+        return this.build(newer, older);
+      }).then(
         (diff) => {
           entry.diff = diff;
           // Sized again now that its layout exists: a new entry object, since lru-cache keeps
@@ -248,3 +265,4 @@ function compatible(older: ServedDisk, newer: ServedDisk): boolean {
 function buildKey(newer: ServedDisk, older: ServedDisk): string {
   return [newer.folder, newer.key, basename(older.folder), older.key].join('\0');
 }
+
