@@ -53,4 +53,28 @@ describe('parseMbrFile', () => {
     expect(() => parseMbrFile(tooLong, 'm')).toThrow(/serial_number length 1000 at offset 14 runs past the end/);
     expect(() => parseMbrFile(Buffer.concat([version0(), Buffer.from([0x84, 0x00, 5, 1])]), 'm')).toThrow(/extra_data length 5/);
   });
+
+  it('keeps nothing of the buffer it parsed: a scan reuses one buffer for every file', () => {
+    const int64 = (value: number): Buffer => {
+      const bytes = Buffer.alloc(8);
+      bytes.writeBigInt64LE(BigInt(value));
+      return bytes;
+    };
+    const header = Buffer.alloc(92, 0x45);
+    const table = Buffer.alloc(16384, 0x5a);
+    const gptRecord = (): Buffer =>
+      Buffer.concat([Buffer.from([1, 1]), int32(0), int32(2), str('S'), str('C'), str('NTFS'), str(mbr), int64(512), str(header), int64(1024), str(table), int64(4096), str(header), int64(2048), str(table), str(''), Buffer.from([0x84, 0x00, 3, 1, 2, 3])]);
+    const buffer = gptRecord();
+    const parsed = parseMbrFile(buffer, 'x.raw.mbr');
+    buffer.fill(0xee);
+    const again = parseMbrFile(gptRecord(), 'y.raw.mbr');
+    for (const result of [parsed, again]) {
+      if (result.kind !== 'volume' || result.data.gpt === undefined) throw new Error('expected a GPT volume');
+      expect(Buffer.from(result.data.mbr)).toEqual(mbr);
+      expect(Buffer.from(result.data.gpt.header)).toEqual(header);
+      expect(Buffer.from(result.data.gpt.table)).toEqual(table);
+      expect(Buffer.from(result.data.gpt.backupTable)).toEqual(table);
+      expect(Buffer.from(result.data.extraData?.data ?? [])).toEqual(Buffer.from([1, 2, 3]));
+    }
+  });
 });

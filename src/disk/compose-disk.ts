@@ -12,7 +12,7 @@
  * backed up)`, and `zeros: outside partitions` for the rest.
  */
 import { createHash } from 'node:crypto';
-import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
+import { fileError, internalError, SynthvhdError } from '../errors/synthvhd-error.js';
 import { type Extent, sliceExtent, sliceLayout, extentEnd } from '../extents/extent.js';
 import { LayoutBuilder } from '../extents/layout-builder.js';
 import type { DiskSource } from '../urbackup/group-disks.js';
@@ -177,11 +177,18 @@ function buildLayout(diskSize: number, pieces: readonly Piece[], volumesByPath: 
   return builder;
 }
 
+function mbrBytesOf(volume: LoadedVolume): Uint8Array {
+  // Only a summary (ls, doctor) loads volumes without their `.raw.mbr` bytes, and it never
+  // derives a disk's identity (it is computed on first use).
+  if (volume.mbrBytes === undefined) throw internalError(`${volume.backup.mbrPath}: a disk identity from a summary load`);
+  return volume.mbrBytes;
+}
+
 function diskIdentity(source: DiskSource, placed: readonly PlacedVolume[]): Uint8Array {
-  const hash = createHash('sha256').update('synthvhd disk v1\0').update(source.anchor.mbrBytes);
+  const hash = createHash('sha256').update('synthvhd disk v1\0').update(mbrBytesOf(source.anchor));
   for (const { volume, partition } of placed) {
     hash.update(`\0${partition.number}\0${volume.backup.letter}\0${volume.backup.timestamp}\0${volume.rawSize}\0${Math.floor(volume.mtimeMs)}\0`);
-    hash.update(volume.mbrBytes);
+    hash.update(mbrBytesOf(volume));
   }
   return new Uint8Array(hash.digest());
 }

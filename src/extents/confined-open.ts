@@ -128,10 +128,14 @@ export function openSourceFdSync(path: string, confinement: Confinement | undefi
 }
 
 /** `readSourceFile` with synchronous system calls (see openSourceFdSync: one-shot scans only). */
-export function readSourceFileSync(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions & { readonly maxSize: number }): { bytes: Buffer; mtimeMs: number; size: number } {
+export function readSourceFileSync(
+  path: string,
+  confinement: Confinement | undefined,
+  options: ConfinedOpenOptions & { readonly maxSize: number; /** Read into this when the file fits (its bytes are then a view of it). */ readonly into?: Buffer },
+): { bytes: Buffer; mtimeMs: number; size: number } {
   const { fd, size, mtimeMs } = openSourceFdSync(path, confinement, options);
   try {
-    const bytes = Buffer.allocUnsafe(size);
+    const bytes = options.into !== undefined && options.into.length >= size ? options.into.subarray(0, size) : Buffer.allocUnsafe(size);
     let done = 0;
     while (done < bytes.length) {
       const bytesRead = readSync(fd, bytes, done, bytes.length - done, done);

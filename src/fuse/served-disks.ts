@@ -230,7 +230,7 @@ export class ServedDisk {
    */
   memoryBytes(): number {
     let bytes = layoutMemoryBytes(this.disk.image.layout);
-    for (const { volume } of this.disk.placed) bytes += volume.mbrBytes.length + volume.bootSector.length + volume.dataRanges.length * 48;
+    for (const { volume } of this.disk.placed) bytes += volume.mbrFileSize + volume.bootSector.length + volume.dataRanges.length * 48;
     for (const format of this.files().values()) {
       const built = this.layouts.get(format);
       if (built !== undefined) bytes += layoutMemoryBytes(built);

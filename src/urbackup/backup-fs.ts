@@ -35,8 +35,12 @@ export interface BackupFs {
   readdir(path: string): Promise<string[]>;
   /** False when `path` is not a directory or cannot be looked at. */
   isDirectory(path: string): Promise<boolean>;
-  /** A whole small file (a `.raw.mbr`), refused without reading when over `options.maxSize`. */
-  readSmallFile(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions & { readonly maxSize: number }): Promise<{ bytes: Uint8Array; mtimeMs: number }>;
+  /**
+   * A whole small file (a `.raw.mbr`), refused without reading when over `options.maxSize`, as
+   * `parse` makes it into a value. `parse` runs before this returns and must not keep the bytes:
+   * the synchronous implementation reads every file into one reused buffer.
+   */
+  parseSmallFile<T>(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions & { readonly maxSize: number }, parse: (bytes: Uint8Array) => T): Promise<{ value: T; mtimeMs: number }>;
   openImage(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions): Promise<BackupImageFile>;
 }
 
@@ -51,9 +55,9 @@ export const nodeBackupFs: BackupFs = {
       return false;
     }
   },
-  readSmallFile: async (path, confinement, options) => {
+  parseSmallFile: async (path, confinement, options, parse) => {
     const { bytes, mtimeMs } = await readSourceFile(path, confinement, options);
-    return { bytes, mtimeMs };
+    return { value: parse(bytes), mtimeMs };
   },
   openImage: async (path, confinement, options) => {
     const { handle, size, mtimeMs } = await openSourceFileWithStat(path, confinement, options);
@@ -79,16 +83,21 @@ export const nodeBackupFs: BackupFs = {
  * listed asynchronously, several at a time). Never for the
  * mount, whose thread must stay free to answer the kernel. Same checks as `nodeBackupFs`.
  */
+let smallFileBuffer: Buffer | undefined;
+
 export const scanBackupFs: BackupFs = {
   // Listing folders stays asynchronous: on some file systems (overlayfs) a readdir is slow, and
   // the thread pool runs several at once.
   realpath: (path) => realpath(path),
   readdir: (path) => readdir(path),
   isDirectory: (path) => nodeBackupFs.isDirectory(path),
-  readSmallFile: (path, confinement, options) =>
+  // Read and parsed in one synchronous step, so one buffer serves every file: a scan of 10 000
+  // disks reads 20 000 `.raw.mbr` files of some 34 KB, whose fresh buffers (656 MB in all) were
+  // most of what the garbage collector had to catch up with, and of the peak RSS.
+  parseSmallFile: (path, confinement, options, parse) =>
     settled(() => {
-      const { bytes, mtimeMs } = readSourceFileSync(path, confinement, options);
-      return { bytes, mtimeMs };
+      const { bytes, mtimeMs } = readSourceFileSync(path, confinement, { ...options, into: (smallFileBuffer ??= Buffer.allocUnsafe(options.maxSize)) });
+      return { value: parse(bytes), mtimeMs };
     }),
   openImage: (path, confinement, options) =>
     settled(() => {

@@ -31,7 +31,15 @@ export interface DataRange {
 
 export interface LoadedVolume {
   readonly backup: VolumeBackup;
-  readonly mbrBytes: Uint8Array;
+  /**
+   * The `.raw.mbr` file, part of the disk's identity (src/disk/compose-disk.ts; docs/containers.md
+   * §5). undefined in a summary (`holes: false`: ls, doctor), which derives no identity: a scan
+   * of 10 000 disks then keeps none of the 20 000 files it reads (it reads them all into one
+   * buffer, src/urbackup/backup-fs.ts).
+   */
+  readonly mbrBytes: Uint8Array | undefined;
+  /** Size of the `.raw.mbr` file. */
+  readonly mbrFileSize: number;
   /** undefined for a whole-disk image (`.raw.mbr` version 100, docs/urbackup-formats.md §2.5). */
   readonly mbrData: MbrData | undefined;
   readonly rawSize: number;
@@ -101,11 +109,18 @@ export interface LoadOptions {
 /** Loads one volume backup through `fs` (the real file system unless a test gives another). */
 export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackupFs, options: LoadOptions = {}): Promise<LoadedVolume> {
   const confinement = { root: backup.root };
-  const mbr = await fs.readSmallFile(backup.mbrPath, confinement, { maxSize: MAX_MBR_FILE_SIZE, role: 'urBackup .raw.mbr' }).catch((error: unknown) => {
-    if (isSynthvhdError(error) && error.code === 'E_UNSAFE_SOURCE') throw error;
-    throw fileError('E_MBRDATA', backup.mbrPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
-  });
-  const parsed = parseMbrFile(mbr.bytes, backup.mbrPath);
+  const mbr = await fs
+    .parseSmallFile(backup.mbrPath, confinement, { maxSize: MAX_MBR_FILE_SIZE, role: 'urBackup .raw.mbr' }, (bytes) => ({
+      parsed: parseMbrFile(bytes, backup.mbrPath),
+      kept: options.holes === false ? undefined : new Uint8Array(bytes),
+      size: bytes.length,
+    }))
+    .catch((error: unknown) => {
+      // A refused source, or the file read but not understood: as they are.
+      if (isSynthvhdError(error) && (error.code === 'E_UNSAFE_SOURCE' || error.code === 'E_MBRDATA')) throw error;
+      throw fileError('E_MBRDATA', backup.mbrPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
+    });
+  const { parsed } = mbr.value;
   if (backup.format !== undefined && backup.format !== 'raw') {
     // Every file of the chain is opened through the confined open (parents too).
     const opener = (path: string, role: string): ReturnType<typeof openSourceFile> => openSourceFile(path, confinement, { role });
@@ -121,7 +136,8 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     }
     return {
       backup,
-      mbrBytes: mbr.bytes,
+      mbrBytes: mbr.value.kept,
+      mbrFileSize: mbr.value.size,
       mbrData: parsed.kind === 'whole-disk' ? undefined : parsed.data,
       rawSize: loaded.chain[0]?.fileSize ?? 0,
       mtimeMs: Math.max(loaded.mtimeMs, mbr.mtimeMs),
@@ -150,7 +166,8 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     const ranges = options.holes === false ? [[volumeOffset, volumeLength] as const] : await raw.dataRanges(volumeOffset, volumeOffset + volumeLength);
     return {
       backup,
-      mbrBytes: mbr.bytes,
+      mbrBytes: mbr.value.kept,
+      mbrFileSize: mbr.value.size,
       mbrData: wholeDisk ? undefined : parsed.data,
       rawSize,
       mtimeMs,

@@ -55,10 +55,10 @@ export class MemoryBackupFs implements BackupFs {
     return Promise.resolve(this.folders.has(path));
   }
 
-  async readSmallFile(path: string, confinement: { readonly root: string } | undefined, options: { readonly maxSize: number }): Promise<{ bytes: Uint8Array; mtimeMs: number }> {
+  async parseSmallFile<T>(path: string, confinement: { readonly root: string } | undefined, options: { readonly maxSize: number }, parse: (bytes: Uint8Array) => T): Promise<{ value: T; mtimeMs: number }> {
     const image = await this.openImage(path, confinement);
     if (image.size > options.maxSize) throw errno('EFBIG', path);
-    return { bytes: await image.read(0, image.size), mtimeMs: image.mtimeMs };
+    return { value: parse(await image.read(0, image.size)), mtimeMs: image.mtimeMs };
   }
 
   openImage(path: string, confinement: { readonly root: string } | undefined): Promise<BackupImageFile> {
