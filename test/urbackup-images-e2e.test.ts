@@ -8,7 +8,7 @@
  * identical to the truth disk, and the mount serves the same disks.
  * The fixture backup tree itself is only read.
  */
-import { copyFile, cp, mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -270,6 +270,69 @@ describe("urBackup's VHDX and VHDXZ backups through materialize and the mount", 
           const name = `Image_${disk.anchor.letter}_${disk.anchor.timestamp}`;
           await expectSameDisk('vhdx', join(folder, `${name}.disk.vhdx`), disk);
           await expectSameDisk('vpc', join(folder, `${name}.disk.vhd`), disk);
+        }
+      } finally {
+        await mount.stop();
+        await mountpoint.cleanup();
+      }
+    } finally {
+      root = savedRoot;
+    }
+  });
+});
+
+describe('a differencing image whose parent changes under the mount', () => {
+  it('stops serving the child (and its open handles answer EIO) once the parent file is replaced', async () => {
+    const fixtures = inject('fixtures');
+    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
+    const run2 = fixtureDisk(fixtures, 'uefi-gpt-run2');
+    // The two runs are a week apart: run 1 is not a companion of run 2, so nothing but the
+    // chain ties run 2's disk to run 1's file.
+    const chainRoot = join(work, 'chain-root');
+    const savedRoot = root;
+    root = chainRoot;
+    try {
+      const random = seededRandom(33);
+      const folders1 = await copyDisk(run1);
+      const volume1 = await readVolume(run1.anchor);
+      const full = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
+      const fullPath = await placeImage(run1.anchor, folders1.get(run1.anchor.letter) ?? '', 'vhdz', full.bytes);
+      const folders2 = await copyDisk(run2);
+      const volume2 = await readVolume(run2.anchor);
+      const child = writeUrbackupImage(volume2, blocksToWrite(volume2, volume1), {
+        random,
+        compressed: { codec: 'zlib' },
+        parent: { path: fullPath, uniqueId: full.uniqueId, timeStamp: full.timeStamp, size: full.diskSize },
+      });
+      await placeImage(run2.anchor, folders2.get(run2.anchor.letter) ?? '', 'vhdz', child.bytes);
+
+      const mountpoint = await tempMountpoint();
+      const mount = await startMount(chainRoot, mountpoint.path);
+      try {
+        const served = join(mountpoint.path, run2.client, basename(run2.anchor.backupDir), `Image_${run2.anchor.letter}_${run2.anchor.timestamp}.disk.vhdx`);
+        await expectSameDisk('vhdx', served, run2);
+        const handle = await open(served, 'r');
+        try {
+          // Another full backup takes the parent's name (a new file, renamed over it): its
+          // Unique Id is not the one the child names.
+          const other = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
+          await writeFile(`${fullPath}.new`, other.bytes);
+          await rename(`${fullPath}.new`, fullPath);
+          let gone = false;
+          for (let attempt = 0; attempt < 100 && !gone; attempt++) {
+            await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
+            gone = await stat(served).then(
+              () => false,
+              (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT',
+            );
+          }
+          expect(gone, 'the child disk is still served after its parent was replaced').toBe(true);
+          expect(mount.stderr() + mount.stdout()).toMatch(/wrong parent: .*Unique Id/);
+          // A part of the disk never read before (not in the page cache): the daemon answers.
+          const buffer = Buffer.alloc(4096);
+          await expect(handle.read(buffer, 0, 4096, 64 * 1024 * 1024 + 12_288)).rejects.toMatchObject({ code: 'EIO' });
+        } finally {
+          await handle.close();
         }
       } finally {
         await mount.stop();

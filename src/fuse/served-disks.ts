@@ -10,7 +10,9 @@
  * LRU under the folder path together with that key. A later lookup re-probes at most once per
  * `revalidateMs`; a different key (a backup completed, a companion appeared, a file changed or
  * vanished) composes the disk again and marks the old one stale, so handles still open on it
- * answer EIO instead of serving bytes of a layout that no longer matches its sources.
+ * answer EIO instead of serving bytes of a layout that no longer matches its sources. A disk whose
+ * volume is a differencing image also reads its parents, in other backup folders: their
+ * identity, size, mtime, owner and mode are checked the same way (ServedDisk.chainKey).
  *
  * A folder whose disk cannot be composed shows no virtual file, and the reason is logged once
  * for each source state.
@@ -108,6 +110,16 @@ async function chainObjects(disk: ComposedDisk): Promise<SourceObject[]> {
   return infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
 }
 
+/**
+ * The state of the parent files of `disk`'s image chains: a parent replaced (another inode),
+ * rewritten, truncated, re-owned or deleted gives another key ('' without parents).
+ */
+async function chainKeyOf(parents: readonly string[]): Promise<string> {
+  if (parents.length === 0) return '';
+  const infos = await Promise.all(parents.map(statOrUndefined));
+  return infos.map((info) => (info === undefined ? '-' : `${info.dev}.${info.ino}:${fingerprint(info)}`)).join('|');
+}
+
 async function statOrUndefined(path: string): Promise<Stats | undefined> {
   try {
     return await stat(path);
@@ -187,6 +199,8 @@ export class ServedDisk {
     readonly sources: readonly SourceObject[],
     /** Owner of the anchor's `.raw`, who owns the virtual files. */
     owner: { readonly uid: number; readonly gid: number },
+    /** chainKeyOf(chainParents) when composed. */
+    readonly chainKey: string,
     checkedAt: number,
     private readonly onLayoutError: (format: ContainerFormat, error: unknown) => void,
   ) {
@@ -243,6 +257,12 @@ export class ServedDisk {
   sourcePaths(): string[] {
     return [...this.disk.placed.map(({ volume }) => volume.backup.rawPath), ...chainParents(this.disk)];
   }
+
+  /** Whether the parents of its image chains are as they were when it was composed. */
+  async chainUnchanged(): Promise<boolean> {
+    const parents = chainParents(this.disk);
+    return parents.length === 0 || (await chainKeyOf(parents)) === this.chainKey;
+  }
 }
 
 interface Entry {
@@ -251,6 +271,12 @@ interface Entry {
   readonly result: Promise<ServedDisk | undefined>;
   /** What the entry holds in memory (ServedDisk.memoryBytes once composed). */
   bytes: number;
+}
+
+/** False when the entry's disk reads image parents that changed since it was composed. */
+async function chainUnchanged(result: Promise<ServedDisk | undefined>): Promise<boolean> {
+  const disk = await result;
+  return disk === undefined || (await disk.chainUnchanged());
 }
 
 /** Bytes a cache entry costs before it is known (a probe, a pending build). */
@@ -301,7 +327,7 @@ export class ServedDisks {
     const probe = await this.probe(folder);
     const now = performance.now();
     const current = this.entries.get(folder);
-    if (current?.key === probe.key) {
+    if (current?.key === probe.key && (await chainUnchanged(current.result))) {
       current.checkedAt = now;
       return current.result;
     }
@@ -327,8 +353,8 @@ export class ServedDisks {
     if (disk.stale || now - disk.checkedAt < this.revalidateMs) return;
     disk.checkedAt = now;
     this.probe(disk.folder).then(
-      (probe) => {
-        if (probe.key !== disk.key) this.retire(disk);
+      async (probe) => {
+        if (probe.key !== disk.key || !(await disk.chainUnchanged())) this.retire(disk);
       },
       () => undefined,
     );
@@ -358,8 +384,9 @@ export class ServedDisks {
       // What `ls` and `doctor` show as the disk's notes (a companion from another backup run, …).
       for (const note of disk.notes) this.logOnce(probe.key, `${folder}: note: ${note}`);
       // Only the volumes placed on the disk give it bytes; companions left out do not count.
-      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? []), ...(await chainObjects(disk))];
-      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, now, (format, error) => {
+      const [chain, chainKey] = await Promise.all([chainObjects(disk), chainKeyOf(chainParents(disk))]);
+      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? []), ...chain];
+      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, chainKey, now, (format, error) => {
         this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
       });
       this.onComposed?.(served);
