@@ -87,6 +87,23 @@ async function expectSameDisk(format: 'vhdx' | 'vpc', image: string, disk: Fixtu
   await runOk('qemu-img', ['compare', '-q', '-f', format, '-F', 'raw', image, expected]);
 }
 
+/**
+ * Waits until `path` exists: the mount composes the disk of an image backup in the background
+ * (reading its sector bitmaps) and lists its files once ready; a lookup never waits for it.
+ */
+async function waitForPath(path: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      await stat(path);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || performance.now() > deadline) throw error;
+    }
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+  }
+}
+
 /** libvhdi, a second reader, finds `image` (a file we wrote) identical to the truth disk. */
 async function expectSameDiskLibvhdi(image: string, disk: FixtureDisk): Promise<void> {
   const expected = join(work, `${disk.name}.expected.raw`);
@@ -219,6 +236,7 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
     const mount = await startMount(root, mountpoint.path);
     try {
       const served = join(mountpoint.path, run1.client, basename(run1.anchor.backupDir), `Image_${run1.anchor.letter}_${run1.anchor.timestamp}.disk.vhdx`);
+      await waitForPath(served);
       await expectSameDisk('vhdx', served, run1);
     } finally {
       await mount.stop();
@@ -268,6 +286,7 @@ describe("urBackup's VHDX and VHDXZ backups through materialize and the mount", 
         for (const disk of [run1, run2]) {
           const folder = join(mountpoint.path, disk.client, basename(disk.anchor.backupDir));
           const name = `Image_${disk.anchor.letter}_${disk.anchor.timestamp}`;
+          await waitForPath(join(folder, `${name}.disk.vhdx`));
           await expectSameDisk('vhdx', join(folder, `${name}.disk.vhdx`), disk);
           await expectSameDisk('vpc', join(folder, `${name}.disk.vhd`), disk);
         }
@@ -310,6 +329,10 @@ describe('a differencing image whose parent changes under the mount', () => {
       const mount = await startMount(chainRoot, mountpoint.path);
       try {
         const served = join(mountpoint.path, run2.client, basename(run2.anchor.backupDir), `Image_${run2.anchor.letter}_${run2.anchor.timestamp}.disk.vhdx`);
+        // The first lookup answers at once (no file yet) and starts composing in the background.
+        await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
+        await waitForPath(served);
+        expect(mount.stderr() + mount.stdout()).toMatch(/composing its disk in the background/);
         await expectSameDisk('vhdx', served, run2);
         const handle = await open(served, 'r');
         try {
@@ -318,16 +341,16 @@ describe('a differencing image whose parent changes under the mount', () => {
           const other = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
           await writeFile(`${fullPath}.new`, other.bytes);
           await rename(`${fullPath}.new`, fullPath);
-          let gone = false;
-          for (let attempt = 0; attempt < 100 && !gone; attempt++) {
+          // Composed again (in the background), the child is refused: its parent is not the one it names.
+          let refused = false;
+          for (let attempt = 0; attempt < 150 && !refused; attempt++) {
             await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
-            gone = await stat(served).then(
-              () => false,
-              (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT',
-            );
+            // Sources are looked at again when a client looks (at most once a second).
+            await stat(served).catch(() => undefined);
+            refused = /wrong parent: .*Unique Id/.test(mount.stderr() + mount.stdout());
           }
-          expect(gone, 'the child disk is still served after its parent was replaced').toBe(true);
-          expect(mount.stderr() + mount.stdout()).toMatch(/wrong parent: .*Unique Id/);
+          expect(refused, 'the child disk was not composed again after its parent was replaced').toBe(true);
+          await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
           // A part of the disk never read before (not in the page cache): the daemon answers.
           const buffer = Buffer.alloc(4096);
           await expect(handle.read(buffer, 0, 4096, 64 * 1024 * 1024 + 12_288)).rejects.toMatchObject({ code: 'EIO' });

@@ -241,7 +241,7 @@ export class ServedDiffs {
     // Nearest first; incomplete or unservable backups are no parent (a client could not open
     // their .disk.vhdx), nor a backup of another disk that had the same letter then.
     for (const { name } of earlier) {
-      const disk = await this.disks.get(join(clientDir, name));
+      const disk = await this.disks.get(join(clientDir, name), { wait: true });
       if (disk !== undefined && disk.identityKey === newer.identityKey) return disk;
     }
     return undefined;

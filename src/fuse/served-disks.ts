@@ -271,6 +271,27 @@ interface Entry {
   readonly result: Promise<ServedDisk | undefined>;
   /** What the entry holds in memory (ServedDisk.memoryBytes once composed). */
   bytes: number;
+  /** Composed in the background (see ServedDisks.get): lookups do not wait for `result`. */
+  readonly background: boolean;
+  /** `result` has settled (shared by the copies lru-cache re-sizing makes). */
+  readonly settled: { done: boolean };
+}
+
+/**
+ * Whether composing the disk of a probed folder may read a volume: a `.vhd`/`.vhdz`/`.vhdx(z)`
+ * backup's sector bitmaps sit beside its data (inside the compressed blocks of a .vhdz), so
+ * building its layout reads (and decodes) most of the image: minutes for a large one.
+ */
+function composeReadsVolumes(probe: Probe): boolean {
+  return probe.siblings.some((volume) => volume.format !== undefined && volume.format !== 'raw');
+}
+
+export interface GetOptions {
+  /**
+   * Wait for a disk composed in the background (a diff's parent search, tools). Lookups do not:
+   * a stat never waits for reading a volume, the disk's files appear once it is composed.
+   */
+  readonly wait?: boolean;
 }
 
 /** False when the entry's disk reads image parents that changed since it was composed. */
@@ -320,28 +341,36 @@ export class ServedDisks {
     this.onComposed = options.onComposed;
   }
 
-  /** The disk served in backup folder `folder` (a path in the source tree), or undefined. */
-  async get(folder: string): Promise<ServedDisk | undefined> {
+  /**
+   * The disk served in backup folder `folder` (a path in the source tree), or undefined. A disk
+   * of image backups is composed in the background (composeReadsVolumes): until it is, this
+   * answers undefined at once unless `options.wait`.
+   */
+  async get(folder: string, options: GetOptions = {}): Promise<ServedDisk | undefined> {
+    const answer = (entry: Entry): Promise<ServedDisk | undefined> =>
+      entry.background && !entry.settled.done && options.wait !== true ? Promise.resolve(undefined) : entry.result;
     const cached = this.entries.get(folder);
-    if (cached !== undefined && performance.now() - cached.checkedAt < this.revalidateMs) return cached.result;
+    if (cached !== undefined && performance.now() - cached.checkedAt < this.revalidateMs) return answer(cached);
     const probe = await this.probe(folder);
     const now = performance.now();
     const current = this.entries.get(folder);
-    if (current?.key === probe.key && (await chainUnchanged(current.result))) {
+    if (current?.key === probe.key && (!current.settled.done || (await chainUnchanged(current.result)))) {
       current.checkedAt = now;
-      return current.result;
+      return answer(current);
     }
     if (current !== undefined) void current.result.then((disk) => { this.retire(disk); });
     const result = probe.anchor === undefined ? Promise.resolve(undefined) : this.compose(folder, probe, now);
-    const entry: Entry = { key: probe.key, checkedAt: now, result, bytes: PENDING_ENTRY_BYTES };
+    const settled = { done: false };
+    const entry: Entry = { key: probe.key, checkedAt: now, result, bytes: PENDING_ENTRY_BYTES, background: composeReadsVolumes(probe), settled };
     this.entries.set(folder, entry);
     // Sized again once composed: a new entry object, since lru-cache keeps the size of a value set again.
     void result.then((disk) => {
+      settled.done = true;
       const current = this.entries.peek(folder);
       if (disk === undefined || current?.result !== result) return;
       this.entries.set(folder, { ...current, bytes: disk.memoryBytes() });
     });
-    return result;
+    return answer(entry);
   }
 
   /**
@@ -378,8 +407,12 @@ export class ServedDisks {
   private async compose(folder: string, probe: Probe, now: number): Promise<ServedDisk | undefined> {
     const anchor = probe.anchor;
     if (anchor === undefined) return undefined;
+    const background = composeReadsVolumes(probe);
+    const started = performance.now();
+    if (background) this.logOnce(probe.key, `${folder}: composing its disk in the background (an image backup's sector bitmaps are read first); its .disk files appear when it is ready`);
     try {
       const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
+      if (background) this.logOnce(probe.key, `${folder}: disk ready after ${((performance.now() - started) / 1000).toFixed(1)} s`);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);
       // What `ls` and `doctor` show as the disk's notes (a companion from another backup run, …).
       for (const note of disk.notes) this.logOnce(probe.key, `${folder}: note: ${note}`);
