@@ -49,11 +49,11 @@ function blocksToWrite(volume: Uint8Array, base?: Uint8Array): number[] {
   return blocks;
 }
 
-/** Copies every volume folder of `disk` into the test root; C: becomes `extension`. */
-async function copyDisk(disk: FixtureDisk): Promise<Map<string, string>> {
+/** Copies every volume folder of `disk` into `into` (the test root), without the anchor's image. */
+async function copyDisk(disk: FixtureDisk, into = root): Promise<Map<string, string>> {
   const folders = new Map<string, string>();
   for (const volume of disk.volumes) {
-    const target = join(root, disk.client, basename(volume.backupDir));
+    const target = join(into, disk.client, basename(volume.backupDir));
     await mkdir(target, { recursive: true });
     if (volume.letter !== disk.anchor.letter) {
       await cp(volume.backupDir, target, { recursive: true });
@@ -85,6 +85,19 @@ async function expectSameDisk(format: 'vhdx' | 'vpc', image: string, disk: Fixtu
   const expected = join(work, `${disk.name}.expected.raw`);
   await assembleExpectedDisk(disk, expected);
   await runOk('qemu-img', ['compare', '-q', '-f', format, '-F', 'raw', image, expected]);
+}
+
+/**
+ * Runs 1 and 2 of the UEFI fixture disk copied into `into` (a week apart: neither is a
+ * companion of the other), their C: folders and volume bytes; the caller places the images.
+ */
+async function twoRuns(into: string): Promise<{ run1: FixtureDisk; run2: FixtureDisk; folder1: string; folder2: string; volume1: Uint8Array; volume2: Uint8Array }> {
+  const fixtures = inject('fixtures');
+  const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
+  const run2 = fixtureDisk(fixtures, 'uefi-gpt-run2');
+  const folder1 = (await copyDisk(run1, into)).get(run1.anchor.letter) ?? '';
+  const folder2 = (await copyDisk(run2, into)).get(run2.anchor.letter) ?? '';
+  return { run1, run2, folder1, folder2, volume1: await readVolume(run1.anchor), volume2: await readVolume(run2.anchor) };
 }
 
 /**
@@ -247,122 +260,97 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
 
 describe("urBackup's VHDX and VHDXZ backups through materialize and the mount", () => {
   it('a full VHDX (run 1) and a VHDXZ child of it (run 2) are served and materialized as the truth disks', async () => {
-    const fixtures = inject('fixtures');
-    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
-    const run2 = fixtureDisk(fixtures, 'uefi-gpt-run2');
     const vhdxRoot = join(work, 'vhdx-root');
-    const savedRoot = root;
-    root = vhdxRoot;
+    const { run1, run2, folder1, folder2, volume1, volume2 } = await twoRuns(vhdxRoot);
+    const random = seededRandom(21);
+    const full = writeUrbackupVhdxImage(volume1, blocksToWrite(volume1), { random });
+    const fullPath = await placeImage(run1.anchor, folder1, 'vhdx', full.bytes);
+    // urBackup's VHDX child names its parent by the parent's absolute server path.
+    const child = writeUrbackupVhdxImage(volume2, blocksToWrite(volume2, volume1), {
+      random,
+      compressed: { codec: 'zstd', shuffle: true },
+      parent: { path: fullPath, dataWriteGuid: full.dataWriteGuid },
+    });
+    await placeImage(run2.anchor, folder2, 'vhdxz', child.bytes);
+
+    const out1 = join(work, 'vhdx-run1.vhdx');
+    const materialized1 = await synthvhd(['materialize', folder1, '-o', out1]);
+    expect(materialized1.code, materialized1.stderr).toBe(0);
+    await expectSameDisk('vhdx', out1, run1);
+    await expectSameDiskLibvhdi(out1, run1);
+    const out2 = join(work, 'vhdxz-run2.vhd');
+    const materialized2 = await synthvhd(['materialize', folder2, '-o', out2]);
+    expect(materialized2.code, materialized2.stderr).toBe(0);
+    await expectSameDisk('vpc', out2, run2);
+    await expectSameDiskLibvhdi(out2, run2);
+
+    const mountpoint = await tempMountpoint();
+    const mount = await startMount(vhdxRoot, mountpoint.path);
     try {
-      const random = seededRandom(21);
-      const folders1 = await copyDisk(run1);
-      const volume1 = await readVolume(run1.anchor);
-      const full = writeUrbackupVhdxImage(volume1, blocksToWrite(volume1), { random });
-      const fullPath = await placeImage(run1.anchor, folders1.get(run1.anchor.letter) ?? '', 'vhdx', full.bytes);
-      const folders2 = await copyDisk(run2);
-      const volume2 = await readVolume(run2.anchor);
-      // urBackup's VHDX child names its parent by the parent's absolute server path.
-      const child = writeUrbackupVhdxImage(volume2, blocksToWrite(volume2, volume1), {
-        random,
-        compressed: { codec: 'zstd', shuffle: true },
-        parent: { path: fullPath, dataWriteGuid: full.dataWriteGuid },
-      });
-      await placeImage(run2.anchor, folders2.get(run2.anchor.letter) ?? '', 'vhdxz', child.bytes);
-
-      const out1 = join(work, 'vhdx-run1.vhdx');
-      const materialized1 = await synthvhd(['materialize', folders1.get(run1.anchor.letter) ?? '', '-o', out1]);
-      expect(materialized1.code, materialized1.stderr).toBe(0);
-      await expectSameDisk('vhdx', out1, run1);
-      await expectSameDiskLibvhdi(out1, run1);
-      const out2 = join(work, 'vhdxz-run2.vhd');
-      const materialized2 = await synthvhd(['materialize', folders2.get(run2.anchor.letter) ?? '', '-o', out2]);
-      expect(materialized2.code, materialized2.stderr).toBe(0);
-      await expectSameDisk('vpc', out2, run2);
-      await expectSameDiskLibvhdi(out2, run2);
-
-      const mountpoint = await tempMountpoint();
-      const mount = await startMount(vhdxRoot, mountpoint.path);
-      try {
-        for (const disk of [run1, run2]) {
-          const folder = join(mountpoint.path, disk.client, basename(disk.anchor.backupDir));
-          const name = `Image_${disk.anchor.letter}_${disk.anchor.timestamp}`;
-          await waitForPath(join(folder, `${name}.disk.vhdx`));
-          await expectSameDisk('vhdx', join(folder, `${name}.disk.vhdx`), disk);
-          await expectSameDisk('vpc', join(folder, `${name}.disk.vhd`), disk);
-        }
-      } finally {
-        await mount.stop();
-        await mountpoint.cleanup();
+      for (const disk of [run1, run2]) {
+        const folder = join(mountpoint.path, disk.client, basename(disk.anchor.backupDir));
+        const name = `Image_${disk.anchor.letter}_${disk.anchor.timestamp}`;
+        await waitForPath(join(folder, `${name}.disk.vhdx`));
+        await expectSameDisk('vhdx', join(folder, `${name}.disk.vhdx`), disk);
+        await expectSameDisk('vpc', join(folder, `${name}.disk.vhd`), disk);
       }
     } finally {
-      root = savedRoot;
+      await mount.stop();
+      await mountpoint.cleanup();
     }
   });
 });
 
 describe('a differencing image whose parent changes under the mount', () => {
   it('stops serving the child (and its open handles answer EIO) once the parent file is replaced', async () => {
-    const fixtures = inject('fixtures');
-    const run1 = fixtureDisk(fixtures, 'uefi-gpt-run1');
-    const run2 = fixtureDisk(fixtures, 'uefi-gpt-run2');
-    // The two runs are a week apart: run 1 is not a companion of run 2, so nothing but the
-    // chain ties run 2's disk to run 1's file.
+    // Nothing but the chain ties run 2's disk to run 1's file (the runs are a week apart).
     const chainRoot = join(work, 'chain-root');
-    const savedRoot = root;
-    root = chainRoot;
-    try {
-      const random = seededRandom(33);
-      const folders1 = await copyDisk(run1);
-      const volume1 = await readVolume(run1.anchor);
-      const full = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
-      const fullPath = await placeImage(run1.anchor, folders1.get(run1.anchor.letter) ?? '', 'vhdz', full.bytes);
-      const folders2 = await copyDisk(run2);
-      const volume2 = await readVolume(run2.anchor);
-      const child = writeUrbackupImage(volume2, blocksToWrite(volume2, volume1), {
-        random,
-        compressed: { codec: 'zlib' },
-        parent: { path: fullPath, uniqueId: full.uniqueId, timeStamp: full.timeStamp, size: full.diskSize },
-      });
-      await placeImage(run2.anchor, folders2.get(run2.anchor.letter) ?? '', 'vhdz', child.bytes);
+    const { run1, run2, folder1, folder2, volume1, volume2 } = await twoRuns(chainRoot);
+    const random = seededRandom(33);
+    const full = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
+    const fullPath = await placeImage(run1.anchor, folder1, 'vhdz', full.bytes);
+    const child = writeUrbackupImage(volume2, blocksToWrite(volume2, volume1), {
+      random,
+      compressed: { codec: 'zlib' },
+      parent: { path: fullPath, uniqueId: full.uniqueId, timeStamp: full.timeStamp, size: full.diskSize },
+    });
+    await placeImage(run2.anchor, folder2, 'vhdz', child.bytes);
 
-      const mountpoint = await tempMountpoint();
-      const mount = await startMount(chainRoot, mountpoint.path);
+    const mountpoint = await tempMountpoint();
+    const mount = await startMount(chainRoot, mountpoint.path);
+    try {
+      const served = join(mountpoint.path, run2.client, basename(run2.anchor.backupDir), `Image_${run2.anchor.letter}_${run2.anchor.timestamp}.disk.vhdx`);
+      // The first lookup answers at once (no file yet) and starts composing in the background.
+      await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
+      await waitForPath(served);
+      expect(mount.stderr() + mount.stdout()).toMatch(/composing its disk in the background/);
+      await expectSameDisk('vhdx', served, run2);
+      const handle = await open(served, 'r');
       try {
-        const served = join(mountpoint.path, run2.client, basename(run2.anchor.backupDir), `Image_${run2.anchor.letter}_${run2.anchor.timestamp}.disk.vhdx`);
-        // The first lookup answers at once (no file yet) and starts composing in the background.
-        await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
-        await waitForPath(served);
-        expect(mount.stderr() + mount.stdout()).toMatch(/composing its disk in the background/);
-        await expectSameDisk('vhdx', served, run2);
-        const handle = await open(served, 'r');
-        try {
-          // Another full backup takes the parent's name (a new file, renamed over it): its
-          // Unique Id is not the one the child names.
-          const other = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
-          await writeFile(`${fullPath}.new`, other.bytes);
-          await rename(`${fullPath}.new`, fullPath);
-          // Composed again (in the background), the child is refused: its parent is not the one it names.
-          let refused = false;
-          for (let attempt = 0; attempt < 150 && !refused; attempt++) {
-            await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
-            // Sources are looked at again when a client looks (at most once a second).
-            await stat(served).catch(() => undefined);
-            refused = /wrong parent: .*Unique Id/.test(mount.stderr() + mount.stdout());
-          }
-          expect(refused, 'the child disk was not composed again after its parent was replaced').toBe(true);
-          await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
-          // A part of the disk never read before (not in the page cache): the daemon answers.
-          const buffer = Buffer.alloc(4096);
-          await expect(handle.read(buffer, 0, 4096, 64 * 1024 * 1024 + 12_288)).rejects.toMatchObject({ code: 'EIO' });
-        } finally {
-          await handle.close();
+        // Another full backup takes the parent's name (a new file, renamed over it): its
+        // Unique Id is not the one the child names.
+        const other = writeUrbackupImage(volume1, blocksToWrite(volume1), { random, compressed: { codec: 'zstd' } });
+        await writeFile(`${fullPath}.new`, other.bytes);
+        await rename(`${fullPath}.new`, fullPath);
+        // Composed again (in the background), the child is refused: its parent is not the one it names.
+        let refused = false;
+        for (let attempt = 0; attempt < 150 && !refused; attempt++) {
+          await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
+          // Sources are looked at again when a client looks (at most once a second).
+          await stat(served).catch(() => undefined);
+          refused = /wrong parent: .*Unique Id/.test(mount.stderr() + mount.stdout());
         }
+        expect(refused, 'the child disk was not composed again after its parent was replaced').toBe(true);
+        await expect(stat(served)).rejects.toMatchObject({ code: 'ENOENT' });
+        // A part of the disk never read before (not in the page cache): the daemon answers.
+        const buffer = Buffer.alloc(4096);
+        await expect(handle.read(buffer, 0, 4096, 64 * 1024 * 1024 + 12_288)).rejects.toMatchObject({ code: 'EIO' });
       } finally {
-        await mount.stop();
-        await mountpoint.cleanup();
+        await handle.close();
       }
     } finally {
-      root = savedRoot;
+      await mount.stop();
+      await mountpoint.cleanup();
     }
   });
 });
