@@ -17,6 +17,7 @@ import { writeLayout } from '../src/materialize/write-layout.js';
 import { codecsReady } from '../src/urbackup/images/block-codec.js';
 import { findImageBackupFiles, isImageSideFile } from '../src/urbackup/images/image-backup-files.js';
 import { DecodePool } from '../src/extents/decode-pool.js';
+import { REPO_ROOT, run } from './helpers/run.js';
 import { DecodedBlocks } from '../src/extents/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
 import { ImageFile, type SourceOpener } from '../src/urbackup/images/image-file.js';
@@ -326,6 +327,21 @@ describe("urBackup's VHDX and VHDXZ", () => {
 });
 
 describe('decoded blocks off the main thread', () => {
+  it("the process's shared pool holds a process exactly while a decode is pending", async () => {
+    // A process whose only work left is a decode must wait for it (its workers are referenced
+    // while a job is pending), then exit (they are not referenced while idle).
+    const script = `
+      import { deflateSync } from 'node:zlib';
+      import { sharedDecodePool } from ${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'extents', 'decode-pool.js'))};
+      const block = Buffer.alloc(2 * 1024 * 1024, 0x61);
+      const decoded = await sharedDecodePool().decode(1, new Uint8Array(deflateSync(block)), block.length);
+      console.log('decoded', decoded.length, Buffer.from(decoded).equals(block));
+    `;
+    const result = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 20_000 });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trim()).toBe(`decoded ${2 * 1024 * 1024} true`);
+  });
+
   it('a served VHDZ volume read through the worker pool and the bytes-bounded cache equals the truth; a corrupt record is E_IO', async () => {
     const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd', shuffle: true } });
     const path = await place('260401-0100_Image_C', 'Image_C_260401-0100.vhdz', image);

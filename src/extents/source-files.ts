@@ -10,7 +10,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
 import { openSourceFile, type Confinement } from './confined-open.js';
-import { DecodePool } from './decode-pool.js';
+import { sharedDecodePool } from './decode-pool.js';
 import { DecodedBlocks } from './decoded-blocks.js';
 import type { CompressedExtent } from './extent.js';
 import { logger } from '../util/logger.js';
@@ -18,7 +18,7 @@ import { logger } from '../util/logger.js';
 export class SourceFiles {
   private readonly handles: LRUCache<string, Promise<FileHandle>>;
   /** Decoded blocks of `compressed` extents, made on first use (./decoded-blocks.ts). */
-  private blocks: { readonly pool: DecodePool; readonly cache: DecodedBlocks } | undefined;
+  private blocks: { readonly cache: DecodedBlocks } | undefined;
   /** Blocks already reported as corrupt: one log line each, not one per read. */
   private readonly reported = new Set<string>();
 
@@ -82,13 +82,13 @@ export class SourceFiles {
    */
   async readCompressed(extent: CompressedExtent, offset: number, into: Uint8Array, intoOffset: number, length: number): Promise<void> {
     if (this.blocks === undefined) {
-      const pool = new DecodePool();
+      const pool = sharedDecodePool();
       const cache = new DecodedBlocks(pool, async (path, position, count) => {
         const buffer = new Uint8Array(count);
         await this.readFully(path, position, buffer, 0, count);
         return buffer;
       });
-      this.blocks = { pool, cache };
+      this.blocks = { cache };
     }
     try {
       await this.blocks.cache.readInto(extent, offset, into, intoOffset, length);
@@ -103,9 +103,8 @@ export class SourceFiles {
   }
 
   async close(): Promise<void> {
-    const blocks = this.blocks;
+    // The decoded blocks go with this object; the pool is the process's (sharedDecodePool).
     this.blocks = undefined;
-    await blocks?.pool.close();
     const all = [...this.handles.values()];
     this.handles.clear();
     await Promise.allSettled(all.map(async (handle) => (await handle).close()));

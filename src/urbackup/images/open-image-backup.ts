@@ -16,7 +16,7 @@ import { isZeroGuid } from '../../container/guid.js';
 import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { mapLogicalRange } from './compressed-file.js';
-import { DecodePool } from '../../extents/decode-pool.js';
+import { sharedDecodePool } from '../../extents/decode-pool.js';
 import { decodeBlock } from './block-codec.js';
 import { type BlockDecoder, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
@@ -85,13 +85,9 @@ export async function openImageDisk(path: string, opener: SourceOpener, options:
     const decoder: BlockDecoder = (mode, payload, blockLength) => decodeBlock(mode, payload, blockLength);
     return openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
   }
-  const pool = new DecodePool();
-  try {
-    const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
-    return await openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
-  } finally {
-    await pool.close();
-  }
+  const pool = sharedDecodePool();
+  const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
+  return openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
 }
 
 function withPath(error: unknown, path: string): unknown {
