@@ -103,21 +103,20 @@ function chainParents(disk: ComposedDisk): string[] {
 /**
  * A differencing image backup serves bytes of its parents, which live in other backup folders:
  * who may read the disk must be able to read them too (and the folders they are reached through).
+ * Their state (`key`) also decides when the disk is stale: a parent replaced (another inode),
+ * rewritten, truncated, re-owned or deleted gives another key ('' without parents). One stat each.
  */
-async function chainObjects(disk: ComposedDisk): Promise<SourceObject[]> {
-  const paths = [...new Set(chainParents(disk).flatMap((path) => [path, dirname(path)]))];
-  const infos = await Promise.all(paths.map(statOrUndefined));
-  return infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+async function chainState(disk: ComposedDisk): Promise<{ objects: SourceObject[]; key: string }> {
+  const parents = chainParents(disk);
+  if (parents.length === 0) return { objects: [], key: '' };
+  const paths = [...new Set(parents.flatMap((path) => [path, dirname(path)]))];
+  const infos = new Map(await Promise.all(paths.map(async (path) => [path, await statOrUndefined(path)] as const)));
+  const objects = [...infos.values()].flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+  return { objects, key: chainKeyOf(parents.map((path) => infos.get(path))) };
 }
 
-/**
- * The state of the parent files of `disk`'s image chains: a parent replaced (another inode),
- * rewritten, truncated, re-owned or deleted gives another key ('' without parents).
- */
-async function chainKeyOf(parents: readonly string[]): Promise<string> {
-  if (parents.length === 0) return '';
-  const infos = await Promise.all(parents.map(statOrUndefined));
-  return infos.map((info) => (info === undefined ? '-' : `${info.dev}.${info.ino}:${fingerprint(info)}`)).join('|');
+function chainKeyOf(parents: readonly (Stats | undefined)[]): string {
+  return parents.map((info) => (info === undefined ? '-' : `${info.dev}.${info.ino}:${fingerprint(info)}`)).join('|');
 }
 
 async function statOrUndefined(path: string): Promise<Stats | undefined> {
@@ -199,7 +198,7 @@ export class ServedDisk {
     readonly sources: readonly SourceObject[],
     /** Owner of the anchor's `.raw`, who owns the virtual files. */
     owner: { readonly uid: number; readonly gid: number },
-    /** chainKeyOf(chainParents) when composed. */
+    /** chainState(disk).key when composed. */
     readonly chainKey: string,
     checkedAt: number,
     private readonly onLayoutError: (format: ContainerFormat, error: unknown) => void,
@@ -244,7 +243,7 @@ export class ServedDisk {
    */
   memoryBytes(): number {
     let bytes = layoutMemoryBytes(this.disk.image.layout);
-    for (const { volume } of this.disk.placed) bytes += volume.mbrFileSize + volume.bootSector.length + volume.dataRanges.length * 48;
+    for (const { volume } of this.disk.placed) bytes += (volume.mbrBytes?.length ?? 0) + volume.bootSector.length + volume.dataRanges.length * 48;
     for (const format of this.files().values()) {
       const built = this.layouts.get(format);
       if (built !== undefined) bytes += layoutMemoryBytes(built);
@@ -261,7 +260,7 @@ export class ServedDisk {
   /** Whether the parents of its image chains are as they were when it was composed. */
   async chainUnchanged(): Promise<boolean> {
     const parents = chainParents(this.disk);
-    return parents.length === 0 || (await chainKeyOf(parents)) === this.chainKey;
+    return parents.length === 0 || chainKeyOf(await Promise.all(parents.map(statOrUndefined))) === this.chainKey;
   }
 }
 
@@ -359,9 +358,10 @@ export class ServedDisks {
       return answer(current);
     }
     if (current !== undefined) void current.result.then((disk) => { this.retire(disk); });
-    const result = probe.anchor === undefined ? Promise.resolve(undefined) : this.compose(folder, probe, now);
+    const background = composeReadsVolumes(probe);
+    const result = probe.anchor === undefined ? Promise.resolve(undefined) : this.compose(folder, probe, now, background);
     const settled = { done: false };
-    const entry: Entry = { key: probe.key, checkedAt: now, result, bytes: PENDING_ENTRY_BYTES, background: composeReadsVolumes(probe), settled };
+    const entry: Entry = { key: probe.key, checkedAt: now, result, bytes: PENDING_ENTRY_BYTES, background, settled };
     this.entries.set(folder, entry);
     // Sized again once composed: a new entry object, since lru-cache keeps the size of a value set again.
     void result.then((disk) => {
@@ -404,10 +404,9 @@ export class ServedDisks {
     for (const path of disk.sourcePaths()) this.sources.forget(path);
   }
 
-  private async compose(folder: string, probe: Probe, now: number): Promise<ServedDisk | undefined> {
+  private async compose(folder: string, probe: Probe, now: number, background: boolean): Promise<ServedDisk | undefined> {
     const anchor = probe.anchor;
     if (anchor === undefined) return undefined;
-    const background = composeReadsVolumes(probe);
     const started = performance.now();
     if (background) this.logOnce(probe.key, `${folder}: composing its disk in the background (an image backup's sector bitmaps are read first); its .disk files appear when it is ready`);
     try {
@@ -417,9 +416,9 @@ export class ServedDisks {
       // What `ls` and `doctor` show as the disk's notes (a companion from another backup run, …).
       for (const note of disk.notes) this.logOnce(probe.key, `${folder}: note: ${note}`);
       // Only the volumes placed on the disk give it bytes; companions left out do not count.
-      const [chain, chainKey] = await Promise.all([chainObjects(disk), chainKeyOf(chainParents(disk))]);
-      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? []), ...chain];
-      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, chainKey, now, (format, error) => {
+      const chain = await chainState(disk);
+      const sources = [...probe.ancestors, ...disk.placed.flatMap(({ volume }) => probe.volumeObjects.get(volume.backup.folder) ?? []), ...chain.objects];
+      const served = new ServedDisk(folder, probe.key, anchor, disk, diskIdentityKey(loaded), sources, probe, chain.key, now, (format, error) => {
         this.logOnce(probe.key, `${folder}: no .${format}: ${describe(error)}`);
       });
       this.onComposed?.(served);

@@ -38,8 +38,6 @@ export interface LoadedVolume {
    * buffer, src/urbackup/backup-fs.ts).
    */
   readonly mbrBytes: Uint8Array | undefined;
-  /** Size of the `.raw.mbr` file. */
-  readonly mbrFileSize: number;
   /** undefined for a whole-disk image (`.raw.mbr` version 100, docs/urbackup-formats.md §2.5). */
   readonly mbrData: MbrData | undefined;
   readonly rawSize: number;
@@ -113,7 +111,6 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     .parseSmallFile(backup.mbrPath, confinement, { maxSize: MAX_MBR_FILE_SIZE, role: 'urBackup .raw.mbr' }, (bytes) => ({
       parsed: parseMbrFile(bytes, backup.mbrPath),
       kept: options.holes === false ? undefined : new Uint8Array(bytes),
-      size: bytes.length,
     }))
     .catch((error: unknown) => {
       // A refused source, or the file read but not understood: as they are.
@@ -137,7 +134,6 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     return {
       backup,
       mbrBytes: mbr.value.kept,
-      mbrFileSize: mbr.value.size,
       mbrData: parsed.kind === 'whole-disk' ? undefined : parsed.data,
       rawSize: loaded.chain[0]?.fileSize ?? 0,
       mtimeMs: Math.max(loaded.mtimeMs, mbr.mtimeMs),
@@ -167,7 +163,6 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
     return {
       backup,
       mbrBytes: mbr.value.kept,
-      mbrFileSize: mbr.value.size,
       mbrData: wholeDisk ? undefined : parsed.data,
       rawSize,
       mtimeMs,

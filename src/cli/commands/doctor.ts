@@ -7,6 +7,7 @@
  */
 import { runDoctor, type BackupState, type CheckStatus, type DoctorReport } from '../../doctor/doctor.js';
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
+import { nestedJson } from '../json-output.js';
 
 export interface DoctorCommandOptions {
   readonly json?: boolean;
@@ -37,7 +38,7 @@ async function writeReportJson(report: DoctorReport): Promise<void> {
   }
   let chunk = `${head}[`;
   for (const [index, entry] of report.backups.entries()) {
-    chunk += `${index === 0 ? '' : ','}\n    ${JSON.stringify(entry, null, 2).replace(/\n/g, '\n    ')}`;
+    chunk += `${index === 0 ? '' : ','}\n    ${nestedJson(entry, 2)}`;
     if (chunk.length >= 1 << 16) {
       await write(chunk);
       chunk = '';

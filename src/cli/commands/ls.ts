@@ -4,6 +4,7 @@ import { scanBackupFs } from '../../urbackup/backup-fs.js';
 import { scanCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
 import { offeredFiles } from '../../catalog/virtual-files.js';
 import { formatBytes } from '../../util/format-bytes.js';
+import { nestedJson } from '../json-output.js';
 
 export interface LsOptions {
   readonly json?: boolean;
@@ -62,7 +63,6 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
   // clients' records, not all of them.
   if (options.json === true) {
     // Byte for byte what JSON.stringify({ root, disks, problems }, null, 2) of the whole would be.
-    const indent = (text: string, prefix: string): string => text.replace(/\n/g, `\n${prefix}`);
     let count = 0;
     let head = '';
     const catalog = await scanCatalog(root, describeDisk, {
@@ -70,13 +70,13 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
       fs: scanBackupFs,
       emit: (disk) => {
         if (count === 0) head = `{\n  "root": ${JSON.stringify(root)},\n  "disks": [`;
-        process.stdout.write(`${head}${count === 0 ? '' : ','}\n    ${indent(JSON.stringify(disk, null, 2), '    ')}`);
+        process.stdout.write(`${head}${count === 0 ? '' : ','}\n    ${nestedJson(disk, 2)}`);
         head = '';
         count++;
       },
     });
     const start = count === 0 ? `{\n  "root": ${JSON.stringify(catalog.root)},\n  "disks": [],\n` : '\n  ],\n';
-    process.stdout.write(`${start}  "problems": ${indent(JSON.stringify(catalog.problems, null, 2), '  ')}\n}\n`);
+    process.stdout.write(`${start}  "problems": ${nestedJson(catalog.problems, 1)}\n}\n`);
     return;
   }
   let client = '';
