@@ -21,6 +21,12 @@ test_packages=(
   btrfs-progs xfsprogs samba smbclient systemd git
   # the peers `npm run bench -- fuse` measures against
   xmount nbdkit libnbd-bin
+  # libFuzzer with ASan/UBSan for the native read core's fuzz targets (test/native-fuzz.test.ts)
+  clang libfuzzer-14-dev
+  # independent witnesses: the zstd CLI decodes urBackup's records; 7-Zip reads VHD/VHDX
+  zstd 7zip
+  # the boot test: a served disk booted under UEFI (OVMF) by qemu's TCG, GRUB as its loader
+  qemu-system-x86 ovmf grub-efi-amd64-bin
 )
 
 install_packages() {
