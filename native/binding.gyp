@@ -21,12 +21,24 @@
       ]
     },
     {
-      # The FUSE session (src/fuse_session.cc): libfuse 3's low-level API with reads served on its
-      # worker threads, zlib and libzstd for compressed blocks. A module of its own, so the file
-      # calls above still load where libfuse3 is missing at run time (Debian: libfuse3-dev
-      # libzstd-dev zlib1g-dev pkg-config to build, libfuse3-3 to run).
+      # The FUSE session (src/napi_bridge.cc names every file and its job): libfuse 3's low-level
+      # API with reads served on its worker threads, zlib and libzstd for compressed blocks. A
+      # module of its own, so the file calls above still load where libfuse3 is missing at run
+      # time (Debian: libfuse3-dev libzstd-dev zlib1g-dev pkg-config to build, libfuse3-3 to run).
+      # The pure parts (extent_table, read_walk, block_cache, record_codec) are also built alone
+      # with sanitizers by native/fuzz/Makefile.
       "target_name": "synthvhd_fuse",
-      "sources": ["src/fuse_session.cc"],
+      "sources": [
+        "src/napi_bridge.cc",
+        "src/session.cc",
+        "src/fuse_ops.cc",
+        "src/inode_table.cc",
+        "src/read_core.cc",
+        "src/read_walk.cc",
+        "src/extent_table.cc",
+        "src/block_cache.cc",
+        "src/record_codec.cc"
+      ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(pkg-config --cflags-only-I fuse3 | sed 's/-I//g')"
