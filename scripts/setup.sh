@@ -22,7 +22,7 @@ test_packages=(
   # the peers `npm run bench -- fuse` measures against
   xmount nbdkit libnbd-bin
   # libFuzzer with ASan/UBSan for the native read core's fuzz targets (test/native-fuzz.test.ts)
-  clang libfuzzer-14-dev
+  clang libfuzzer-14-dev libclang-rt-14-dev
   # independent witnesses: the zstd CLI decodes urBackup's records; 7-Zip reads VHD/VHDX
   zstd 7zip
   # the boot test: a served disk booted under UEFI (OVMF) by qemu's TCG, GRUB as its loader
