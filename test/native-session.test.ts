@@ -22,6 +22,7 @@ import type { SpecExtent } from './helpers/native-session-child.js';
 const CHILD = join(REPO_ROOT, 'dist', 'test', 'helpers', 'native-session-child.js');
 const BLOCK = 64 * 1024;
 const BIG_BLOCK = 2 * 1024 * 1024;
+const SHORT_BLOCK = 4096;
 const HAMMER_ROUNDS = 4;
 
 let dir: string;
@@ -31,6 +32,7 @@ let child: ChildProcess | undefined;
 let out = '';
 let err = '';
 const expected = new Map<string, Buffer>();
+let shortBytes = Buffer.alloc(0);
 
 /** Waits until the child's stdout (or `text()`) matches `pattern`. */
 function waitFor(pattern: RegExp, what: string, text: () => string = () => out, timeoutMs = 20_000): Promise<void> {
@@ -101,12 +103,16 @@ beforeAll(async () => {
   const bigZstd = spawnSync('zstd', ['-q', '-c'], { input: big, maxBuffer: 8 * BIG_BLOCK });
   if (bigZstd.status !== 0) throw new Error(`zstd failed: ${bigZstd.stderr.toString()}`);
   blocks.push(big);
+  const shortBlock = randomBytes(SHORT_BLOCK);
   const payloads: [number, Buffer][] = [
     [0, blocks[0] ?? Buffer.alloc(0)],
     [1, deflateSync(blocks[1] ?? Buffer.alloc(0))],
     [2, zstd.stdout],
     [1, randomBytes(300)], // not a zlib stream: must answer EIO, never crash
     [2, bigZstd.stdout],
+    // A short block (what a last, partial block decodes to), for a damaged index that maps a full
+    // block to the same record (issue 19, finding 1).
+    [0, shortBlock],
   ];
   const records: number[] = [];
   const container: Buffer[] = [Buffer.from('VHDZ test container\n')];
@@ -120,7 +126,8 @@ beforeAll(async () => {
     at += 8 + payload.length;
   }
   await writeFile(join(sourceDir, 'blocks.bin'), Buffer.concat(container));
-  const [stored = 0, zlib = 0, zstdRecord = 0, corrupt = 0, bigRecord = 0] = records;
+  const [stored = 0, zlib = 0, zstdRecord = 0, corrupt = 0, bigRecord = 0, shortRecord = 0] = records;
+  shortBytes = shortBlock;
 
   const header = randomBytes(4096).toString('base64');
   const tail = randomBytes(17).toString('base64');
@@ -158,9 +165,14 @@ beforeAll(async () => {
     // One 2 MiB zstd block served 16 times over (each copy its own file, so its own page cache).
     ...Object.fromEntries(Array.from({ length: HAMMER_ROUNDS }, (_, round): [string, SpecExtent[]] => [`hammer${round}.img`, [{ kind: 'compressed', path: 'blocks.bin', record: bigRecord, blockLength: BIG_BLOCK, skip: 0, length: BIG_BLOCK }]])),
     'corrupt.img': [{ kind: 'bytes', length: 256 * 1024, data: randomBytes(256 * 1024).toString('base64') }, compressed(corrupt, 0, BLOCK)],
+    // Block i and the last (short) block on one record, as a damaged .vhdz index can say.
+    'shared.img': [
+      { kind: 'compressed', path: 'blocks.bin', record: shortRecord, blockLength: BLOCK, skip: 0, length: BLOCK },
+      { kind: 'compressed', path: 'blocks.bin', record: shortRecord, blockLength: SHORT_BLOCK, skip: 0, length: SHORT_BLOCK },
+    ],
   };
   for (const [name, extents] of Object.entries(files)) {
-    if (name === 'corrupt.img') continue;
+    if (name === 'corrupt.img' || name === 'shared.img') continue;
     const bytes = await expectedOf(extents, blocks, records);
     expected.set(name, bytes);
     await writeFile(join(dir, `${name}.expected`), bytes);
@@ -222,13 +234,72 @@ describe('the native FUSE session', () => {
   });
 
   it('passes real files and symlinks through and lists directories', async () => {
-    expect((await readdir(mountpoint.path)).sort()).toEqual(['corrupt.img', 'deleted.img', 'disk.img', 'fresh.img', ...Array.from({ length: HAMMER_ROUNDS }, (_, round) => `hammer${round}.img`), 'many.img', 'real']);
+    expect((await readdir(mountpoint.path)).sort()).toEqual(['corrupt.img', 'deleted.img', 'disk.img', 'fresh.img', ...Array.from({ length: HAMMER_ROUNDS }, (_, round) => `hammer${round}.img`), 'many.img', 'real', 'shared.img']);
     expect((await readdir(at('real'))).sort()).toEqual(['blocks.bin', 'data.bin', 'data2.bin', 'link']);
     expect((await readFile(at('real/data.bin'))).equals(await readFile(join(sourceDir, 'data.bin')))).toBe(true);
     expect(await readlink(at('real/link'))).toBe('data.bin');
     const info = await stat(at('disk.img'));
     expect(info.mode & 0o7777).toBe(0o444);
     expect(info.ino).toBe(1000);
+  });
+
+  it('lists each entry with the inode number stat reports and its file type (d_ino, d_type)', async () => {
+    // readdir(3) as a C program sees it (Node fills an unknown d_type in with lstat).
+    const script = [
+      'import ctypes, sys',
+      'class D(ctypes.Structure): _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort), ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]',
+      'libc = ctypes.CDLL(None); libc.opendir.restype = ctypes.c_void_p; libc.readdir.restype = ctypes.POINTER(D); libc.readdir.argtypes = [ctypes.c_void_p]',
+      'd = libc.opendir(sys.argv[1].encode())',
+      'while True:',
+      '  e = libc.readdir(d)',
+      '  if not e: break',
+      '  print(e.contents.name.decode(), e.contents.ino, e.contents.type)',
+    ].join('\n');
+    const listing = (path: string): Map<string, [number, number]> => {
+      const result = spawnSync('python3', ['-c', script, path], { encoding: 'utf8' });
+      expect(result.status).toBe(0);
+      return new Map(result.stdout.trim().split('\n').map((line) => {
+        const [name = '', ino = '', type = ''] = line.split(' ');
+        return [name, [Number(ino), Number(type)]];
+      }));
+    };
+    const DT_DIR = 4;
+    const DT_REG = 8;
+    const DT_LNK = 10;
+    const root = listing(mountpoint.path);
+    expect(root.get('disk.img')).toEqual([(await stat(at('disk.img'))).ino, DT_REG]);
+    expect(root.get('real')).toEqual([(await stat(at('real'))).ino, DT_DIR]);
+    const real = listing(at('real'));
+    expect(real.get('link')).toEqual([3, DT_LNK]);
+    expect(real.get('data.bin')).toEqual([(await stat(at('real/data.bin'))).ino, DT_REG]);
+  });
+
+  it('answers EIO for a block whose record decodes shorter than the index says, after its short twin was read', async () => {
+    const handle = await open(at('shared.img'), 'r');
+    try {
+      // The last block first (qemu-img and Windows read the footer first): it decodes and is cached.
+      const last = Buffer.alloc(SHORT_BLOCK);
+      expect((await handle.read(last, 0, SHORT_BLOCK, BLOCK)).bytesRead).toBe(SHORT_BLOCK);
+      expect(last.equals(shortBytes)).toBe(true);
+      // Then block i on the same record: never 64 KiB copied from the 4 KiB block (heap bytes past
+      // it, or a crash of the daemon), but EIO.
+      const first = Buffer.alloc(BLOCK);
+      await expect(handle.read(first, 0, BLOCK, 0)).rejects.toMatchObject({ code: 'EIO' });
+    } finally {
+      await handle.close();
+    }
+    await waitFor(/blocks\.bin: the compressed block at offset \d+ cannot be decoded \(stored block of 4096 bytes, expected 65536\)/, 'the decode error line', () => err);
+  });
+
+  it('tells JavaScript which handle the kernel released', async () => {
+    const handle = await open(at('disk.img'), 'r');
+    await handle.read(Buffer.alloc(10), 0, 10, 0);
+    await handle.close();
+    // RELEASE reaches the daemon shortly after close(2) returns.
+    await waitFor(/^open handles none$/m, 'every handle released', () => {
+      child?.kill('SIGUSR1');
+      return out;
+    });
   });
 
   it('refuses every write with EROFS', async () => {

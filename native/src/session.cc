@@ -90,13 +90,14 @@ void Session::ReportDecodeError(void* context, const std::string& path, uint64_t
 
 bool Session::Mount(Napi::Env env, Napi::Function dispatch, const std::string& mountpoint, std::vector<std::string> args, const MountConfig& config,
                     void (*finalize)(Napi::Env, void*, Session*), void* finalize_data, std::string* error) {
-  if (state_ == State::kMounted) {
-    *error = "this session is already mounted";
-    return false;
-  }
-  if (state_ == State::kEnded) {
+  // The loop's end is seen before the finalizer runs ("closed" reaches JS first): ended either way.
+  if (state_ == State::kEnded || loop_done_.load()) {
     // Its thread-safe function, handles and inode table are gone with the old connection.
     *error = "this session has ended (it was unmounted): create a new FuseSession to mount again";
+    return false;
+  }
+  if (state_ == State::kMounted) {
+    *error = "this session is already mounted";
     return false;
   }
   config_ = config;

@@ -31,7 +31,7 @@ import { openSourceFile } from '../extents/confined-open.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { systemError } from './errno.js';
 import { realInode, virtualInode } from './inode.js';
-import { packLayout, type NodeStat, type NodeStatfs, type OpenAnswer } from './native-session.js';
+import { packLayout, type DirEntryInfo, type NodeStat, type NodeStatfs, type OpenAnswer } from './native-session.js';
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
 import { mirroredMode, type VirtualAccess } from './reader-access.js';
@@ -39,6 +39,9 @@ import { mirroredMode, type VirtualAccess } from './reader-access.js';
 const S_IFMT = constants.S_IFMT;
 const S_IFREG = constants.S_IFREG;
 const S_IFLNK = constants.S_IFLNK;
+const S_IFDIR = constants.S_IFDIR;
+/** lstat calls in flight per listing (a mirrored file backup's folder may hold 100 000 names). */
+const READDIR_STAT_BATCH = 256;
 const SECTOR = 512;
 /** open(2) access-mode mask (fcntl.h); Node's fs.constants lacks it. */
 const O_ACCMODE = 3;
@@ -216,9 +219,42 @@ export class BackupFs {
   }
 
   async readdir(path: string): Promise<string[]> {
+    const { names } = await this.listing(path);
+    return ['.', '..', ...names];
+  }
+
+  /**
+   * The listing with what readdir reports besides each name: the inode number getattr gives
+   * (d_ino) and the file type (d_type), so `ls -i`, `find` and Samba see the same numbers as
+   * stat. Real entries are lstat'ed (in batches); virtual ones are regular files.
+   */
+  async readdirEntries(path: string): Promise<DirEntryInfo[]> {
+    const { source, names, virtual } = await this.listing(path);
+    const entries: DirEntryInfo[] = [
+      { name: '.', ino: NaN, mode: S_IFDIR },
+      { name: '..', ino: NaN, mode: S_IFDIR },
+    ];
+    const prefix = path === '/' ? '/' : `${path}/`;
+    for (let at = 0; at < names.length; at += READDIR_STAT_BATCH) {
+      const batch = names.slice(at, at + READDIR_STAT_BATCH);
+      entries.push(...(await Promise.all(batch.map(async (name): Promise<DirEntryInfo> => {
+        if (virtual.has(name)) return { name, ino: virtualInode(`${prefix}${name}`), mode: S_IFREG };
+        try {
+          const info = await lstat(join(source, name));
+          return { name, ino: realInode(info.dev, info.ino, this.rootDev), mode: info.mode & S_IFMT };
+        } catch {
+          return { name, ino: NaN, mode: 0 }; // gone since the listing: unknown, as before
+        }
+      }))));
+    }
+    return entries;
+  }
+
+  private async listing(path: string): Promise<{ source: string; names: string[]; virtual: ReadonlySet<string> }> {
     this.activity.touch();
     const target = this.resolve(path);
     const names = await readdir(target.source);
+    const virtual = new Set<string>();
     const parts = path.split('/').filter((part) => part !== '');
     if (parts.length === 2) {
       const disk = await this.disks.get(target.source);
@@ -229,10 +265,13 @@ export class BackupFs {
         const [list, diff] = await Promise.all([this.blocklistOf(disk), this.diffs.offered(disk)]);
         const extra = [...files, ...(list === undefined ? [] : files.map((name) => `${name}${BLOCKLIST_SUFFIX}`))];
         if (diff) extra.push(diffFileName(disk.anchor.letter, disk.anchor.timestamp));
-        for (const name of extra) if (!present.has(name)) names.push(name);
+        for (const name of extra) {
+          virtual.add(name);
+          if (!present.has(name)) names.push(name);
+        }
       }
     }
-    return ['.', '..', ...names];
+    return { source: target.source, names, virtual };
   }
 
   /**

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /**
  * A read-only FUSE mount whose reads never reach JavaScript: the TypeScript face of
- * `native/src/fuse_session.cc` (libfuse 3, low-level API, multi-threaded loop).
+ * `native/src/` (napi_bridge.cc names its files; libfuse 3, low-level API, multi-threaded loop).
  *
  * - Names, attributes, directory listings, symlinks, statfs and the decision what an open file
  *   IS are answered here, by async handlers: a libfuse worker thread hands the request over
@@ -38,6 +38,13 @@ export type NativeExtent = Extent;
 export interface NativeLayout {
   readonly size: number;
   readonly extents: readonly NativeExtent[];
+}
+
+/** A directory entry as readdir reports it: d_ino (NaN: unknown) and d_type (from `mode`'s S_IFMT bits). */
+export interface DirEntryInfo {
+  readonly name: string;
+  readonly ino: number;
+  readonly mode: number;
 }
 
 /** getattr's answer; times in ms since the epoch. */
@@ -101,8 +108,11 @@ export interface OpenAnswer {
 export interface SessionHandlers {
   /** Attributes of `path` (mount-relative, `/` first); used for lookups and getattr. */
   getattr(path: string): Promise<NodeStat>;
-  /** Every name of the directory, `.` and `..` included. */
-  readdir(path: string): Promise<readonly string[]>;
+  /**
+   * Every entry of the directory, `.` and `..` included: a name, or a name with the inode number
+   * getattr reports for it and its mode (readdir's d_ino and d_type; a bare name has neither).
+   */
+  readdir(path: string): Promise<readonly (string | DirEntryInfo)[]>;
   open(path: string, flags: number): Promise<OpenAnswer>;
   readlink(path: string): Promise<string>;
   statfs(path: string): Promise<NodeStatfs>;
@@ -148,7 +158,7 @@ export interface SessionStats {
   readonly cacheBlocks: number;
 }
 
-/** The addon's class, as native/src/fuse_session.cc defines it. */
+/** The addon's class, as native/src/napi_bridge.cc defines it. */
 interface NativeSession {
   mount(mountpoint: string, fuseArgs: readonly string[], config: Record<string, number | boolean>): void;
   openFd(fd: number): number;
@@ -159,7 +169,7 @@ interface NativeSession {
   replyReadlink(id: number, target: string): boolean;
   replyStatfs(id: number, fields: readonly number[]): boolean;
   replyOpen(id: number, fh: number, keepCache: boolean, directIo: boolean): boolean;
-  replyOpendir(id: number, names: readonly string[]): boolean;
+  replyOpendir(id: number, names: readonly string[], inos: readonly number[], modes: readonly number[]): boolean;
   invalidate(fh: number): boolean;
   detach(): Promise<number>;
   stats(): SessionStats;
@@ -400,7 +410,7 @@ export class NativeFuseSession {
           this.answer(id, this.handlers.statfs(path), (info) => this.native.replyStatfs(id, statfsArray(info)));
           return;
         case 'opendir':
-          this.answer(id, this.handlers.readdir(path), (names) => this.native.replyOpendir(id, names));
+          this.answer(id, this.handlers.readdir(path), (entries) => { this.replyOpendir(id, entries); });
           return;
         case 'open':
           this.answer(id, this.handlers.open(path, arg), (answer) => { this.replyOpen(id, answer); });
@@ -455,6 +465,24 @@ export class NativeFuseSession {
         fail(error);
       }
     }, fail);
+  }
+
+  private replyOpendir(id: number, entries: readonly (string | DirEntryInfo)[]): void {
+    const names: string[] = [];
+    const inos: number[] = [];
+    const modes: number[] = [];
+    for (const entry of entries) {
+      if (typeof entry === 'string') {
+        names.push(entry);
+        inos.push(NaN);
+        modes.push(0);
+      } else {
+        names.push(entry.name);
+        inos.push(entry.ino);
+        modes.push(entry.mode);
+      }
+    }
+    this.native.replyOpendir(id, names, inos, modes);
   }
 
   private replyOpen(id: number, answer: OpenAnswer): void {

@@ -39,7 +39,7 @@ export function sessionHandlers(fs: BackupFs, log: (line: string) => void, inval
   };
   return {
     getattr: (path) => run(() => fs.getattr(path)),
-    readdir: (path) => run(() => fs.readdir(path)),
+    readdir: (path) => run(() => fs.readdirEntries(path)),
     open: (path, flags) => run(() => fs.open(path, flags)),
     readlink: (path) => run(() => fs.readlink(path)),
     statfs: () => run(() => fs.statfs()),

@@ -9,7 +9,8 @@
  *   /real/<file>        every regular file of the source directory, passed through (0444)
  *   /real/link          a symlink to `data.bin`
  *
- * Prints "ready" once mounted. SIGUSR2 invalidates every open handle (later reads: EIO); SIGTERM
+ * Prints "ready" once mounted. SIGUSR1 prints the handles JS holds open ("open handles 1,2" or
+ * "open handles none"); SIGUSR2 invalidates every open handle (later reads: EIO); SIGTERM
  * unmounts lazily, waits (at most 5 s) for the kernel to let go, prints "closed <code>" and exits 0.
  * Handler log lines go to stderr.
  */
@@ -17,7 +18,7 @@ import { constants } from 'node:fs';
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { NativeFuseSession, packLayout, type NativeExtent, type NativeLayout, type NodeStat, type OpenAnswer } from '../../src/fuse/native-session.js';
+import { NativeFuseSession, packLayout, type DirEntryInfo, type NativeExtent, type NativeLayout, type NodeStat, type OpenAnswer } from '../../src/fuse/native-session.js';
 
 /** One extent of a served file, as the test writes it into the spec (JSON). */
 export interface SpecExtent {
@@ -94,9 +95,14 @@ async function getattr(path: string): Promise<NodeStat> {
   throw systemError('ENOENT');
 }
 
-async function readdirOf(path: string): Promise<readonly string[]> {
-  if (path === '/') return ['.', '..', 'real', ...[...layouts.keys()].map((name) => name.slice(1))];
-  if (path === '/real') return ['.', '..', 'link', ...(await readdir(spec.sourceDir))];
+/** Entries with getattr's inode numbers and modes (readdir's d_ino and d_type); `.` and `..` bare. */
+async function readdirOf(path: string): Promise<readonly (string | DirEntryInfo)[]> {
+  const entry = async (name: string): Promise<DirEntryInfo> => {
+    const info = await getattr(`${path === '/' ? '' : path}/${name}`);
+    return { name, ino: info.ino, mode: info.mode };
+  };
+  if (path === '/') return ['.', '..', ...(await Promise.all(['real', ...[...layouts.keys()].map((name) => name.slice(1))].map(entry)))];
+  if (path === '/real') return ['.', '..', ...(await Promise.all(['link', ...(await readdir(spec.sourceDir))].map(entry)))];
   throw systemError('ENOTDIR');
 }
 
@@ -145,6 +151,9 @@ const session = await NativeFuseSession.mount(
   { allowOther: true, touchIntervalMs: 0, cacheBytes: 1024 * 1024 },
 );
 
+process.on('SIGUSR1', () => {
+  process.stdout.write(`open handles ${[...open_].join(',') || 'none'}\n`);
+});
 process.on('SIGUSR2', () => {
   for (const fh of open_) session.invalidate(fh);
   process.stdout.write(`invalidated ${open_.size}\n`);
