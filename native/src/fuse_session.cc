@@ -40,8 +40,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <napi.h>
-#include <zlib.h>
-#include <zstd.h>
+
+#include "record_codec.h"
 
 #include <atomic>
 #include <cerrno>
@@ -88,9 +88,8 @@ constexpr int kMaxIov = 64;
 // What readdir reports as d_ino when JS gives none; libfuse's high-level API uses the same value
 // (FUSE_UNKNOWN_INO in lib/fuse.c) for entries without a stat.
 constexpr fuse_ino_t kUnknownIno = 0xffffffff;
-// A compressed block record is trusted up to this decoded size (urBackup VHDZ blocks are far
-// smaller); anything larger is a corrupt record, not a reason to allocate gigabytes.
-constexpr uint64_t kMaxBlock = 64ull << 20;
+// A compressed block record is trusted up to the codec's one bound on its decoded size.
+constexpr uint64_t kMaxBlock = synthvhd::codec::kMaxDecodedBytes;
 // Decode-ahead: at most this many threads (cores - 1), this many extents scanned for the next
 // blocks, this many queued tasks (older ones are dropped: the reader has moved on).
 constexpr unsigned kMaxAheadThreads = 4;
@@ -404,93 +403,16 @@ class BlockCache {
   std::unordered_map<BlockKey, std::shared_ptr<Flight>, BlockKeyHash> flights_;
 };
 
-uint32_t ReadLe32(const unsigned char* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
-         (static_cast<uint32_t>(p[3]) << 24);
-}
-
-// Decodes the block record at `record` of `source` (uint32 LE stored size, uint32 LE mode:
-// 0 stored, 1 zlib, 2 zstd, then the payload) into exactly `block_length` bytes. On failure
-// returns false with the reason in `why`.
+// Decodes the block record at `record` of `source` into exactly `block_length` bytes with the
+// product's one record codec (record_codec.h), one Decoder per thread. On failure returns false
+// with the reason in `why`.
 bool DecodeBlock(const Source& source, uint64_t record, uint64_t block_length, Block* out, std::string* why) {
-  unsigned char header[8];
-  if (PreadExactly(source.fd, reinterpret_cast<char*>(header), sizeof header, record) != 0) {
-    *why = "cannot read the block header";
-    return false;
-  }
-  uint64_t stored = ReadLe32(header);
-  uint32_t mode = ReadLe32(header + 4);
-  // A stored block is exactly the block; a compressed one may be slightly larger than its
-  // input for incompressible data (zlib and zstd bound the overhead far below 1/16 + 1 KiB).
-  if (stored > block_length + block_length / 16 + 1024) {
-    *why = "stored size " + std::to_string(stored) + " is implausible for a block of " + std::to_string(block_length);
-    return false;
-  }
   if (out->data() == nullptr || out->size() != block_length) {
     *why = "out of memory for a block of " + std::to_string(block_length);
     return false;
   }
-  if (mode == 0) {
-    if (stored != block_length) {
-      *why = "stored block of " + std::to_string(stored) + " bytes, expected " + std::to_string(block_length);
-      return false;
-    }
-    if (PreadExactly(source.fd, out->data(), block_length, record + 8) != 0) {
-      *why = "cannot read the stored block";
-      return false;
-    }
-    return true;
-  }
-  thread_local ThreadBuffer t_payload;  // grown to the largest record, kept
-  char* payload = t_payload.Get(stored > 0 ? stored : 1);
-  if (payload == nullptr) {
-    *why = "out of memory for a record of " + std::to_string(stored);
-    return false;
-  }
-  if (PreadExactly(source.fd, payload, stored, record + 8) != 0) {
-    *why = "cannot read the compressed payload";
-    return false;
-  }
-  if (mode == 1) {
-    z_stream stream;
-    std::memset(&stream, 0, sizeof stream);
-    if (inflateInit(&stream) != Z_OK) {
-      *why = "zlib: inflateInit failed";
-      return false;
-    }
-    stream.next_in = reinterpret_cast<Bytef*>(payload);
-    stream.avail_in = static_cast<uInt>(stored);
-    stream.next_out = reinterpret_cast<Bytef*>(out->data());
-    stream.avail_out = static_cast<uInt>(block_length);
-    int rc = inflate(&stream, Z_FINISH);
-    uint64_t produced = stream.total_out;
-    inflateEnd(&stream);
-    if (rc != Z_STREAM_END || produced != block_length) {
-      *why = std::string("zlib: ") + (rc == Z_STREAM_END ? "short block" : (stream.msg != nullptr ? stream.msg : "corrupt stream"));
-      return false;
-    }
-    return true;
-  }
-  if (mode == 2) {
-    // One decompression context per thread, kept: ZSTD_decompress would allocate one per block.
-    thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> context(ZSTD_createDCtx(), ZSTD_freeDCtx);
-    if (context == nullptr) {
-      *why = "zstd: cannot create a decompression context";
-      return false;
-    }
-    size_t produced = ZSTD_decompressDCtx(context.get(), out->data(), block_length, payload, stored);
-    if (ZSTD_isError(produced)) {
-      *why = std::string("zstd: ") + ZSTD_getErrorName(produced);
-      return false;
-    }
-    if (produced != block_length) {
-      *why = "zstd: short block (" + std::to_string(produced) + " bytes)";
-      return false;
-    }
-    return true;
-  }
-  *why = "unknown block mode " + std::to_string(mode);
-  return false;
+  thread_local synthvhd::codec::Decoder decoder;
+  return decoder.DecodeFromFd(source.fd, record, reinterpret_cast<uint8_t*>(out->data()), block_length, why) == 0;
 }
 
 // ---------------------------------------------------------------------------------------------
