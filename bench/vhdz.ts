@@ -13,8 +13,9 @@
  *    background (decoding the blocks that hold its sector bitmaps): the time until the served
  *    file appears is printed too, and the cold read drops the page cache again after it.
  * 4. In process: the volume read in order in 1 MiB reads, 8 MiB in flight, through the
- *    TypeScript path (records on the libuv pool, blocks decoded on src/extents/decode-pool.ts's
- *    workers into the bytes-bounded cache): what materialize and blocklists use.
+ *    TypeScript path (each record read and decoded by the native codec on the libuv pool,
+ *    src/extents/compressed-record.ts, into the bytes-bounded cache): what materialize and
+ *    blocklists use.
  * Prints times, MB/s and the ratio floor time / our time; the aim is >= 50 % on 2 cores. Run as
  * root (mount, drop_caches).
  */
@@ -23,7 +24,7 @@ import { copyFile, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
-import { DecodePool } from '../src/extents/decode-pool.js';
+import { readCompressedRecord } from '../src/extents/compressed-record.js';
 import { DecodedBlocks } from '../src/extents/decoded-blocks.js';
 import type { CompressedExtent } from '../src/extents/extent.js';
 import { volumeLayout } from '../src/urbackup/images/image-volume.js';
@@ -123,7 +124,6 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
   const mibArgument = args.indexOf('--mib');
   const volumeBytes = (mibArgument === -1 ? 512 : Number(args[mibArgument + 1])) * MiB;
   const work = await mkdtemp(join(tmpdir(), 'synthvhd-bench-vhdz-'));
-  const pool = new DecodePool();
   try {
     process.stdout.write(`writing a VHDZ of a ${volumeBytes / MiB} MiB volume as urBackup does...\n`);
     const { volume, used } = makeVolume(volumeBytes);
@@ -170,13 +170,8 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
     const floor = await timed(zstdDecode);
 
     // synthvhd: sequential 1 MiB reads, 8 MiB in flight.
-    const readRecord = async (_: string, position: number, length: number): Promise<Uint8Array> => {
-      const buffer = new Uint8Array(length);
-      await handle.read(buffer, 0, length, position);
-      return buffer;
-    };
     const readVolume = async (): Promise<void> => {
-      const blocks = new DecodedBlocks(pool, readRecord);
+      const blocks = new DecodedBlocks((file, record, blockLength) => readCompressedRecord(handle, file, record, blockLength));
       const out = new Uint8Array(MiB);
       const inFlight: Promise<void>[] = [];
       const readOne = async (position: number): Promise<void> => {
@@ -195,7 +190,7 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
       }
       await Promise.all(inFlight);
     };
-    await readVolume(); // warm-up: JIT, workers' WASM
+    await readVolume(); // warm-up: JIT, the pool threads' decoders
     const ours = await timed(readVolume);
     const rawRead = await timed(() => sh('dd', [`if=${raw}`, 'of=/dev/null', 'bs=1M', 'status=none']));
     await dropCaches();
@@ -212,7 +207,7 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
       `  zstd -d of the same blocks (floor)     ${floor.seconds.toFixed(2)} s  (${mbps(decodedBytes, floor.seconds)} MB/s decoded, one core)`,
       `  mount: served .disk.vhdx of the VHDZ   ${servedVhdz.seconds.toFixed(2)} s  (${mbps(servedVhdz.bytes, servedVhdz.seconds)} MB/s): ${ofFloor(floor.seconds, servedVhdz.seconds)}`,
       `  mount: served .disk.vhdx of the RAW    ${servedRaw.seconds.toFixed(2)} s  (${mbps(servedRaw.bytes, servedRaw.seconds)} MB/s)`,
-      `  in process (decode pool + cache)       ${ours.seconds.toFixed(2)} s  (${mbps(volumeBytes, ours.seconds)} MB/s of volume): ${ofFloor(floor.seconds, ours.seconds)}`,
+      `  in process (native codec + cache)      ${ours.seconds.toFixed(2)} s  (${mbps(volumeBytes, ours.seconds)} MB/s of volume): ${ofFloor(floor.seconds, ours.seconds)}`,
       `  the volume as a plain file (dd)        ${rawRead.seconds.toFixed(2)} s  (${mbps(volumeBytes, rawRead.seconds)} MB/s)`,
       `Page cache dropped first (the files come from the disk):`,
       `  zstd -d of the same blocks (floor)     ${coldFloor.seconds.toFixed(2)} s  (${mbps(decodedBytes, coldFloor.seconds)} MB/s decoded)`,
@@ -223,7 +218,6 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
-    await pool.close();
     if (args.includes('--keep')) process.stdout.write(`kept ${work} (the trees, the frames file)\n`);
     else await rm(work, { recursive: true, force: true });
   }

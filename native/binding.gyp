@@ -1,13 +1,18 @@
 # SPDX-License-Identifier: MIT
-# The synthvhd native addon: FICLONERANGE, copy_file_range, SEEK_DATA/SEEK_HOLE and fstatfs,
-# each run on the libuv worker pool. Built by `npm run build:native` (node-gyp; needs python3,
-# make and g++). Linux only: the syscalls it wraps are Linux ones.
+# The synthvhd native addon: FICLONERANGE, copy_file_range, SEEK_DATA/SEEK_HOLE, fstatfs and the
+# urBackup record decoder (src/record_codec.cc, zlib + libzstd), each run on the libuv worker
+# pool. Built by `npm run build:native` (node-gyp; needs python3, make, g++, pkg-config,
+# libzstd-dev and zlib1g-dev). Linux only: the syscalls it wraps are Linux ones.
 {
   "targets": [
     {
       "target_name": "synthvhd_native",
-      "sources": ["src/synthvhd_native.cc"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "sources": ["src/synthvhd_native.cc", "src/record_codec.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(pkg-config --cflags-only-I libzstd zlib | sed 's/-I//g')"
+      ],
+      "libraries": ["<!@(pkg-config --libs libzstd zlib)"],
       "defines": [
         "NAPI_VERSION=8",
         "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS",

@@ -14,9 +14,8 @@ import { isSynthvhdError } from '../src/errors/synthvhd-error.js';
 import { readAt } from '../src/extents/read-at.js';
 import { SourceFiles } from '../src/extents/source-files.js';
 import { writeLayout } from '../src/materialize/write-layout.js';
-import { codecsReady } from '../src/urbackup/images/block-codec.js';
 import { findImageBackupFiles, isImageSideFile } from '../src/urbackup/images/image-backup-files.js';
-import { DecodePool } from '../src/extents/decode-pool.js';
+import { readCompressedRecord } from '../src/extents/compressed-record.js';
 import { REPO_ROOT, run } from './helpers/run.js';
 import { DecodedBlocks } from '../src/extents/decoded-blocks.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
@@ -104,7 +103,6 @@ const truth = makeVolume(SIZE, 0.55);
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'synthvhd-urbimages-'));
-  await codecsReady();
 });
 
 afterAll(async () => {
@@ -327,35 +325,46 @@ describe("urBackup's VHDX and VHDXZ", () => {
 });
 
 describe('decoded blocks off the main thread', () => {
-  it("the process's shared pool holds a process exactly while a decode is pending", async () => {
-    // A process whose only work left is a decode must wait for it (its workers are referenced
-    // while a job is pending), then exit (they are not referenced while idle).
+  it('a process whose only work left is a native decode waits for it, then exits', async () => {
+    // The decode runs on the libuv pool, which holds the event loop while it works.
     const script = `
       import { deflateSync } from 'node:zlib';
-      import { sharedDecodePool } from ${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'extents', 'decode-pool.js'))};
+      import { openSync, writeFileSync } from 'node:fs';
+      import { decodeRecord } from ${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'native', 'native.js'))};
       const block = Buffer.alloc(2 * 1024 * 1024, 0x61);
-      const decoded = await sharedDecodePool().decode(1, new Uint8Array(deflateSync(block)), block.length);
-      console.log('decoded', decoded.length, Buffer.from(decoded).equals(block));
+      const payload = deflateSync(block);
+      const head = Buffer.alloc(8);
+      head.writeUInt32LE(payload.length, 0);
+      head.writeUInt32LE(1, 4);
+      const path = ${JSON.stringify(join(dir, 'exit-record.bin'))};
+      writeFileSync(path, Buffer.concat([head, payload]));
+      const into = Buffer.alloc(block.length);
+      await decodeRecord(openSync(path, 'r'), 0, block.length, into);
+      console.log('decoded', into.length, into.equals(block));
     `;
     const result = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 20_000 });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout.trim()).toBe(`decoded ${2 * 1024 * 1024} true`);
   });
 
-  it('a served VHDZ volume read through the worker pool and the bytes-bounded cache equals the truth; a corrupt record is E_IO', async () => {
+  it('a served VHDZ volume read through the native codec and the bytes-bounded cache equals the truth; a corrupt record is E_IO', async () => {
     const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd', shuffle: true } });
     const path = await place('260401-0100_Image_C', 'Image_C_260401-0100.vhdz', image);
     const opened = await openImageDisk(path, opener);
     const volume = volumeLayout(opened.disk, IMAGE_VOLUME_OFFSET);
     const handle = await open(path, 'r');
-    const pool = new DecodePool(2);
-    let reads = 0;
-    const blocks = new DecodedBlocks(pool, async (_, position, length) => {
-      reads++;
-      const buffer = new Uint8Array(length);
-      await handle.read(buffer, 0, length, position);
-      return buffer;
+    let decodes = 0;
+    const blocks = new DecodedBlocks(async (file, record, blockLength) => {
+      decodes++;
+      return readCompressedRecord(handle, file, record, blockLength);
     }, 6 * MIB);
+    const corrupt = volume.extents.find((extent) => extent.kind === 'compressed');
+    if (corrupt?.kind !== 'compressed') throw new Error('no compressed extent');
+    // The same file with that record's payload damaged, as a disk error would.
+    const damagedBytes = image.bytes.slice();
+    damagedBytes.fill(0x33, corrupt.record + 8 + 4, corrupt.record + 8 + 64);
+    const damagedPath = await place('260401-0100_Image_C', 'damaged.vhdz', damagedBytes);
+    const damagedHandle = await open(damagedPath, 'r');
     try {
       const out = new Uint8Array(volume.size);
       // 128 KiB reads, as FUSE sends them, in order.
@@ -370,22 +379,15 @@ describe('decoded blocks off the main thread', () => {
         }
       }
       expect(firstDifference(out, truth.volume)).toBe(-1);
-      // Each record was read once (header + payload), not once per 128 KiB read.
+      // Each record was decoded once, not once per 128 KiB read.
       const records = new Set(volume.extents.flatMap((extent) => (extent.kind === 'compressed' ? [extent.record] : [])));
-      expect(reads).toBe(records.size * 2);
-      const corrupt = volume.extents.find((extent) => extent.kind === 'compressed');
-      if (corrupt?.kind !== 'compressed') throw new Error('no compressed extent');
+      expect(decodes).toBe(records.size);
       blocks.clear();
-      const damaged = new DecodedBlocks(pool, async (_, position, length) => {
-        const buffer = new Uint8Array(length);
-        await handle.read(buffer, 0, length, position);
-        if (position > corrupt.record) buffer.fill(0x33, 4, 64);
-        return buffer;
-      });
-      await expectError(damaged.readInto(corrupt, 0, out, 0, 512), 'E_IO', new RegExp(`Image_C_260401-0100\\.vhdz: block record at ${corrupt.record}: corrupt compressed block`));
+      const damaged = new DecodedBlocks((_, record, blockLength) => readCompressedRecord(damagedHandle, damagedPath, record, blockLength));
+      await expectError(damaged.readInto(corrupt, 0, out, 0, 512), 'E_IO', new RegExp(`damaged\\.vhdz: block record at ${corrupt.record}: corrupt compressed block: zstd: `));
     } finally {
-      await pool.close();
       await handle.close();
+      await damagedHandle.close();
     }
   });
 });

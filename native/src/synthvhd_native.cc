@@ -7,6 +7,8 @@
 //   seekData(fd, offset) / seekHole(fd, offset)               -> Promise<number>      lseek SEEK_DATA/HOLE
 //   dataRanges(fd, start, end)                                -> Promise<[off, len][]>
 //   fsBlockSize(fd)                                           -> Promise<number>      fstatfs f_bsize
+//   decodeRecord(fd, recordOffset, minLength, maxLength, into) -> Promise<number>     urBackup record
+//   maxStoredBytes(decodedLength) -> number; recordLimits: { headerBytes, maxDecodedBytes }
 //
 // Every call runs on the libuv worker pool (one Napi::AsyncWorker per call) and settles a promise.
 // Offsets and lengths are JS numbers (safe integers, 0 <= x <= 2^53-1) or BigInts (0 <= x < 2^63).
@@ -20,6 +22,8 @@
 
 #include <napi.h>
 #include <uv.h>
+
+#include "record_codec.h"
 
 #include <cerrno>
 #include <cstdint>
@@ -517,6 +521,86 @@ Napi::Value FsBlockSize(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// ---------------------------------------------------------------------------------------------
+// decodeRecord: reads and decodes one urBackup compressed block record (record_codec.h) into
+// `into`, on a pool thread with that thread's Decoder (zstd context, zlib stream, payload buffer
+// kept between calls). The record must decode to between minLength and maxLength bytes (equal
+// for every block but a file's last); resolves to the decoded length. A corrupt record rejects
+// with code "EIO", syscall "decodeRecord" and `reason`, the codec's one line; a failed read with
+// its errno. `into` is held (a reference) until the promise settles; it must not be transferred
+// or detached meanwhile. One record per call: the call costs microseconds, a 2 MiB block
+// milliseconds (docs/urbackup-image-formats.md §8).
+
+class DecodeRecordWorker : public Worker {
+ public:
+  DecodeRecordWorker(Napi::Env env, int fd, int64_t record, int64_t min_length, int64_t max_length,
+                     Napi::Uint8Array into)
+      : Worker(env, "synthvhd.decodeRecord"), fd_(fd), record_(record), min_length_(min_length),
+        max_length_(max_length), out_(into.Data()), into_(Napi::Persistent(into)) {}
+
+ protected:
+  void Execute() override {
+    thread_local synthvhd::codec::Decoder decoder;
+    uint64_t decoded = 0;
+    int rc = decoder.DecodeUpToFromFd(fd_, static_cast<uint64_t>(record_), out_, static_cast<uint64_t>(min_length_),
+                                      static_cast<uint64_t>(max_length_), &decoded, &reason_);
+    if (rc != 0) {
+      Fail(ErrnoName(-rc), reason_, -rc, "decodeRecord");
+      return;
+    }
+    decoded_ = decoded;
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(decoded_)); }
+
+  void DecorateError(Napi::Object error) override { error.Set("reason", Napi::String::New(error.Env(), reason_)); }
+
+ private:
+  int fd_;
+  int64_t record_;
+  int64_t min_length_;
+  int64_t max_length_;
+  uint8_t* out_;
+  Napi::Reference<Napi::Uint8Array> into_;
+  std::string reason_;
+  uint64_t decoded_ = 0;
+};
+
+Napi::Value DecodeRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t record, min_length, max_length;
+  if (!CheckArgCount(info, 5, "decodeRecord") || !GetFd(info, 0, "fd", &fd) || !GetOffset(info, 1, "recordOffset", &record) ||
+      !GetOffset(info, 2, "minLength", &min_length) || !GetOffset(info, 3, "maxLength", &max_length)) {
+    return env.Undefined();
+  }
+  if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, "into must be a Uint8Array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array into = info[4].As<Napi::Uint8Array>();
+  if (min_length > max_length || static_cast<uint64_t>(max_length) > synthvhd::codec::kMaxDecodedBytes ||
+      static_cast<uint64_t>(max_length) > into.ByteLength()) {
+    Napi::RangeError::New(env, "decodeRecord: need minLength <= maxLength <= min(into.byteLength, maxDecodedBytes)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* worker = new DecodeRecordWorker(env, fd, record, min_length, max_length, into);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// maxStoredBytes(decodedLength): the codec's bound on a record's payload (synchronous, pure), so
+// the TypeScript copy of the formula is checked against this one.
+Napi::Value MaxStoredBytes(const Napi::CallbackInfo& info) {
+  int64_t length;
+  if (!CheckArgCount(info, 1, "maxStoredBytes") || !GetOffset(info, 0, "decodedLength", &length)) {
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(synthvhd::codec::MaxStoredBytes(static_cast<uint64_t>(length))));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cloneRange", Napi::Function::New(env, CloneRange, "cloneRange"));
   exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange, "copyFileRange"));
@@ -525,6 +609,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dataRanges", Napi::Function::New(env, DataRanges, "dataRanges"));
   exports.Set("fsBlockSize", Napi::Function::New(env, FsBlockSize, "fsBlockSize"));
   exports.Set("fiemap", Napi::Function::New(env, Fiemap, "fiemap"));
+  exports.Set("decodeRecord", Napi::Function::New(env, DecodeRecord, "decodeRecord"));
+  exports.Set("maxStoredBytes", Napi::Function::New(env, MaxStoredBytes, "maxStoredBytes"));
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("headerBytes", Napi::Number::New(env, static_cast<double>(synthvhd::codec::kRecordHeaderBytes)));
+  limits.Set("maxDecodedBytes", Napi::Number::New(env, static_cast<double>(synthvhd::codec::kMaxDecodedBytes)));
+  exports.Set("recordLimits", limits);
   return exports;
 }
 

@@ -10,8 +10,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { fileError, isSynthvhdError } from '../errors/synthvhd-error.js';
 import { openSourceFile, type Confinement } from './confined-open.js';
-import { sharedDecodePool } from './decode-pool.js';
-import { DecodedBlocks } from './decoded-blocks.js';
+import { readCompressedRecord } from './compressed-record.js';
+import { DecodedBlocks, blockKey } from './decoded-blocks.js';
 import type { CompressedExtent } from './extent.js';
 import { logger } from '../util/logger.js';
 
@@ -21,6 +21,13 @@ export class SourceFiles {
   private blocks: { readonly cache: DecodedBlocks } | undefined;
   /** Blocks already reported as corrupt: one log line each, not one per read. */
   private readonly reported = new Set<string>();
+  /**
+   * Handles lent to the native decoder by their fd, with the number of decodes in flight: one
+   * evicted from the LRU (or closed) meanwhile is closed when its last decode settles, so its fd
+   * number is never reused under a decode. (A FileHandle's own reads hold it open by themselves.)
+   */
+  private readonly lent = new Map<Promise<FileHandle>, number>();
+  private readonly closeWhenReturned = new Set<Promise<FileHandle>>();
 
   constructor(
     maxOpen = 256,
@@ -29,7 +36,7 @@ export class SourceFiles {
     this.handles = new LRUCache<string, Promise<FileHandle>>({
       max: maxOpen,
       dispose: (handle) => {
-        handle.then((h) => h.close()).catch(() => undefined);
+        this.closeHandle(handle);
       },
     });
   }
@@ -44,6 +51,38 @@ export class SourceFiles {
       this.handles.set(path, handle);
     }
     return handle;
+  }
+
+  private closeHandle(handle: Promise<FileHandle>): void {
+    if (this.lent.has(handle)) {
+      this.closeWhenReturned.add(handle);
+      return;
+    }
+    handle.then((h) => h.close()).catch(() => undefined);
+  }
+
+  /** Runs `work` on the open handle of `path`, which stays open until `work` settles. */
+  private async withHandle<T>(path: string, work: (handle: FileHandle) => Promise<T>): Promise<T> {
+    const pending = this.get(path);
+    this.lent.set(pending, (this.lent.get(pending) ?? 0) + 1);
+    try {
+      let handle: FileHandle;
+      try {
+        handle = await pending;
+      } catch (error) {
+        if (isSynthvhdError(error)) throw error;
+        throw fileError('E_IO', path, `cannot open: ${(error as Error).message}`, error);
+      }
+      return await work(handle);
+    } finally {
+      const count = (this.lent.get(pending) ?? 1) - 1;
+      if (count > 0) {
+        this.lent.set(pending, count);
+      } else {
+        this.lent.delete(pending);
+        if (this.closeWhenReturned.delete(pending)) this.closeHandle(pending);
+      }
+    }
   }
 
   /** Forgets `path` (after it was deleted or replaced). */
@@ -77,23 +116,21 @@ export class SourceFiles {
 
   /**
    * Fills `into[intoOffset, intoOffset + length)` from a `compressed` extent, `offset` bytes into
-   * it: the block is read through these handles and decoded on worker threads, once while cached.
+   * it: the block is read through these handles and decoded by the native record codec on the
+   * libuv pool, once while cached.
    * A corrupt block fails the read (E_IO) and is logged once, naming the file and the record.
    */
   async readCompressed(extent: CompressedExtent, offset: number, into: Uint8Array, intoOffset: number, length: number): Promise<void> {
     if (this.blocks === undefined) {
-      const pool = sharedDecodePool();
-      const cache = new DecodedBlocks(pool, async (path, position, count) => {
-        const buffer = new Uint8Array(count);
-        await this.readFully(path, position, buffer, 0, count);
-        return buffer;
-      });
+      const cache = new DecodedBlocks((path, record, blockLength) =>
+        this.withHandle(path, (handle) => readCompressedRecord(handle, path, record, blockLength)),
+      );
       this.blocks = { cache };
     }
     try {
       await this.blocks.cache.readInto(extent, offset, into, intoOffset, length);
     } catch (error) {
-      const key = `${extent.record}\u0000${extent.path}`;
+      const key = blockKey(extent);
       if (!this.reported.has(key)) {
         this.reported.add(key);
         logger.warn(isSynthvhdError(error) ? error.message : `${extent.path}: block record at ${extent.record}: ${String(error)}`);
@@ -103,10 +140,10 @@ export class SourceFiles {
   }
 
   async close(): Promise<void> {
-    // The decoded blocks go with this object; the pool is the process's (sharedDecodePool).
+    // The decoded blocks go with this object. Handles lent to a decode in flight close when it settles.
     this.blocks = undefined;
-    const all = [...this.handles.values()];
-    this.handles.clear();
-    await Promise.allSettled(all.map(async (handle) => (await handle).close()));
+    const idle = [...this.handles.values()].filter((handle) => !this.lent.has(handle));
+    this.handles.clear(); // dispose: closes the idle handles, marks the lent ones
+    await Promise.allSettled(idle.map(async (handle) => (await handle).close()));
   }
 }

@@ -9,6 +9,9 @@
  * rejects with a NativeError whose `errno` is the errno name; an argument out of range is a bug in
  * the caller and rejects with E_INTERNAL.
  *
+ * It also holds the product's one decoder of urBackup's compressed block records
+ * (`native/src/record_codec.cc`): decodeRecord reads and decodes a record on the pool.
+ *
  * The addon is loaded on first use, so importing this module never fails; a missing build fails
  * the first call with a message that says how to build it.
  */
@@ -31,6 +34,17 @@ interface NativeAddon {
   dataRanges(fd: number, start: number, end: number): Promise<DataRange[]>;
   fsBlockSize(fd: number): Promise<number>;
   fiemap(fd: number, start: number, end: number): Promise<PhysicalExtent[]>;
+  decodeRecord(fd: number, recordOffset: number, minLength: number, maxLength: number, into: Uint8Array): Promise<number>;
+  maxStoredBytes(decodedLength: number): number;
+  readonly recordLimits: RecordLimits;
+}
+
+/** The record codec's bounds (native/src/record_codec.h), as the addon reports them. */
+export interface RecordLimits {
+  /** Bytes of a record's header: uint32 stored size, uint32 mode. */
+  readonly headerBytes: number;
+  /** The largest block a record may decode to. */
+  readonly maxDecodedBytes: number;
 }
 
 /** One FIEMAP extent: [logical offset, physical offset, length, FIEMAP_EXTENT_* flags]. */
@@ -41,7 +55,7 @@ export const FIEMAP_EXTENT_SHARED = 0x2000;
 /** linux/fiemap.h: flags that make `physical` meaningless (unknown, delalloc, encoded, inline). */
 export const FIEMAP_EXTENT_NOT_COMPARABLE = 0x2 | 0x4 | 0x8 | 0x200;
 
-const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize', 'fiemap'] as const;
+const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize', 'fiemap', 'decodeRecord', 'maxStoredBytes'] as const;
 
 let addon: NativeAddon | undefined;
 
@@ -100,12 +114,13 @@ async function call<T>(operation: string, run: (native: NativeAddon) => Promise<
   try {
     return await run(native);
   } catch (error) {
-    const fields = error as { code?: unknown; syscall?: unknown; bytesCopied?: unknown; message?: unknown };
+    const fields = error as { code?: unknown; syscall?: unknown; bytesCopied?: unknown; reason?: unknown; message?: unknown };
     if (error instanceof Error && typeof fields.code === 'string' && typeof fields.syscall === 'string') {
       throw new NativeError(`${operation}: ${error.message}`, {
         errno: fields.code,
         syscall: fields.syscall,
         bytesCopied: typeof fields.bytesCopied === 'number' ? fields.bytesCopied : undefined,
+        reason: typeof fields.reason === 'string' ? fields.reason : undefined,
         cause: error,
       });
     }
@@ -215,4 +230,40 @@ export async function fiemap(fd: number, start: number, end: number): Promise<Ph
   checkOffset('end', end);
   if (end < start) throw internalError(`fiemap: end ${end} < start ${start}`);
   return call(`fiemap(fd ${fd}, ${start}..${end})`, (native) => native.fiemap(fd, start, end));
+}
+
+/**
+ * Reads the urBackup compressed block record at `recordOffset` of `fd` and decodes it into
+ * `into[0, expectedLength)` on the libuv pool (native/src/record_codec.cc: stored, zlib or zstd;
+ * docs/urbackup-image-formats.md §2). The record must decode to exactly `expectedLength` bytes.
+ * A corrupt record rejects with a NativeError whose errno is 'EIO' and whose `reason` is the
+ * codec's one line; a failed read with its errno. Keep `fd` open, and `into` neither transferred
+ * nor detached, until the promise settles.
+ */
+export async function decodeRecord(fd: number, recordOffset: number, expectedLength: number, into: Uint8Array): Promise<void> {
+  await decodeRecordUpTo(fd, recordOffset, expectedLength, expectedLength, into);
+}
+
+/**
+ * As decodeRecord, but the record may decode to any length in [minLength, maxLength]; resolves to
+ * that length. Only for learning the length of a compressed file's last block, which urBackup's
+ * reader accepts short (CompressedFile.cpp fillCache).
+ */
+export async function decodeRecordUpTo(fd: number, recordOffset: number, minLength: number, maxLength: number, into: Uint8Array): Promise<number> {
+  checkFd('fd', fd);
+  checkOffset('recordOffset', recordOffset);
+  checkOffset('minLength', minLength);
+  checkOffset('maxLength', maxLength);
+  if (minLength > maxLength || maxLength > into.length) {
+    throw internalError(`decodeRecord: lengths ${minLength}..${maxLength} do not fit a ${into.length}-byte buffer`);
+  }
+  const what = `decodeRecord(fd ${fd} @ ${recordOffset}, ${minLength === maxLength ? maxLength : `${minLength}..${maxLength}`} bytes)`;
+  return call(what, (native) => native.decodeRecord(fd, recordOffset, minLength, maxLength, into));
+}
+
+/** The codec's bounds and its stored-size bound for `decodedLength` (tests check the TypeScript copy against these). */
+export function nativeRecordLimits(decodedLength: number): RecordLimits & { readonly maxStoredBytes: number } {
+  checkOffset('decodedLength', decodedLength);
+  const native = loadAddon();
+  return { ...native.recordLimits, maxStoredBytes: native.maxStoredBytes(decodedLength) };
 }

@@ -24,7 +24,7 @@ import { getAscii, viewOf } from '../../container/binary.js';
 export const COMPRESSED_MAGIC = 'URBACKUP COMPRESSED FILE#';
 /** Bytes to read to recognise and parse any header version. */
 export const COMPRESSED_HEADER_READ = 50;
-import { RECORD_HEADER_SIZE } from '../../extents/compressed-record.js';
+import { MAX_DECODED_BYTES, RECORD_HEADER_SIZE } from '../../extents/compressed-record.js';
 export { MODE_STORED, MODE_ZLIB, MODE_ZSTD, RECORD_HEADER_SIZE, parseRecordHeader, type RecordHeader } from '../../extents/compressed-record.js';
 
 const INDEX_OFFSET_AT = 29;
@@ -77,7 +77,7 @@ export function parseCompressedHeader(bytes: Uint8Array, fileSize: number): Comp
   if (logicalSize === 0) {
     throw new SynthvhdError('E_INCOMPLETE', 'urBackup compressed file was never finished (its header still says size 0, no index): urBackup did not complete this backup');
   }
-  if (blockSize === 0 || blockSize % 512 !== 0 || blockSize > 64 * 1024 * 1024) {
+  if (blockSize === 0 || blockSize % 512 !== 0 || blockSize > MAX_DECODED_BYTES) {
     throw new SynthvhdError('E_CONTAINER', `urBackup compressed file: block size ${blockSize} is not a plausible block size`);
   }
   const header = { version, headerSize, indexOffset, logicalSize, blockSize } as const;

@@ -3,13 +3,16 @@
  * Reads bytes of an ImageLayout (./image-extent.ts): `file` by positional read, `zero` by fill,
  * `bytes` by copy, `compressed` by decoding the block once into a bytes-bounded LRU
  * (lru-cache `maxSize`) shared by every layout read through this object. Used to read a served
- * image's first sectors (the synthetic MBR, the volume's boot sector) and by tests; zlib decodes
- * on the libuv pool.
+ * image's first sectors (the synthetic MBR, the volume's boot sector) and by tests; records are
+ * decoded by the native codec on the libuv pool (src/extents/compressed-record.ts). A block is
+ * named by file, record and the length it must decode to (src/extents/decoded-blocks.ts says why).
  */
 import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { SynthvhdError } from '../../errors/synthvhd-error.js';
-import { readCompressedRecord, type SourceOpener } from './image-file.js';
+import { SynthvhdError, fileError } from '../../errors/synthvhd-error.js';
+import { readCompressedRecord } from '../../extents/compressed-record.js';
+import { blockKey } from '../../extents/decoded-blocks.js';
+import type { SourceOpener } from './image-file.js';
 import { type ImageLayout, findImageExtentIndex } from './image-extent.js';
 
 /** Decoded blocks kept by default: 32 MiB (16 urBackup blocks). */
@@ -37,20 +40,15 @@ export class ImageBytes {
     return handle;
   }
 
-  /** The decoded block of record `record` of `path` (decoded once while cached). */
+  /** The decoded block of record `record` of `path`, exactly `blockLength` bytes (decoded once while cached). */
   async block(path: string, record: number, blockLength: number): Promise<Uint8Array> {
-    const key = `${record}\u0000${path}`;
+    const key = blockKey({ path, record, blockLength });
     const cached = this.blocks.get(key);
     if (cached !== undefined) return cached;
     let pending = this.pending.get(key);
     if (pending === undefined) {
-      // The record header's own bound is checked against the file size: the caller's layout
-      // was built from a checked index, so the record lies inside the data.
-      pending = (async () => {
-        const handle = await this.handle(path);
-        const size = (await handle.stat()).size;
-        return readCompressedRecord(handle, path, record, blockLength, size);
-      })();
+      // The codec bounds the record's stored size and refuses one that runs past the file's end.
+      pending = (async () => readCompressedRecord(await this.handle(path), path, record, blockLength))();
       this.pending.set(key, pending);
     }
     try {
@@ -91,7 +89,12 @@ export class ImageBytes {
         }
         case 'compressed': {
           const block = await this.block(extent.path, extent.record, extent.blockLength);
-          out.set(block.subarray(extent.skip + skip, extent.skip + skip + count), done);
+          const from = extent.skip + skip;
+          // Never copy short: a piece outside the block is an error, not fewer bytes.
+          if (block.length !== extent.blockLength || from + count > block.length) {
+            throw fileError('E_IO', extent.path, `block record at ${extent.record}: bytes ${from}..${from + count} are outside its ${block.length}-byte block`);
+          }
+          out.set(block.subarray(from, from + count), done);
           break;
         }
       }
@@ -101,6 +104,8 @@ export class ImageBytes {
   }
 
   async close(): Promise<void> {
+    // A decode in flight holds its handle's fd: let it settle before closing.
+    await Promise.allSettled([...this.pending.values()]);
     const all = [...this.handles.values()];
     this.handles.clear();
     this.blocks.clear();

@@ -3,30 +3,26 @@
  * One file of a urBackup image backup (`.vhd`, `.vhdz`, `.vhdx`, `.vhdxz`) opened read-only:
  * its bytes as urBackup's reader sees them. A compressed file (recognised by its magic, not its
  * name: `urbackupsrv decompress-file` leaves a plain VHD named `.vhdz`) is read through its
- * index, decoding blocks (./block-codec.ts) into a small cache; a plain file is read directly.
+ * index, decoding blocks (the native record codec, src/extents/compressed-record.ts) into a small
+ * cache; a plain file is read directly.
  * This is the I/O half of ./compressed-file.ts; used to parse headers, BATs and bitmaps, and by
  * tests to read extents. Serving reads goes through the extent readers, not through here.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { SynthvhdError, fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
-import { decodeBlock } from './block-codec.js';
+import { readCompressedRecord } from '../../extents/compressed-record.js';
 import {
   COMPRESSED_HEADER_READ,
   type CompressedContainer,
-  RECORD_HEADER_SIZE,
   blockCount,
   indexLength,
   isCompressedFile,
   parseCompressedHeader,
   parseCompressedIndex,
-  parseRecordHeader,
 } from './compressed-file.js';
 
 /** Opens a source file read-only (the confined open of src/extents/confined-open.ts in production). */
 export type SourceOpener = (path: string, role: string) => Promise<FileHandle>;
-
-/** Decodes a record payload to exactly `blockLength` bytes (a DecodePool's, to keep the caller's thread free). */
-export type BlockDecoder = (mode: number, payload: Uint8Array, blockLength: number) => Promise<Uint8Array>;
 
 async function preadExactly(handle: FileHandle, path: string, position: number, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
@@ -44,37 +40,13 @@ async function preadExactly(handle: FileHandle, path: string, position: number, 
   return buffer;
 }
 
-/**
- * Reads and decodes the block record at `record` of compressed file `path` to `blockLength`
- * bytes. The record must end before `limit` (the index offset). Errors name the file and record.
- */
-export async function readCompressedRecord(
-  handle: FileHandle,
-  path: string,
-  record: number,
-  blockLength: number,
-  limit: number,
-  exact = true,
-  decoder?: BlockDecoder,
-): Promise<Uint8Array> {
-  const head = parseRecordHeader(await preadExactly(handle, path, record, RECORD_HEADER_SIZE));
-  if (record + RECORD_HEADER_SIZE + head.storedSize > limit) {
-    throw fileError('E_IO', path, `corrupt compressed block record at ${record}: its ${head.storedSize} bytes run past the data (${limit})`);
-  }
-  const payload = await preadExactly(handle, path, record + RECORD_HEADER_SIZE, head.storedSize);
-  try {
-    return await (exact && decoder !== undefined ? decoder(head.mode, payload, blockLength) : decodeBlock(head.mode, payload, blockLength, exact));
-  } catch (error) {
-    if (isSynthvhdError(error) && error.path === undefined) throw fileError(error.code, path, `block record at ${record}: ${error.message}`, error);
-    throw error;
-  }
-}
-
 /** Decoded blocks kept while parsing (headers, BAT, bitmaps are read in file order). */
 const PARSE_CACHE_BLOCKS = 8;
 
 export class ImageFile {
   private readonly cache = new Map<number, Promise<Uint8Array>>();
+  /** Decodes in flight: each holds the handle's fd (close waits for them). */
+  private readonly decoding = new Set<Promise<Uint8Array>>();
 
   private constructor(
     readonly path: string,
@@ -84,7 +56,6 @@ export class ImageFile {
     readonly mtimeMs: number,
     /** The container, when the file is urBackup-compressed. */
     readonly container: CompressedContainer | undefined,
-    private readonly decoder: BlockDecoder | undefined,
   ) {}
 
   /** The size of the VHD/VHDX (the logical size of a compressed file). */
@@ -92,28 +63,26 @@ export class ImageFile {
     return this.container?.header.logicalSize ?? this.fileSize;
   }
 
-  static async open(path: string, opener: SourceOpener, role: string, decoder?: BlockDecoder): Promise<ImageFile> {
+  static async open(path: string, opener: SourceOpener, role: string): Promise<ImageFile> {
     const handle = await opener(path, role);
     try {
       const info = await handle.stat();
       const head = info.size >= 25 ? await preadExactly(handle, path, 0, Math.min(COMPRESSED_HEADER_READ, info.size)) : new Uint8Array(0);
-      if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined, decoder);
+      if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined);
       try {
         const header = parseCompressedHeader(head, info.size);
         const offsets = parseCompressedIndex(await preadExactly(handle, path, header.indexOffset, indexLength(header)), header);
         const partial: CompressedContainer = { path, header, offsets, lastBlockLength: header.blockSize };
-        const file = new ImageFile(path, handle, info.size, info.mtimeMs, partial, decoder);
+        const file = new ImageFile(path, handle, info.size, info.mtimeMs, partial);
         const last = blockCount(header) - 1;
         const lastRecord = offsets[last] ?? -1;
         if (lastRecord === -1) return file;
-        // The last block decodes to what urBackup compressed (usually a whole block): learn it.
-        const decoded = await readCompressedRecord(handle, path, lastRecord, header.blockSize, header.indexOffset, false);
+        // The last block decodes to what urBackup compressed (a whole block; fillCache accepts it
+        // shorter, down to what the size needs): learn it.
         const needed = header.logicalSize - last * header.blockSize;
-        if (decoded.length < needed) {
-          throw fileError('E_CONTAINER', path, `the last block decodes to ${decoded.length} bytes, fewer than the ${needed} the file size needs`);
-        }
+        const decoded = await readCompressedRecord(handle, path, lastRecord, header.blockSize, needed);
         const container = { ...partial, lastBlockLength: decoded.length };
-        const done = new ImageFile(path, handle, info.size, info.mtimeMs, container, decoder);
+        const done = new ImageFile(path, handle, info.size, info.mtimeMs, container);
         done.cache.set(last, Promise.resolve(decoded));
         return done;
       } catch (error) {
@@ -162,8 +131,13 @@ export class ImageFile {
     const decoded =
       record === -1
         ? Promise.resolve(new Uint8Array(length))
-        : readCompressedRecord(this.handle, this.path, record, length, container.header.indexOffset, true, this.decoder);
+        : readCompressedRecord(this.handle, this.path, record, length);
     decoded.catch(() => this.cache.delete(block));
+    this.decoding.add(decoded);
+    const settled = (): void => {
+      this.decoding.delete(decoded);
+    };
+    decoded.then(settled, settled);
     this.cache.set(block, decoded);
     while (this.cache.size > PARSE_CACHE_BLOCKS) {
       const oldest = this.cache.keys().next().value;
@@ -174,7 +148,9 @@ export class ImageFile {
   }
 
   async close(): Promise<void> {
+    // A decode in flight holds the handle's fd: let it settle before closing.
     this.cache.clear();
+    await Promise.allSettled([...this.decoding]);
     await this.handle.close();
   }
 }

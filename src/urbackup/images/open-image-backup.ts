@@ -16,9 +16,7 @@ import { isZeroGuid } from '../../container/guid.js';
 import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { mapLogicalRange } from './compressed-file.js';
-import { sharedDecodePool } from '../../extents/decode-pool.js';
-import { decodeBlock } from './block-codec.js';
-import { type BlockDecoder, ImageFile, type SourceOpener } from './image-file.js';
+import { ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
 import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
 
@@ -63,7 +61,6 @@ export interface OpenImageOptions {
 }
 
 interface OpenContext {
-  readonly decoder: BlockDecoder;
   readonly summaryBytes: number | undefined;
 }
 
@@ -75,19 +72,12 @@ const PARENT = '\u0000parent';
 /**
  * Opens `path` (and its parents) as the disk urBackup stored; see the file comment. The sector
  * bitmaps of a .vhdz live inside its compressed blocks, so building the layout of a full image
- * decodes most of the file: that runs on worker threads (src/extents/decode-pool.ts), so a
- * mount's thread keeps answering while a large backup is opened.
+ * decodes most of the file: that runs on the libuv pool (the native record codec,
+ * src/extents/compressed-record.ts), so a mount's thread keeps answering while a large backup is
+ * opened.
  */
 export async function openImageDisk(path: string, opener: SourceOpener, options: OpenImageOptions = {}): Promise<OpenedImageDisk> {
-  if (options.summaryBytes !== undefined) {
-    // A summary decodes a few blocks: on this thread, without starting workers (ls of 10 000
-    // backups would otherwise start 10 000 pools).
-    const decoder: BlockDecoder = (mode, payload, blockLength) => decodeBlock(mode, payload, blockLength);
-    return openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
-  }
-  const pool = sharedDecodePool();
-  const decoder: BlockDecoder = (mode, payload, blockLength) => pool.decode(mode, payload, blockLength);
-  return openAt(resolve(path), opener, new Set<string>(), { decoder, summaryBytes: options.summaryBytes });
+  return openAt(resolve(path), opener, new Set<string>(), { summaryBytes: options.summaryBytes });
 }
 
 function withPath(error: unknown, path: string): unknown {
@@ -96,10 +86,9 @@ function withPath(error: unknown, path: string): unknown {
 }
 
 async function openAt(path: string, opener: SourceOpener, seen: Set<string>, context: OpenContext): Promise<OpenedImageDisk> {
-  const { decoder } = context;
   if (seen.has(path)) throw fileError('E_CONTAINER', path, 'the differencing chain loops back to this file');
   if (seen.size >= MAX_CHAIN_DEPTH) throw fileError('E_CONTAINER', path, `differencing chain deeper than ${MAX_CHAIN_DEPTH} files`);
-  const file = await ImageFile.open(path, opener, 'urBackup image', decoder);
+  const file = await ImageFile.open(path, opener, 'urBackup image');
   try {
     const read = (position: number, length: number): Promise<Uint8Array> => file.read(position, length);
     const head = await file.read(0, 8);
