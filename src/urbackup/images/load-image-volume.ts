@@ -7,6 +7,7 @@
  * caller's opener (the confined open in production).
  */
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
+import { type Range, RangeSet } from '../../util/range-set.js';
 import { ImageBytes } from './image-bytes.js';
 import type { SourceOpener } from './image-file.js';
 import { type ImageLayout } from './image-extent.js';
@@ -22,7 +23,7 @@ const BOOT_SECTOR_BYTES = 4096;
  */
 const SUMMARY_BYTES = 16 * 1024 * 1024;
 
-export type Range = readonly [start: number, length: number];
+export type { Range } from '../../util/range-set.js';
 
 export interface LoadedImageVolume {
   readonly path: string;
@@ -80,19 +81,6 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
   }
 }
 
-/** Adds [start, start + length) to sorted, disjoint `ranges` (merging). */
-function addRange(ranges: [number, number][], start: number, length: number): void {
-  ranges.push([start, length]);
-  ranges.sort((a, b) => a[0] - b[0]);
-  const merged: [number, number][] = [];
-  for (const [at, count] of ranges) {
-    const last = merged.at(-1);
-    if (last !== undefined && at <= last[0] + last[1]) last[1] = Math.max(last[1], at + count - last[0]);
-    else merged.push([at, count]);
-  }
-  ranges.splice(0, ranges.length, ...merged);
-}
-
 /**
  * The parts of the volume that may differ between `image` and the older backup `olderPath`,
  * from the chain's own BATs and bitmaps alone (nothing is read): the union of what every file
@@ -100,7 +88,7 @@ function addRange(ranges: [number, number][], start: number, length: number): vo
  * the chain (then only comparing data can tell).
  */
 export function changedSince(image: LoadedImageVolume, olderPath: string): Range[] | undefined {
-  const ranges: [number, number][] = [];
+  const ranges = new RangeSet();
   let found = false;
   for (let at: OpenedImageDisk | undefined = image.disk; at !== undefined; at = at.parent) {
     if (at.path === olderPath) {
@@ -110,7 +98,7 @@ export function changedSince(image: LoadedImageVolume, olderPath: string): Range
     for (const [start, length] of at.ownRanges) {
       const from = Math.max(start, image.volumeOffset);
       const to = Math.min(start + length, image.volumeOffset + image.volumeLength);
-      if (to > from) addRange(ranges, from - image.volumeOffset, to - from);
+      if (to > from) ranges.add(from - image.volumeOffset, to - from);
     }
   }
   if (!found) return undefined;
@@ -118,9 +106,9 @@ export function changedSince(image: LoadedImageVolume, olderPath: string): Range
   const older = findInChain(image.disk, olderPath);
   if (older !== undefined && older.disk.size < image.volumeOffset + image.volumeLength) {
     const grownFrom = Math.max(0, older.disk.size - image.volumeOffset);
-    addRange(ranges, grownFrom, image.volumeLength - grownFrom);
+    ranges.add(grownFrom, image.volumeLength - grownFrom);
   }
-  return ranges;
+  return ranges.ranges();
 }
 
 function findInChain(disk: OpenedImageDisk, path: string): OpenedImageDisk | undefined {
