@@ -37,17 +37,7 @@ import { type VhdxRegion, decodeVhdxRegionTable, findVhdxRegions } from './vhdx/
 
 /** Parses the .vhdx whose first 64 KiB (the file identifier) are `fileIdBytes`. */
 export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array): Promise<ParsedVhdx> {
-  const { creator } = decodeVhdxFileIdentifier(fileIdBytes, 'VHDX file identifier');
-  const header1 = decodeVhdxHeader(
-    await reader.read(VHDX_HEADER1_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 1'),
-    `VHDX header 1 (offset ${VHDX_HEADER1_OFFSET})`,
-  );
-  const header2 = decodeVhdxHeader(
-    await reader.read(VHDX_HEADER2_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 2'),
-    `VHDX header 2 (offset ${VHDX_HEADER2_OFFSET})`,
-  );
-  const header = currentHeader(header1, header2);
-  checkLog(header, reader.size);
+  const { creator, header, header1 } = await readVhdxHeaders(reader, fileIdBytes);
 
   const regions1 = decodeVhdxRegionTable(
     await reader.read(VHDX_REGION_TABLE1_OFFSET, VHDX_REGION_TABLE_SIZE, 'VHDX region table 1'),
@@ -95,6 +85,29 @@ export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array
     metadataRegion,
     metadataEntries: entries,
   };
+}
+
+/**
+ * The file identifier and both headers, and which header is current (MS-VHDX 2.1, 2.2): enough to
+ * learn a file's DataWriteGuid (what a differencing child links to) before its regions, metadata
+ * and BAT are read.
+ */
+export async function readVhdxHeaders(
+  reader: ContainerReader,
+  fileIdBytes: Uint8Array,
+): Promise<{ creator: string; header: VhdxHeader; header1: VhdxHeader }> {
+  const { creator } = decodeVhdxFileIdentifier(fileIdBytes, 'VHDX file identifier');
+  const header1 = decodeVhdxHeader(
+    await reader.read(VHDX_HEADER1_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 1'),
+    `VHDX header 1 (offset ${VHDX_HEADER1_OFFSET})`,
+  );
+  const header2 = decodeVhdxHeader(
+    await reader.read(VHDX_HEADER2_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 2'),
+    `VHDX header 2 (offset ${VHDX_HEADER2_OFFSET})`,
+  );
+  const header = currentHeader(header1, header2);
+  checkLog(header, reader.size);
+  return { creator, header, header1 };
 }
 
 /** MS-VHDX 2.2.2: the valid header with the greater SequenceNumber is current. */

@@ -25,6 +25,12 @@ import {
 /** Opens a source file read-only (the confined open of src/extents/confined-open.ts in production). */
 export type SourceOpener = (path: string, role: string) => Promise<FileHandle>;
 
+/** A file's identity on this machine: st_dev and st_ino (64-bit, hence bigint). */
+export interface FileId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
 /** Decodes a record payload to exactly `blockLength` bytes (a DecodePool's, to keep the caller's thread free). */
 export type BlockDecoder = (mode: number, payload: Uint8Array, blockLength: number) => Promise<Uint8Array>;
 
@@ -92,9 +98,18 @@ export class ImageFile {
     return this.container?.header.logicalSize ?? this.fileSize;
   }
 
-  static async open(path: string, opener: SourceOpener, role: string, decoder?: BlockDecoder): Promise<ImageFile> {
+  /**
+   * Opens `path`. `identify` sees the file's (device, inode) before anything of it is read (a
+   * chain's loop check: a path string cannot tell that `sub/../x`, a symlinked folder or a hard
+   * link is a file already seen).
+   */
+  static async open(path: string, opener: SourceOpener, role: string, decoder?: BlockDecoder, identify?: (id: FileId) => void): Promise<ImageFile> {
     const handle = await opener(path, role);
     try {
+      if (identify !== undefined) {
+        const { dev, ino } = await handle.stat({ bigint: true });
+        identify({ dev, ino });
+      }
       const info = await handle.stat();
       const head = info.size >= 25 ? await preadExactly(handle, path, 0, Math.min(COMPRESSED_HEADER_READ, info.size)) : new Uint8Array(0);
       if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined, decoder);

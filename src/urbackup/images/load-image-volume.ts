@@ -12,7 +12,7 @@ import { ImageBytes } from './image-bytes.js';
 import type { SourceOpener } from './image-file.js';
 import { type ImageLayout } from './image-extent.js';
 import { volumeLayout, volumeOffsetFromMbr } from './image-volume.js';
-import { type ChainFile, type OpenedImageDisk, openImageDisk } from './open-image-backup.js';
+import { type ChainFile, type ChainLevel, type OpenedImageDisk, openImageDisk } from './open-image-backup.js';
 
 /** Bytes of the volume's start kept for boot-sector checks (one 4Kn sector), as load-volume.ts. */
 const BOOT_SECTOR_BYTES = 4096;
@@ -87,12 +87,12 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
  * from `image` down to (not including) `olderPath` wrote. undefined when `olderPath` is not in
  * the chain (then only comparing data can tell).
  */
-export function changedSince(image: LoadedImageVolume, olderPath: string): Range[] | undefined {
+export function changedSince(image: Pick<LoadedImageVolume, 'volumeOffset' | 'volumeLength'> & { readonly disk: ChainLevel }, olderPath: string): Range[] | undefined {
   const ranges = new RangeSet();
-  let found = false;
-  for (let at: OpenedImageDisk | undefined = image.disk; at !== undefined; at = at.parent) {
+  let older: ChainLevel | undefined;
+  for (let at: ChainLevel | undefined = image.disk; at !== undefined; at = at.parent) {
     if (at.path === olderPath) {
-      found = true;
+      older = at;
       break;
     }
     for (const [start, length] of at.ownRanges) {
@@ -101,19 +101,13 @@ export function changedSince(image: LoadedImageVolume, olderPath: string): Range
       if (to > from) ranges.add(from - image.volumeOffset, to - from);
     }
   }
-  if (!found) return undefined;
+  if (older === undefined) return undefined;
   // A child larger than its parent: the grown part is new.
-  const older = findInChain(image.disk, olderPath);
-  if (older !== undefined && older.disk.size < image.volumeOffset + image.volumeLength) {
-    const grownFrom = Math.max(0, older.disk.size - image.volumeOffset);
+  if (older.size < image.volumeOffset + image.volumeLength) {
+    const grownFrom = Math.max(0, older.size - image.volumeOffset);
     ranges.add(grownFrom, image.volumeLength - grownFrom);
   }
   return ranges.ranges();
-}
-
-function findInChain(disk: OpenedImageDisk, path: string): OpenedImageDisk | undefined {
-  for (let at: OpenedImageDisk | undefined = disk; at !== undefined; at = at.parent) if (at.path === path) return at;
-  return undefined;
 }
 
 /** Which `chunkSize` chunks of the volume `ranges` touch (true = changed). */

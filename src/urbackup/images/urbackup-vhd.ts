@@ -67,8 +67,11 @@ function tryFooter(bytes: Uint8Array): VhdFooter | undefined {
   }
 }
 
-/** Parses and checks a urBackup VHD of `size` bytes (see the file comment). */
-export async function parseUrbackupVhd(read: ReadFunction, size: number): Promise<UrbackupVhd> {
+/**
+ * The footer of a urBackup VHD of `size` bytes (read_footer, process_footer): what a child's
+ * Parent Unique Id is checked against before anything else of the file is read.
+ */
+export async function readUrbackupVhdFooter(read: ReadFunction, size: number): Promise<VhdFooter> {
   if (size < VHD_FOOTER_SIZE * 3) throw new SynthvhdError('E_CONTAINER', `VHD: only ${size} bytes, too short for a dynamic VHD`);
   const trailing = tryFooter(await readExactly(read, size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE, 'VHD footer'));
   if (trailing === undefined) {
@@ -88,6 +91,12 @@ export async function parseUrbackupVhd(read: ReadFunction, size: number): Promis
   if (footer.currentSize <= 0 || footer.currentSize % VHD_SECTOR_SIZE !== 0) {
     throw new SynthvhdError('E_CONTAINER', `VHD Current Size ${footer.currentSize} is not a positive multiple of 512`);
   }
+  return footer;
+}
+
+/** Parses and checks a urBackup VHD of `size` bytes (see the file comment); `footer` when already read. */
+export async function parseUrbackupVhd(read: ReadFunction, size: number, known?: VhdFooter): Promise<UrbackupVhd> {
+  const footer = known ?? (await readUrbackupVhdFooter(read, size));
   const headerOffset = footer.dataOffset;
   if (headerOffset + BigInt(VHD_DYNAMIC_HEADER_SIZE) > BigInt(size)) {
     throw new SynthvhdError('E_CONTAINER', `VHD footer: dynamic header offset ${headerOffset} is past the end of the file`);
