@@ -6,7 +6,7 @@
  * should instead say that a copy is damaged.
  */
 import { SynthvhdError } from '../errors/synthvhd-error.js';
-import { isZeroGuid } from './guid.js';
+import { guidEquals, isZeroGuid } from './guid.js';
 import type { ContainerReader, ParsedVhdx } from './parsed-container.js';
 import { type VhdxBatGeometry, readVhdxBatEntry, vhdxBatGeometry } from './vhdx/bat.js';
 import {
@@ -19,6 +19,7 @@ import {
   SB_BLOCK_NOT_PRESENT,
   SB_BLOCK_PRESENT,
   VHDX_ALIGNMENT,
+  VHDX_FILE_PARAMETERS_GUID,
   VHDX_HEADER1_OFFSET,
   VHDX_HEADER2_OFFSET,
   VHDX_HEADER_SECTION_SIZE,
@@ -27,13 +28,28 @@ import {
   VHDX_REGION_TABLE1_OFFSET,
   VHDX_REGION_TABLE2_OFFSET,
   VHDX_REGION_TABLE_SIZE,
+  VHDX_LOGICAL_SECTOR_SIZE_GUID,
+  VHDX_PAGE83_DATA_GUID,
+  VHDX_PARENT_LOCATOR_GUID,
+  VHDX_PHYSICAL_SECTOR_SIZE_GUID,
   VHDX_SECTOR_BITMAP_BLOCK_SIZE,
+  VHDX_VIRTUAL_DISK_SIZE_GUID,
 } from './vhdx/constants.js';
 import { decodeVhdxFileIdentifier } from './vhdx/file-identifier.js';
 import { type VhdxHeader, decodeVhdxHeader } from './vhdx/header.js';
 import { type VhdxMetadataEntry, decodeVhdxMetadataTable, decodeVhdxStandardMetadata } from './vhdx/metadata.js';
 import { decodeVhdxParentLocator } from './vhdx/parent-locator.js';
 import { type VhdxRegion, decodeVhdxRegionTable, findVhdxRegions } from './vhdx/region-table.js';
+
+/** MS-VHDX 2.6.2: the metadata items a reader uses. */
+const VHDX_KNOWN_METADATA_ITEMS = [
+  VHDX_FILE_PARAMETERS_GUID,
+  VHDX_VIRTUAL_DISK_SIZE_GUID,
+  VHDX_PAGE83_DATA_GUID,
+  VHDX_LOGICAL_SECTOR_SIZE_GUID,
+  VHDX_PHYSICAL_SECTOR_SIZE_GUID,
+  VHDX_PARENT_LOCATOR_GUID,
+];
 
 /** Parses the .vhdx whose first 64 KiB (the file identifier) are `fileIdBytes`. */
 export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array): Promise<ParsedVhdx> {
@@ -62,8 +78,13 @@ export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array
     metadataRegion.length,
     `VHDX metadata table (offset ${metadataRegion.fileOffset})`,
   );
+  // Only the items decodeVhdxStandardMetadata reads (the first system entry of each known id):
+  // up to 2047 entries of up to 1 MiB each may all name the same bytes, and reading every one
+  // would be 2 GiB from a 3 MiB file.
   const itemBytes = new Map<VhdxMetadataEntry, Uint8Array>();
-  for (const entry of entries) {
+  for (const id of VHDX_KNOWN_METADATA_ITEMS) {
+    const entry = entries.find((candidate) => !candidate.isUser && guidEquals(candidate.itemId, id));
+    if (entry === undefined) continue;
     itemBytes.set(entry, await reader.read(metadataRegion.fileOffset + entry.offset, entry.length, 'VHDX metadata item'));
   }
   const metadata = decodeVhdxStandardMetadata(entries, (entry) => itemBytes.get(entry) ?? new Uint8Array(0), 'VHDX metadata');
