@@ -6,7 +6,7 @@
  * should instead say that a copy is damaged.
  */
 import { SynthvhdError } from '../errors/synthvhd-error.js';
-import { isZeroGuid } from './guid.js';
+import { guidEquals, isZeroGuid } from './guid.js';
 import type { ContainerReader, ParsedVhdx } from './parsed-container.js';
 import { type VhdxBatGeometry, readVhdxBatEntry, vhdxBatGeometry } from './vhdx/bat.js';
 import {
@@ -19,6 +19,7 @@ import {
   SB_BLOCK_NOT_PRESENT,
   SB_BLOCK_PRESENT,
   VHDX_ALIGNMENT,
+  VHDX_FILE_PARAMETERS_GUID,
   VHDX_HEADER1_OFFSET,
   VHDX_HEADER2_OFFSET,
   VHDX_HEADER_SECTION_SIZE,
@@ -27,7 +28,12 @@ import {
   VHDX_REGION_TABLE1_OFFSET,
   VHDX_REGION_TABLE2_OFFSET,
   VHDX_REGION_TABLE_SIZE,
+  VHDX_LOGICAL_SECTOR_SIZE_GUID,
+  VHDX_PAGE83_DATA_GUID,
+  VHDX_PARENT_LOCATOR_GUID,
+  VHDX_PHYSICAL_SECTOR_SIZE_GUID,
   VHDX_SECTOR_BITMAP_BLOCK_SIZE,
+  VHDX_VIRTUAL_DISK_SIZE_GUID,
 } from './vhdx/constants.js';
 import { decodeVhdxFileIdentifier } from './vhdx/file-identifier.js';
 import { type VhdxHeader, decodeVhdxHeader } from './vhdx/header.js';
@@ -35,19 +41,19 @@ import { type VhdxMetadataEntry, decodeVhdxMetadataTable, decodeVhdxStandardMeta
 import { decodeVhdxParentLocator } from './vhdx/parent-locator.js';
 import { type VhdxRegion, decodeVhdxRegionTable, findVhdxRegions } from './vhdx/region-table.js';
 
+/** MS-VHDX 2.6.2: the metadata items a reader uses. */
+const VHDX_KNOWN_METADATA_ITEMS = [
+  VHDX_FILE_PARAMETERS_GUID,
+  VHDX_VIRTUAL_DISK_SIZE_GUID,
+  VHDX_PAGE83_DATA_GUID,
+  VHDX_LOGICAL_SECTOR_SIZE_GUID,
+  VHDX_PHYSICAL_SECTOR_SIZE_GUID,
+  VHDX_PARENT_LOCATOR_GUID,
+];
+
 /** Parses the .vhdx whose first 64 KiB (the file identifier) are `fileIdBytes`. */
 export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array): Promise<ParsedVhdx> {
-  const { creator } = decodeVhdxFileIdentifier(fileIdBytes, 'VHDX file identifier');
-  const header1 = decodeVhdxHeader(
-    await reader.read(VHDX_HEADER1_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 1'),
-    `VHDX header 1 (offset ${VHDX_HEADER1_OFFSET})`,
-  );
-  const header2 = decodeVhdxHeader(
-    await reader.read(VHDX_HEADER2_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 2'),
-    `VHDX header 2 (offset ${VHDX_HEADER2_OFFSET})`,
-  );
-  const header = currentHeader(header1, header2);
-  checkLog(header, reader.size);
+  const { creator, header, header1 } = await readVhdxHeaders(reader, fileIdBytes);
 
   const regions1 = decodeVhdxRegionTable(
     await reader.read(VHDX_REGION_TABLE1_OFFSET, VHDX_REGION_TABLE_SIZE, 'VHDX region table 1'),
@@ -72,8 +78,13 @@ export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array
     metadataRegion.length,
     `VHDX metadata table (offset ${metadataRegion.fileOffset})`,
   );
+  // Only the items decodeVhdxStandardMetadata reads (the first system entry of each known id):
+  // up to 2047 entries of up to 1 MiB each may all name the same bytes, and reading every one
+  // would be 2 GiB from a 3 MiB file.
   const itemBytes = new Map<VhdxMetadataEntry, Uint8Array>();
-  for (const entry of entries) {
+  for (const id of VHDX_KNOWN_METADATA_ITEMS) {
+    const entry = entries.find((candidate) => !candidate.isUser && guidEquals(candidate.itemId, id));
+    if (entry === undefined) continue;
     itemBytes.set(entry, await reader.read(metadataRegion.fileOffset + entry.offset, entry.length, 'VHDX metadata item'));
   }
   const metadata = decodeVhdxStandardMetadata(entries, (entry) => itemBytes.get(entry) ?? new Uint8Array(0), 'VHDX metadata');
@@ -95,6 +106,29 @@ export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array
     metadataRegion,
     metadataEntries: entries,
   };
+}
+
+/**
+ * The file identifier and both headers, and which header is current (MS-VHDX 2.1, 2.2): enough to
+ * learn a file's DataWriteGuid (what a differencing child links to) before its regions, metadata
+ * and BAT are read.
+ */
+export async function readVhdxHeaders(
+  reader: ContainerReader,
+  fileIdBytes: Uint8Array,
+): Promise<{ creator: string; header: VhdxHeader; header1: VhdxHeader }> {
+  const { creator } = decodeVhdxFileIdentifier(fileIdBytes, 'VHDX file identifier');
+  const header1 = decodeVhdxHeader(
+    await reader.read(VHDX_HEADER1_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 1'),
+    `VHDX header 1 (offset ${VHDX_HEADER1_OFFSET})`,
+  );
+  const header2 = decodeVhdxHeader(
+    await reader.read(VHDX_HEADER2_OFFSET, VHDX_HEADER_SIZE, 'VHDX header 2'),
+    `VHDX header 2 (offset ${VHDX_HEADER2_OFFSET})`,
+  );
+  const header = currentHeader(header1, header2);
+  checkLog(header, reader.size);
+  return { creator, header, header1 };
 }
 
 /** MS-VHDX 2.2.2: the valid header with the greater SequenceNumber is current. */

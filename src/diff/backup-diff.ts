@@ -21,6 +21,7 @@ import { buildDifferencingVhdxLayout, type DiskRange } from '../container/vhdx-d
 import { RAW_HASH_CHUNK } from '../urbackup/raw-hash.js';
 import { compareVolumes, type ChunkComparison } from './changed-chunks.js';
 import { relativeParentPath } from '../blocklist/copy.js';
+import { RangeSet } from '../util/range-set.js';
 
 export interface DiffPlan {
   readonly layout: Layout;
@@ -42,18 +43,10 @@ function allZero(layout: Layout, start: number, length: number): boolean {
   return true;
 }
 
-function mergeRanges(ranges: DiskRange[]): DiskRange[] {
-  ranges.sort((a, b) => a.start - b.start);
-  const merged: DiskRange[] = [];
-  for (const range of ranges) {
-    const last = merged.at(-1);
-    if (last !== undefined && last.start + last.length >= range.start) {
-      merged[merged.length - 1] = { start: last.start, length: Math.max(last.start + last.length, range.start + range.length) - last.start };
-    } else {
-      merged.push(range);
-    }
-  }
-  return merged;
+function mergeRanges(ranges: readonly DiskRange[]): DiskRange[] {
+  const set = new RangeSet();
+  for (const { start, length } of ranges) set.add(start, length);
+  return set.ranges().map(([start, length]) => ({ start, length }));
 }
 
 /** Compares [start, end) of both disks by reading, in 512 KiB windows, skipping windows zero in both. */

@@ -24,6 +24,12 @@ import {
 /** Opens a source file read-only (the confined open of src/extents/confined-open.ts in production). */
 export type SourceOpener = (path: string, role: string) => Promise<FileHandle>;
 
+/** A file's identity on this machine: st_dev and st_ino (64-bit, hence bigint). */
+export interface FileId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
 async function preadExactly(handle: FileHandle, path: string, position: number, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
   let done = 0;
@@ -63,9 +69,18 @@ export class ImageFile {
     return this.container?.header.logicalSize ?? this.fileSize;
   }
 
-  static async open(path: string, opener: SourceOpener, role: string): Promise<ImageFile> {
+  /**
+   * Opens `path`. `identify` sees the file's (device, inode) before anything of it is read (a
+   * chain's loop check: a path string cannot tell that `sub/../x`, a symlinked folder or a hard
+   * link is a file already seen).
+   */
+  static async open(path: string, opener: SourceOpener, role: string, identify?: (id: FileId) => void): Promise<ImageFile> {
     const handle = await opener(path, role);
     try {
+      if (identify !== undefined) {
+        const { dev, ino } = await handle.stat({ bigint: true });
+        identify({ dev, ino });
+      }
       const info = await handle.stat();
       const head = info.size >= 25 ? await preadExactly(handle, path, 0, Math.min(COMPRESSED_HEADER_READ, info.size)) : new Uint8Array(0);
       if (!isCompressedFile(head)) return new ImageFile(path, handle, info.size, info.mtimeMs, undefined);

@@ -7,11 +7,12 @@
  * caller's opener (the confined open in production).
  */
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
+import { type Range, RangeSet } from '../../util/range-set.js';
 import { ImageBytes } from './image-bytes.js';
 import type { SourceOpener } from './image-file.js';
 import { type ImageLayout } from './image-extent.js';
 import { volumeLayout, volumeOffsetFromMbr } from './image-volume.js';
-import { type ChainFile, type OpenedImageDisk, openImageDisk } from './open-image-backup.js';
+import { type ChainFile, type ChainLevel, type OpenedImageDisk, openImageDisk } from './open-image-backup.js';
 
 /** Bytes of the volume's start kept for boot-sector checks (one 4Kn sector), as load-volume.ts. */
 const BOOT_SECTOR_BYTES = 4096;
@@ -22,7 +23,7 @@ const BOOT_SECTOR_BYTES = 4096;
  */
 const SUMMARY_BYTES = 16 * 1024 * 1024;
 
-export type Range = readonly [start: number, length: number];
+export type { Range } from '../../util/range-set.js';
 
 export interface LoadedImageVolume {
   readonly path: string;
@@ -80,52 +81,33 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
   }
 }
 
-/** Adds [start, start + length) to sorted, disjoint `ranges` (merging). */
-function addRange(ranges: [number, number][], start: number, length: number): void {
-  ranges.push([start, length]);
-  ranges.sort((a, b) => a[0] - b[0]);
-  const merged: [number, number][] = [];
-  for (const [at, count] of ranges) {
-    const last = merged.at(-1);
-    if (last !== undefined && at <= last[0] + last[1]) last[1] = Math.max(last[1], at + count - last[0]);
-    else merged.push([at, count]);
-  }
-  ranges.splice(0, ranges.length, ...merged);
-}
-
 /**
  * The parts of the volume that may differ between `image` and the older backup `olderPath`,
  * from the chain's own BATs and bitmaps alone (nothing is read): the union of what every file
  * from `image` down to (not including) `olderPath` wrote. undefined when `olderPath` is not in
  * the chain (then only comparing data can tell).
  */
-export function changedSince(image: LoadedImageVolume, olderPath: string): Range[] | undefined {
-  const ranges: [number, number][] = [];
-  let found = false;
-  for (let at: OpenedImageDisk | undefined = image.disk; at !== undefined; at = at.parent) {
+export function changedSince(image: Pick<LoadedImageVolume, 'volumeOffset' | 'volumeLength'> & { readonly disk: ChainLevel }, olderPath: string): Range[] | undefined {
+  const ranges = new RangeSet();
+  let older: ChainLevel | undefined;
+  for (let at: ChainLevel | undefined = image.disk; at !== undefined; at = at.parent) {
     if (at.path === olderPath) {
-      found = true;
+      older = at;
       break;
     }
     for (const [start, length] of at.ownRanges) {
       const from = Math.max(start, image.volumeOffset);
       const to = Math.min(start + length, image.volumeOffset + image.volumeLength);
-      if (to > from) addRange(ranges, from - image.volumeOffset, to - from);
+      if (to > from) ranges.add(from - image.volumeOffset, to - from);
     }
   }
-  if (!found) return undefined;
+  if (older === undefined) return undefined;
   // A child larger than its parent: the grown part is new.
-  const older = findInChain(image.disk, olderPath);
-  if (older !== undefined && older.disk.size < image.volumeOffset + image.volumeLength) {
-    const grownFrom = Math.max(0, older.disk.size - image.volumeOffset);
-    addRange(ranges, grownFrom, image.volumeLength - grownFrom);
+  if (older.size < image.volumeOffset + image.volumeLength) {
+    const grownFrom = Math.max(0, older.size - image.volumeOffset);
+    ranges.add(grownFrom, image.volumeLength - grownFrom);
   }
-  return ranges;
-}
-
-function findInChain(disk: OpenedImageDisk, path: string): OpenedImageDisk | undefined {
-  for (let at: OpenedImageDisk | undefined = disk; at !== undefined; at = at.parent) if (at.path === path) return at;
-  return undefined;
+  return ranges.ranges();
 }
 
 /** Which `chunkSize` chunks of the volume `ranges` touch (true = changed). */

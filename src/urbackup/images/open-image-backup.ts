@@ -7,18 +7,22 @@
  * Chains are resolved here, once, down to the files that hold each byte.
  * docs/urbackup-image-formats.md tells the formats; the rules are cited where applied.
  */
+import type { FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SynthvhdError, fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
 import { containerDiskLayout } from '../../container/disk-layout.js';
-import { guidEquals, guidFromString, guidToString } from '../../container/guid.js';
+import { guidEquals, guidFromString, guidToString, isZeroGuid } from '../../container/guid.js';
 import { type ParsedVhdx, parseContainer } from '../../container/inspect.js';
-import { isZeroGuid } from '../../container/guid.js';
+import { readVhdxHeaders } from '../../container/parse-vhdx.js';
+import { ContainerReader } from '../../container/parsed-container.js';
+import { VHDX_FILE_ID_SIZE } from '../../container/vhdx/constants.js';
 import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
+import { type Range, RangeSet } from '../../util/range-set.js';
 import { mapLogicalRange } from './compressed-file.js';
-import { ImageFile, type SourceOpener } from './image-file.js';
+import { type FileId, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
-import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
+import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, readUrbackupVhdFooter, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
 
 /** A file of the chain, child first. */
 export interface ChainFile {
@@ -29,24 +33,33 @@ export interface ChainFile {
   readonly mtimeMs: number;
 }
 
-export interface OpenedImageDisk {
+/**
+ * One opened file of a chain, as kept after the chain is resolved: what backup-run diffs need
+ * (its own ranges, its disk size), not its layout (only the top image's resolved disk is kept).
+ */
+export interface ChainLevel {
   readonly path: string;
   readonly format: 'vhd' | 'vhdx';
   readonly compressed: boolean;
   readonly type: 'dynamic' | 'differencing';
-  /** The disk urBackup stored (synthetic MBR in sector 0, the volume from its partition). */
-  readonly disk: ImageLayout;
+  /** The size of the disk this file stores. */
+  readonly size: number;
   /** Disk ranges this file itself holds (its BAT and sector bitmaps): what this backup run wrote. */
-  readonly ownRanges: readonly (readonly [start: number, length: number])[];
-  readonly chain: readonly ChainFile[];
-  /** Things urBackup only warns about (a parent timestamp that changed). */
-  readonly warnings: readonly string[];
+  readonly ownRanges: readonly Range[];
   /** What a child links to: the VHD footer Unique Id ('rfc'), the VHDX DataWriteGuid ('ms'). */
   readonly identity: Uint8Array;
   /** VHD footer Time Stamp (0 for VHDX). */
   readonly timeStamp: number;
-  /** The opened parent of a differencing image. */
-  readonly parent: OpenedImageDisk | undefined;
+  /** The parent of a differencing image. */
+  readonly parent: ChainLevel | undefined;
+}
+
+export interface OpenedImageDisk extends ChainLevel {
+  /** The disk urBackup stored (synthetic MBR in sector 0, the volume from its partition). */
+  readonly disk: ImageLayout;
+  readonly chain: readonly ChainFile[];
+  /** Things urBackup only warns about (a parent timestamp that changed). */
+  readonly warnings: readonly string[];
 }
 
 export interface OpenImageOptions {
@@ -61,13 +74,44 @@ export interface OpenImageOptions {
 }
 
 interface OpenContext {
+  readonly opener: SourceOpener;
   readonly summaryBytes: number | undefined;
+  /** Files of the chain so far by (device, inode), with the path each was reached by. */
+  readonly seen: Map<string, string>;
 }
 
-/** Deeper than this is a broken tree (urBackup's own chains are far shorter). */
-const MAX_CHAIN_DEPTH = 1024;
+/**
+ * A chain longer than this is refused as a broken tree (docs/urbackup-image-formats.md §3):
+ * urBackup's own chains are one full backup and its incrementals, far shorter.
+ */
+export const MAX_CHAIN_DEPTH = 1024;
 /** Stands for "the parent's disk" in a child's layout before the parent's extents replace it. */
 const PARENT = '\u0000parent';
+
+/** What a child says its parent must be, checked on the parent's first bytes. */
+type ParentLink =
+  | { readonly format: 'vhd'; readonly child: string; readonly uniqueId: Uint8Array; readonly timeStamp: number }
+  | { readonly format: 'vhdx'; readonly child: string; readonly linkage: Uint8Array; readonly linkageText: string };
+
+/** The next file to open: its path, its open handle, and what its child requires of it. */
+interface NextLevel {
+  readonly path: string;
+  readonly handle: FileHandle | undefined;
+  readonly link: ParentLink | undefined;
+}
+
+/** One file opened: its own extents (PARENT extents at disk offsets stand for the parent). */
+interface OpenedLevel {
+  readonly self: ChainFile;
+  readonly type: 'dynamic' | 'differencing';
+  readonly size: number;
+  readonly own: Layout;
+  readonly ownRanges: readonly Range[];
+  readonly identity: Uint8Array;
+  readonly timeStamp: number;
+  readonly warnings: readonly string[];
+  readonly next: NextLevel | undefined;
+}
 
 /**
  * Opens `path` (and its parents) as the disk urBackup stored; see the file comment. The sector
@@ -75,9 +119,67 @@ const PARENT = '\u0000parent';
  * decodes most of the file: that runs on the libuv pool (the native record codec,
  * src/extents/compressed-record.ts), so a mount's thread keeps answering while a large backup is
  * opened.
+ *
+ * The chain is walked iteratively, child first, one file open at a time: each file is
+ * recognised by (device, inode) before anything of it is read (a loop through `..`, a symlinked
+ * folder or a hard link ends there), its parent's Unique Id / DataWriteGuid is checked on the
+ * parent's footer or headers before the parent's BAT or bitmaps are read, and each file is
+ * closed before its parent is opened. Then the layouts are resolved from the base up.
  */
 export async function openImageDisk(path: string, opener: SourceOpener, options: OpenImageOptions = {}): Promise<OpenedImageDisk> {
-  return openAt(resolve(path), opener, new Set<string>(), { summaryBytes: options.summaryBytes });
+  const context: OpenContext = { opener, summaryBytes: options.summaryBytes, seen: new Map() };
+  const levels: OpenedLevel[] = [];
+  let next: NextLevel | undefined = { path: resolve(path), handle: undefined, link: undefined };
+  try {
+    while (next !== undefined) {
+      if (levels.length >= MAX_CHAIN_DEPTH) {
+        const child = next.link?.child ?? next.path;
+        throw fileError('E_CONTAINER', child, `the differencing chain is deeper than ${MAX_CHAIN_DEPTH} files (its parent ${next.path} would be file ${MAX_CHAIN_DEPTH + 1})`);
+      }
+      const current: NextLevel = next;
+      next = undefined;
+      const level = await openLevel(current, context);
+      levels.push(level);
+      next = level.next;
+    }
+  } finally {
+    if (next?.handle !== undefined) await next.handle.close();
+  }
+  return resolveChain(levels);
+}
+
+/** Resolves the levels (child first) from the base up; only the top's disk is kept. */
+function resolveChain(levels: readonly OpenedLevel[]): OpenedImageDisk {
+  let parentDisk: ImageLayout | undefined;
+  let parent: ChainLevel | undefined;
+  let chain: ChainFile[] = [];
+  let warnings: string[] = [];
+  let top: OpenedImageDisk | undefined;
+  for (let index = levels.length - 1; index >= 0; index--) {
+    const level = levels[index];
+    if (level === undefined) continue;
+    const builder = new ImageLayoutBuilder();
+    for (const extent of level.own.extents) {
+      if (extent.kind === 'file' && extent.path === PARENT) {
+        if (parentDisk === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): parent extent without a parent');
+        const inside = Math.max(0, Math.min(extent.length, parentDisk.size - extent.offset));
+        for (const piece of sliceImageLayout(parentDisk, extent.offset, inside, 0)) builder.append(piece);
+        builder.zero(extent.length - inside, 'zeros: past the end of the parent image');
+        continue;
+      }
+      builder.append(extent);
+    }
+    const disk = builder.build(level.size);
+    chain = [level.self, ...chain];
+    warnings = [...level.warnings, ...warnings];
+    const { path, format, compressed } = level.self;
+    const kept: ChainLevel = { path, format, compressed, type: level.type, size: level.size, ownRanges: level.ownRanges, identity: level.identity, timeStamp: level.timeStamp, parent };
+    top = { ...kept, disk, chain, warnings };
+    parentDisk = disk;
+    parent = kept;
+  }
+  if (top === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): an empty chain');
+  return top;
 }
 
 function withPath(error: unknown, path: string): unknown {
@@ -85,50 +187,60 @@ function withPath(error: unknown, path: string): unknown {
   return error;
 }
 
-async function openAt(path: string, opener: SourceOpener, seen: Set<string>, context: OpenContext): Promise<OpenedImageDisk> {
-  if (seen.has(path)) throw fileError('E_CONTAINER', path, 'the differencing chain loops back to this file');
-  if (seen.size >= MAX_CHAIN_DEPTH) throw fileError('E_CONTAINER', path, `differencing chain deeper than ${MAX_CHAIN_DEPTH} files`);
-  const file = await ImageFile.open(path, opener, 'urBackup image');
+function fileIdKey(id: FileId): string {
+  return `${id.dev.toString()}:${id.ino.toString()}`;
+}
+
+/** Opens one file of the chain: checks who it is, reads its structures, finds its parent. */
+async function openLevel(at: NextLevel, context: OpenContext): Promise<OpenedLevel> {
+  const { path, link } = at;
+  const identify = (id: FileId): void => {
+    const key = fileIdKey(id);
+    const first = context.seen.get(key);
+    if (first !== undefined) {
+      const via = link === undefined ? '' : `: ${link.child} names it as its parent`;
+      throw fileError('E_CONTAINER', path, `the differencing chain loops back to a file already in it (the same file as ${first})${via}`);
+    }
+    context.seen.set(key, path);
+  };
+  const opener: SourceOpener = at.handle === undefined ? context.opener : () => Promise.resolve(at.handle as FileHandle);
+  const file = await ImageFile.open(path, opener, 'urBackup image', identify);
   try {
     const read = (position: number, length: number): Promise<Uint8Array> => file.read(position, length);
     const head = await file.read(0, 8);
     const isVhdx = new TextDecoder('latin1').decode(head) === 'vhdxfile';
     const self: ChainFile = { path, format: isVhdx ? 'vhdx' : 'vhd', compressed: file.container !== undefined, fileSize: file.fileSize, mtimeMs: file.mtimeMs };
-    const opened = isVhdx ? await openVhdx(file, read, opener, seen, context) : await openVhd(file, read, opener, seen, context);
-    const { own, parent, type, warnings, identity, timeStamp } = opened;
-    // Resolve: own bytes through the container, the parent's disk from its layout.
+    if (link !== undefined && link.format !== self.format) {
+      throw fileError('E_CONTAINER', link.child, `wrong parent: ${path} is not a ${link.format === 'vhd' ? 'VHD' : 'VHDX'}`);
+    }
+    const opened = isVhdx ? await openVhdx(file, read, link, context) : await openVhd(file, read, link, context);
+    // Own extents resolved through the container now, while the file's index is at hand.
     const builder = new ImageLayoutBuilder();
-    const ownRanges: [number, number][] = [];
-    for (const extent of own.extents) {
-      if (extent.kind === 'file' && extent.path === PARENT) {
-        if (parent === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): parent extent without a parent');
-        const inside = Math.max(0, Math.min(extent.length, parent.disk.size - extent.offset));
-        for (const piece of sliceImageLayout(parent.disk, extent.offset, inside, 0)) builder.append(piece);
-        builder.zero(extent.length - inside, 'zeros: past the end of the parent image');
-        continue;
+    const ownRanges = new RangeSet();
+    try {
+      for (const extent of opened.own.extents) {
+        if (extent.kind === 'file' && extent.path === path) {
+          ownRanges.add(extent.start, extent.length);
+          if (file.container === undefined) builder.file(path, extent.offset, extent.length, extent.what);
+          else mapLogicalRange(file.container, extent.offset, extent.length, builder, extent.what);
+          continue;
+        }
+        builder.append(extent);
       }
-      if (extent.kind === 'file' && extent.path === path) {
-        const last = ownRanges.at(-1);
-        if (last !== undefined && last[0] + last[1] === extent.start) last[1] += extent.length;
-        else ownRanges.push([extent.start, extent.length]);
-        if (file.container === undefined) builder.file(path, extent.offset, extent.length, extent.what);
-        else mapLogicalRange(file.container, extent.offset, extent.length, builder, extent.what);
-        continue;
-      }
-      builder.append(extent);
+    } catch (error) {
+      await opened.next?.handle?.close();
+      throw error;
     }
     return {
-      path,
-      format: self.format,
-      compressed: self.compressed,
-      type,
-      disk: builder.build(own.size),
-      ownRanges,
-      chain: [self, ...(parent?.chain ?? [])],
-      warnings: [...warnings, ...(parent?.warnings ?? [])],
-      identity,
-      timeStamp,
-      parent,
+      self,
+      type: opened.type,
+      size: opened.own.size,
+      own: builder.build(opened.own.size),
+      ownRanges: ownRanges.ranges(),
+      identity: opened.identity,
+      timeStamp: opened.timeStamp,
+      warnings: opened.warnings,
+      next: opened.next,
     };
   } catch (error) {
     throw withPath(error, path);
@@ -140,11 +252,11 @@ async function openAt(path: string, opener: SourceOpener, seen: Set<string>, con
 interface OwnLayout {
   /** Extents of `path` (offsets in the VHD/VHDX bytes), PARENT (disk offsets) or zeros. */
   readonly own: Layout;
-  readonly parent: OpenedImageDisk | undefined;
   readonly type: 'dynamic' | 'differencing';
   readonly warnings: string[];
   readonly identity: Uint8Array;
   readonly timeStamp: number;
+  readonly next: NextLevel | undefined;
 }
 
 /** Reads up to `concurrency` items at once, in order (compressed files decode each block once). */
@@ -161,14 +273,36 @@ async function readEach<T>(items: readonly number[], read: (item: number) => Pro
   return out;
 }
 
-async function openVhd(
-  file: ImageFile,
-  read: (position: number, length: number) => Promise<Uint8Array>,
-  opener: SourceOpener,
-  seen: Set<string>,
-  context: OpenContext,
-): Promise<OwnLayout> {
-  const vhd = await parseUrbackupVhd(read, file.size);
+/** Opens the first of `candidates` that opens (urBackup tries them in order). */
+async function firstThatOpens(candidates: readonly string[], opener: SourceOpener): Promise<{ path: string; handle: FileHandle } | undefined> {
+  for (const candidate of candidates) {
+    try {
+      return { path: candidate, handle: await opener(candidate, 'urBackup image') };
+    } catch {
+      // not there (or not ours to read): the next candidate, as urBackup's fallbacks
+    }
+  }
+  return undefined;
+}
+
+async function openVhd(file: ImageFile, read: (position: number, length: number) => Promise<Uint8Array>, link: ParentLink | undefined, context: OpenContext): Promise<OwnLayout> {
+  const footer = await readUrbackupVhdFooter(read, file.size);
+  const warnings: string[] = [];
+  if (link?.format === 'vhd') {
+    // VHDFile::read_dynamicheader: the parent's Unique Id, before anything else of it is read.
+    if (!guidEquals(footer.uniqueId, link.uniqueId)) {
+      throw fileError(
+        'E_CONTAINER',
+        link.child,
+        `wrong parent: ${file.path} has Unique Id ${guidToString(footer.uniqueId, 'rfc')}, the child was made from ${guidToString(link.uniqueId, 'rfc')} (urBackup refuses it too: "Parent uid wrong")`,
+      );
+    }
+    if (footer.timeStamp !== link.timeStamp) {
+      // VHDFile::read_dynamicheader only logs this ("Continuing anyways").
+      warnings.push(`${link.child}: the parent's timestamp differs from the one recorded (urBackup continues too)`);
+    }
+  }
+  const vhd = await parseUrbackupVhd(read, file.size, footer);
   const limit = context.summaryBytes;
   const allocated = allocatedBlocks(vhd);
   const blocks = limit === undefined ? allocated : allocated.filter((block) => block * vhd.blockSize < limit);
@@ -178,63 +312,30 @@ async function openVhd(
   const bitmaps = await readEach(blocks, (block) => read(bitmapOffset(vhd, block), vhd.bitmapSize), file.container === undefined ? 64 : 16);
   // Summary: blocks past the limit count as wholly present (see OpenImageOptions).
   if (limit !== undefined) for (const block of allocated) if (!bitmaps.has(block)) bitmaps.set(block, new Uint8Array(vhd.bitmapSize).fill(0xff));
-  const warnings: string[] = [];
-  let parent: OpenedImageDisk | undefined;
+  const own = urbackupVhdLayout(vhd, bitmaps, file.path, vhd.type === 'differencing' ? PARENT : undefined);
+  let next: NextLevel | undefined;
   if (vhd.type === 'differencing') {
-    parent = await openVhdParent(file.path, vhd.parentUnicodeName, vhd.header.parentUniqueId, opener, seen, context);
-    if (parent.timeStamp !== vhd.header.parentTimeStamp) {
-      // VHDFile::read_dynamicheader only logs this ("Continuing anyways").
-      warnings.push(`${file.path}: the parent's timestamp differs from the one recorded (urBackup continues too)`);
+    // VHDFile::read_dynamicheader: find the parent by parent_unicodename (the last step here, so
+    // that nothing can fail while its handle is open).
+    const candidates = urbackupVhdParentCandidates(file.path, vhd.parentUnicodeName);
+    if (candidates.length === 0) throw new SynthvhdError('E_CONTAINER', 'differencing VHD without a parent name (parent_unicodename is empty)');
+    const found = await firstThatOpens(candidates, context.opener);
+    if (found === undefined) throw new SynthvhdError('E_CONTAINER', `parent not found: parent_unicodename "${vhd.parentUnicodeName}", tried ${candidates.join(', ')}`);
+    next = { ...found, link: { format: 'vhd', child: file.path, uniqueId: vhd.header.parentUniqueId, timeStamp: vhd.header.parentTimeStamp } };
+  }
+  return { own, type: vhd.type, warnings, identity: vhd.footer.uniqueId, timeStamp: vhd.footer.timeStamp, next };
+}
+
+async function openVhdx(file: ImageFile, read: (position: number, length: number) => Promise<Uint8Array>, link: ParentLink | undefined, context: OpenContext): Promise<OwnLayout> {
+  if (link?.format === 'vhdx') {
+    // vhdxfile.cpp (VHDXFile::readMeta): the parent's DataWriteGuid must equal parent_linkage;
+    // checked on its headers, before its regions, metadata and BAT are read.
+    const reader = new ContainerReader(read, file.size);
+    const { header } = await readVhdxHeaders(reader, await reader.read(0, VHDX_FILE_ID_SIZE, 'file identifier'));
+    if (!guidEquals(header.dataWriteGuid, link.linkage)) {
+      throw fileError('E_CONTAINER', link.child, `wrong parent: ${file.path} has DataWriteGuid ${guidToString(header.dataWriteGuid, 'ms')}, the child links to ${link.linkageText}`);
     }
   }
-  const own = urbackupVhdLayout(vhd, bitmaps, file.path, parent === undefined ? undefined : PARENT);
-  return { own, parent, type: vhd.type, warnings, identity: vhd.footer.uniqueId, timeStamp: vhd.footer.timeStamp };
-}
-
-async function exists(path: string, opener: SourceOpener): Promise<boolean> {
-  try {
-    await (await opener(path, 'urBackup image')).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** VHDFile::read_dynamicheader: find the parent by parent_unicodename, check its Unique Id. */
-async function openVhdParent(
-  childPath: string,
-  unicodeName: string,
-  parentUniqueId: Uint8Array,
-  opener: SourceOpener,
-  seen: Set<string>,
-  context: OpenContext,
-): Promise<OpenedImageDisk> {
-  const candidates = urbackupVhdParentCandidates(childPath, unicodeName);
-  if (candidates.length === 0) throw fileError('E_CONTAINER', childPath, 'differencing VHD without a parent name (parent_unicodename is empty)');
-  for (const candidate of candidates) {
-    if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), context);
-    if (parent.format !== 'vhd') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHD`);
-    const uniqueId = parent.identity;
-    if (!guidEquals(uniqueId, parentUniqueId)) {
-      throw fileError(
-        'E_CONTAINER',
-        childPath,
-        `wrong parent: ${candidate} has Unique Id ${guidToString(uniqueId, 'rfc')}, the child was made from ${guidToString(parentUniqueId, 'rfc')} (urBackup refuses it too: "Parent uid wrong")`,
-      );
-    }
-    return parent;
-  }
-  throw fileError('E_CONTAINER', childPath, `parent not found: parent_unicodename "${unicodeName}", tried ${candidates.join(', ')}`);
-}
-
-async function openVhdx(
-  file: ImageFile,
-  read: (position: number, length: number) => Promise<Uint8Array>,
-  opener: SourceOpener,
-  seen: Set<string>,
-  context: OpenContext,
-): Promise<OwnLayout> {
   const parsed = await parseContainer(read, file.size);
   if (parsed.format !== 'vhdx') throw new SynthvhdError('E_CONTAINER', 'not a VHDX');
   // vhdxfile.cpp refuses a read-only open while the log holds entries: so do we (a log we
@@ -243,14 +344,13 @@ async function openVhdx(
     throw new SynthvhdError('E_CONTAINER', 'VHDX has a non-empty log (LogGuid set): urBackup was interrupted while writing it');
   }
   const type = parsed.type === 'differencing' ? 'differencing' : 'dynamic';
-  let parent: OpenedImageDisk | undefined;
-  let parentLayout: Layout | undefined;
-  if (parsed.type === 'differencing') {
-    parent = await openVhdxParent(file.path, parsed, opener, seen, context);
-    parentLayout = new LayoutBuilder().file(PARENT, 0, parent.disk.size, 'the parent image').build();
-  }
+  // The parent's size is learnt when it is opened: PARENT stands for all of this disk, and
+  // resolving reads zeros past the parent's end (as for VHD).
+  const parentLayout = type === 'differencing' ? new LayoutBuilder().file(PARENT, 0, parsed.metadata.virtualDiskSize, 'the parent image').build() : undefined;
   const own = await containerDiskLayout(parsed, file.path, read, parentLayout);
-  return { own, parent, type, warnings: [], identity: parsed.header.dataWriteGuid, timeStamp: 0 };
+  // The parent last, so that nothing can fail while its handle is open.
+  const next = type === 'differencing' ? await findVhdxParent(file.path, parsed, context.opener) : undefined;
+  return { own, type, warnings: [], identity: parsed.header.dataWriteGuid, timeStamp: 0, next };
 }
 
 /**
@@ -259,26 +359,20 @@ async function openVhdx(
  * `relative_path` against the child's folder (urBackup uses its working directory), so a backup
  * root that was moved still finds its parents.
  */
-async function openVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener, seen: Set<string>, context: OpenContext): Promise<OpenedImageDisk> {
+async function findVhdxParent(childPath: string, parsed: ParsedVhdx, opener: SourceOpener): Promise<NextLevel> {
   const locator = parsed.parentLocator ?? new Map<string, string>();
   const linkageText = locator.get('parent_linkage') ?? '';
   const linkage = guidFromString(linkageText, 'ms');
-  if (linkage === undefined || isZeroGuid(linkage)) throw fileError('E_CONTAINER', childPath, `VHDX parent_linkage "${linkageText}" is not a GUID`);
+  if (linkage === undefined || isZeroGuid(linkage)) throw new SynthvhdError('E_CONTAINER', `VHDX parent_linkage "${linkageText}" is not a GUID`);
   const candidates: string[] = [];
   const absolute = (locator.get('absolute_win32_path') ?? '').replace(/^\\\\\?\\/, '');
   if (absolute.startsWith('/')) candidates.push(absolute);
   else if (absolute.startsWith('\\') && !absolute.startsWith('\\\\')) candidates.push(absolute.replace(/\\/g, '/'));
   const relative = locator.get('relative_path') ?? '';
   if (relative !== '') candidates.push(resolve(dirname(childPath), relative.replace(/\\/g, '/')));
-  for (const candidate of candidates) {
-    if (!(await exists(candidate, opener))) continue;
-    const parent = await openAt(candidate, opener, new Set([...seen, childPath]), context);
-    if (parent.format !== 'vhdx') throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} is not a VHDX`);
-    const dataWriteGuid = parent.identity;
-    if (!guidEquals(dataWriteGuid, linkage)) {
-      throw fileError('E_CONTAINER', childPath, `wrong parent: ${candidate} has DataWriteGuid ${guidToString(dataWriteGuid, 'ms')}, the child links to ${linkageText}`);
-    }
-    return parent;
+  const found = await firstThatOpens(candidates, opener);
+  if (found === undefined) {
+    throw new SynthvhdError('E_CONTAINER', `parent not found: tried ${candidates.length === 0 ? '(no usable path in the parent locator)' : candidates.join(', ')}`);
   }
-  throw fileError('E_CONTAINER', childPath, `parent not found: tried ${candidates.length === 0 ? '(no usable path in the parent locator)' : candidates.join(', ')}`);
+  return { ...found, link: { format: 'vhdx', child: childPath, linkage, linkageText } };
 }

@@ -38,6 +38,13 @@ import {
 import { type Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 
+/**
+ * The most BAT entries read: a VHD holds at most 2040 GiB ("Virtual Hard Disk Image Format
+ * Specification", Current Size; qemu VHD_MAX_SECTORS), which is 4 177 920 blocks of urBackup's
+ * 512 KiB (docs/urbackup-image-formats.md §3): a 16 MiB BAT at most.
+ */
+export const MAX_VHD_BAT_ENTRIES = 4 * 1024 * 1024;
+
 export interface UrbackupVhd {
   readonly type: 'dynamic' | 'differencing';
   readonly fileSize: number;
@@ -67,8 +74,11 @@ function tryFooter(bytes: Uint8Array): VhdFooter | undefined {
   }
 }
 
-/** Parses and checks a urBackup VHD of `size` bytes (see the file comment). */
-export async function parseUrbackupVhd(read: ReadFunction, size: number): Promise<UrbackupVhd> {
+/**
+ * The footer of a urBackup VHD of `size` bytes (read_footer, process_footer): what a child's
+ * Parent Unique Id is checked against before anything else of the file is read.
+ */
+export async function readUrbackupVhdFooter(read: ReadFunction, size: number): Promise<VhdFooter> {
   if (size < VHD_FOOTER_SIZE * 3) throw new SynthvhdError('E_CONTAINER', `VHD: only ${size} bytes, too short for a dynamic VHD`);
   const trailing = tryFooter(await readExactly(read, size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE, 'VHD footer'));
   if (trailing === undefined) {
@@ -88,6 +98,12 @@ export async function parseUrbackupVhd(read: ReadFunction, size: number): Promis
   if (footer.currentSize <= 0 || footer.currentSize % VHD_SECTOR_SIZE !== 0) {
     throw new SynthvhdError('E_CONTAINER', `VHD Current Size ${footer.currentSize} is not a positive multiple of 512`);
   }
+  return footer;
+}
+
+/** Parses and checks a urBackup VHD of `size` bytes (see the file comment); `footer` when already read. */
+export async function parseUrbackupVhd(read: ReadFunction, size: number, known?: VhdFooter): Promise<UrbackupVhd> {
+  const footer = known ?? (await readUrbackupVhdFooter(read, size));
   const headerOffset = footer.dataOffset;
   if (headerOffset + BigInt(VHD_DYNAMIC_HEADER_SIZE) > BigInt(size)) {
     throw new SynthvhdError('E_CONTAINER', `VHD footer: dynamic header offset ${headerOffset} is past the end of the file`);
@@ -101,10 +117,15 @@ export async function parseUrbackupVhd(read: ReadFunction, size: number): Promis
     throw new SynthvhdError('E_CONTAINER', `VHD dynamic header: Block Size ${blockSize} is not usable`);
   }
   const blocks = Math.ceil(footer.currentSize / blockSize);
+  // Every size is checked before the BAT is allocated: a few bytes must not make us allocate
+  // gigabytes (the daemon parses hostile files as root).
+  if (blocks > MAX_VHD_BAT_ENTRIES) {
+    throw new SynthvhdError('E_CONTAINER', `VHD: ${blocks} blocks (Current Size ${footer.currentSize}, Block Size ${blockSize}) is more than the ${MAX_VHD_BAT_ENTRIES} a VHD of at most 2040 GiB has`);
+  }
   if (header.maxTableEntries < blocks) {
     throw new SynthvhdError('E_CONTAINER', `VHD dynamic header: ${header.maxTableEntries} BAT entries for ${blocks} blocks`);
   }
-  if (header.tableOffset + blocks * 4 > size) throw new SynthvhdError('E_CONTAINER', `VHD BAT at ${header.tableOffset} is past the end of the file`);
+  if (header.tableOffset + blocks * 4 > size) throw new SynthvhdError('E_CONTAINER', `VHD BAT at ${header.tableOffset} (+${blocks * 4} bytes) is past the end of the file (${size} bytes)`);
   const batBytes = await readExactly(read, header.tableOffset, blocks * 4, 'VHD BAT');
   const view = viewOf(batBytes);
   const bat = new Uint32Array(blocks);
@@ -119,8 +140,31 @@ export async function parseUrbackupVhd(read: ReadFunction, size: number): Promis
       throw new SynthvhdError('E_CONTAINER', `VHD BAT entry ${block}: block at ${entry * VHD_SECTOR_SIZE} is not inside the file's data (${dataEnd} bytes; truncated?)`);
     }
   }
+  checkNoOverlap(bat, bitmapSize, blockSize, footer.currentSize);
   const type = footer.diskType === VHD_DISK_TYPE_DYNAMIC ? 'dynamic' : 'differencing';
   return { type, fileSize: size, footer, header, size: footer.currentSize, blockSize, bitmapSize, bat, parentUnicodeName: header.parentUnicodeName };
+}
+
+/**
+ * VHDFile allocates each block once, at the end of the file (nextblock_offset), so no two
+ * allocated blocks share bytes. Checked so that the bitmaps read (one per allocated block) are
+ * bounded by the file's size: a BAT whose entries all name one block would otherwise have us
+ * read and keep that bitmap once per entry.
+ */
+function checkNoOverlap(bat: Uint32Array, bitmapSize: number, blockSize: number, diskSize: number): void {
+  const order: number[] = [];
+  for (let block = 0; block < bat.length; block++) if (bat[block] !== VHD_BAT_UNUSED) order.push(block);
+  order.sort((a, b) => (bat[a] ?? 0) - (bat[b] ?? 0));
+  let end = 0;
+  let previous = -1;
+  for (const block of order) {
+    const start = (bat[block] ?? 0) * VHD_SECTOR_SIZE;
+    if (start < end) {
+      throw new SynthvhdError('E_CONTAINER', `VHD BAT entries ${previous} and ${block}: their blocks overlap at ${start} (each block is stored once)`);
+    }
+    end = start + bitmapSize + Math.min(blockSize, diskSize - block * blockSize);
+    previous = block;
+  }
 }
 
 /** The blocks whose sector bitmap the layout needs (every allocated block). */
