@@ -201,7 +201,7 @@ export class ServedDiffs {
       const entry: BuildEntry = { result: Promise.resolve(undefined), diff: undefined, failedAt: undefined };
       entry.result = this.buildSlot(async () => {
         await this.activity.quiet(QUIET_MS, MAX_QUIET_WAIT_MS);
-        await testHold();
+        await testHold('SYNTHVHD_TEST_HOLD_BACKGROUND');
         return this.build(newer, older);
       }).then(
         (diff) => {

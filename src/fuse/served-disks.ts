@@ -411,7 +411,7 @@ export class ServedDisks {
     const started = performance.now();
     if (background) this.logOnce(probe.key, `${folder}: composing its disk in the background (an image backup's sector bitmaps are read first); its .disk files appear when it is ready`);
     try {
-      if (background) await testHold();
+      if (background) await testHold('SYNTHVHD_TEST_HOLD_BACKGROUND');
       const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
       if (background) this.logOnce(probe.key, `${folder}: disk ready after ${((performance.now() - started) / 1000).toFixed(1)} s`);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);

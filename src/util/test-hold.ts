@@ -1,26 +1,37 @@
 // SPDX-License-Identifier: MIT
 /**
- * A test hook, off unless the environment variable SYNTHVHD_TEST_HOLD_BACKGROUND names a file:
- * the mount's background work (composing the disk of an image backup, building a backup-run diff)
- * then waits, before it starts, until that file exists. A test can so assert what a lookup answers
- * while the work is pending (ENOENT at once, docs/architecture.md) without racing the work, and
- * release it by creating the file. Nothing sets it outside the tests; unset, it costs one
- * property read.
+ * Test hooks, off unless their environment variable names a file (nothing sets them outside the
+ * tests; unset, a hook costs one property read):
+ *
+ * - SYNTHVHD_TEST_HOLD_BACKGROUND: the mount's background work (composing the disk of an image
+ *   backup, building a backup-run diff) waits before it starts. A test can so assert what a
+ *   lookup answers while the work is pending (ENOENT at once, docs/architecture.md) without
+ *   racing the work.
+ * - SYNTHVHD_TEST_HOLD_WRITE: `materialize` waits once every byte is in its hidden temporary
+ *   file, before it is synced and renamed to the output: a test kills it at that known point.
+ *
+ * A held process first creates `<file>.held` (so the test knows it got there), then waits until
+ * `<file>` exists.
  */
-import { access } from 'node:fs/promises';
+import { access, writeFile } from 'node:fs/promises';
 
 const POLL_MS = 20;
 
-/** Resolves at once, or (test hook set) once the file it names exists. */
-export async function testHold(): Promise<void> {
-  const gate = process.env.SYNTHVHD_TEST_HOLD_BACKGROUND;
-  if (gate === undefined || gate === '') return;
-  for (;;) {
-    try {
-      await access(gate);
-      return;
-    } catch {
-      await new Promise((resolvePromise) => setTimeout(resolvePromise, POLL_MS));
-    }
+export type TestHold = 'SYNTHVHD_TEST_HOLD_BACKGROUND' | 'SYNTHVHD_TEST_HOLD_WRITE';
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
   }
+}
+
+/** Resolves at once, or (hook set) once the file it names exists. */
+export async function testHold(hook: TestHold): Promise<void> {
+  const gate = process.env[hook];
+  if (gate === undefined || gate === '') return;
+  await writeFile(`${gate}.held`, '').catch(() => undefined);
+  while (!(await exists(gate))) await new Promise((resolvePromise) => setTimeout(resolvePromise, POLL_MS));
 }
