@@ -18,7 +18,6 @@ import { withVhdiMount } from './helpers/blocklist.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
 import { fixtureDisk } from './helpers/fixture-disk.js';
 import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
-import { synthvhdWitnessed } from './helpers/io-witness.js';
 import { runOk, synthvhd } from './helpers/run.js';
 import { vhdxPresentRanges } from './helpers/vhdx-present.js';
 
@@ -51,10 +50,6 @@ function blocksToWrite(volume: Uint8Array, base?: Uint8Array): number[] {
   return blocks;
 }
 
-/** What the `.raw.hash` trust check of one backup may re-read: a sample of its data chunks (src/diff/changed-chunks.ts samples 16). */
-const TRUST_SAMPLE_BYTES = 20 * 512 * 1024;
-/** The program itself: its JavaScript, the side files, the parent's headers. */
-const PROGRAM_BYTES = 4 * 1024 * 1024;
 const DIFF_CHUNK = 512 * 1024;
 /** Each test writes, materializes, compares and mounts several 256 MiB disks: minutes on a busy machine. */
 const E2E_TIMEOUT_MS = 600_000;
@@ -293,12 +288,10 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
 
       // The backup-run diff comes from the child's own BAT and bitmaps. Minimal: it holds exactly
       // the 512 KiB chunks of C: that differ between the two truth disks (read here, byte by
-      // byte), read by hand from its BAT and sector bitmaps (helpers/vhdx-present.ts). Without
-      // comparing data: the kernel counts the diff process reading less than the child image,
-      // the ESP trust samples and the program, far less than the run 1 image it would have to
-      // read to compare. Merged onto run 1's disk it gives run 2's disk.
+      // byte), read by hand from its BAT and sector bitmaps (helpers/vhdx-present.ts): a diff
+      // that marked every chunk changed fails here. Merged onto run 1's disk it gives run 2's disk.
       const diffPath = join(work, 'run2_diff.vhdx');
-      const diff = await synthvhdWitnessed(['diff', '--json', '--parent', out1, folders1.get(run1.anchor.letter) ?? '', folders2.get(run2.anchor.letter) ?? '', '-o', diffPath]);
+      const diff = await synthvhd(['diff', '--json', '--parent', out1, folders1.get(run1.anchor.letter) ?? '', folders2.get(run2.anchor.letter) ?? '', '-o', diffPath]);
       expect(diff.code, diff.stderr).toBe(0);
       expect(diff.stdout).toMatch(/BATs and sector bitmaps/);
       const expected1 = join(work, `${run1.name}.expected.raw`);
@@ -312,11 +305,6 @@ describe('VHDZ backups through ls, materialize and the mount', () => {
       expect(present.ranges).toEqual(truthRanges);
       const changedBytes = truthRanges.reduce((sum, [start, end]) => sum + end - start, 0);
       expect(changedBytes).toBeLessThan(run2.anchor.volumeLength / 4);
-      const childSize = (await stat(join(folders2.get(run2.anchor.letter) ?? '', imageName(run2.anchor, 'vhdz')))).size;
-      const fullSize = (await stat(fullPath)).size;
-      const bound = childSize + 2 * TRUST_SAMPLE_BYTES + PROGRAM_BYTES;
-      expect(bound).toBeLessThan(fullSize / 2);
-      expect(diff.io.rchar).toBeLessThanOrEqual(bound);
       const merged = join(work, 'run2.merged.vhdx');
       const merge = await synthvhd(['merge', diffPath, '-o', merged]);
       expect(merge.code, merge.stderr).toBe(0);
