@@ -3,19 +3,21 @@
  * Checks the fixture builder itself against independent tools, so product tests can trust it:
  * sgdisk/fdisk verify the truth partition tables, fsntfsinfo and mtools read the file systems
  * both in the truth disks and in each .raw (volume at 524288, docs/urbackup-formats.md §2.2), and the
- * urBackup side files follow docs/urbackup-formats.md §1.2 and §3.3.
+ * urBackup side files follow docs/urbackup-formats.md §1.2 and §3.3. It checks the very fixture
+ * set the other test files read (provided by test/global-setup.ts).
  */
 import { execFile as execFileCallback } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat, truncate, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
-  buildFixtures, ESP_BOOTMGR, NTFS_FILES, type FixtureDisk, type FixtureSet, type FixtureVolume,
+  ESP_BOOTMGR, NTFS_FILES, type FixtureDisk, type FixtureSet, type FixtureVolume,
 } from '../fixtures/build-fixtures.js';
 import { assembleExpectedDisk } from './helpers/expected-disk.js';
+import { treeFingerprint } from './helpers/run.js';
 
 const execFile = promisify(execFileCallback);
 const RAW_VOLUME_OFFSET = 524288;
@@ -97,16 +99,18 @@ function parseMbrHead(data: Buffer): { status: number; version: number; deviceNu
   return { status: data[0] ?? -1, version: data[1] ?? -1, deviceNumber, partitionNumber, serial, fsName, mbr, end: at };
 }
 
-let fixtures: FixtureSet;
-let root: string;
+// The fixture set every other test file uses (built once by test/global-setup.ts): checking a
+// second build of our own would prove nothing about the disks the product tests read.
+const fixtures: FixtureSet = inject('fixtures');
+/** Scratch space for the expected disks assembled here (the fixture folder is only read). */
+let scratch: string;
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'synthvhd-fixture-check-'));
-  fixtures = await buildFixtures(root);
+  scratch = await mkdtemp(join(tmpdir(), 'synthvhd-fixture-check-'));
 });
 
 afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true });
 });
 
 function disk(name: string): FixtureDisk {
@@ -127,7 +131,7 @@ describe('fixture builder', () => {
   // How long the build takes is measured by `npm run bench -- fixtures`, not asserted here.
   it('builds all disks, with a manifest', async () => {
     expect(fixtures.disks.map((d) => d.name)).toEqual(DISK_NAMES);
-    const manifest = JSON.parse(await readFile(join(root, 'manifest.json'), 'utf8')) as FixtureSet;
+    const manifest = JSON.parse(await readFile(join(fixtures.root, 'manifest.json'), 'utf8')) as FixtureSet;
     expect(manifest).toEqual(fixtures);
     expect(fixtures.incomplete).toHaveLength(1);
   });
@@ -320,7 +324,7 @@ describe('fixture builder', () => {
 
   it('assembleExpectedDisk keeps exactly the keep ranges (uefi-gpt-run1: MSR and recovery read as zero)', async () => {
     const d = disk('uefi-gpt-run1');
-    const out = join(root, 'expected-uefi.img');
+    const out = join(scratch, 'expected-uefi.img');
     await assembleExpectedDisk(d, out);
     expect((await stat(out)).size).toBe(d.diskSize);
     let position = 0;
@@ -341,7 +345,7 @@ describe('fixture builder', () => {
 
   it('assembleExpectedDisk handles the 3 TiB disk sparsely', async () => {
     const d = disk('huge-gpt');
-    const out = join(root, 'expected-huge.img');
+    const out = join(scratch, 'expected-huge.img');
     await assembleExpectedDisk(d, out);
     const info = await stat(out);
     expect(info.size).toBe(d.diskSize);
@@ -349,5 +353,25 @@ describe('fixture builder', () => {
     expect((await readRange(out, d.diskSize - 512, 512)).equals(await readRange(d.truthImage, d.diskSize - 512, 512))).toBe(true);
     expect((await tool('sgdisk', ['-v', out])).stdout).toContain('No problems found');
     await rm(out);
+  });
+});
+
+describe('the fixture tree fingerprint (test/global-setup.ts)', () => {
+  it('sees a write inside a file over 1 GiB even when its mtime is set back', async () => {
+    const folder = await mkdtemp(join(scratch, 'fingerprint-'));
+    const big = join(folder, 'big.raw');
+    await truncate(big, 2 * 1024 ** 3);
+    const before = await treeFingerprint(folder);
+    const { mtime, atime } = await stat(big);
+    const handle = await open(big, 'r+');
+    try {
+      await handle.write(Buffer.alloc(4096, 0x5a), 0, 4096, 1024 ** 3 + 12345);
+    } finally {
+      await handle.close();
+    }
+    await utimes(big, atime, mtime);
+    expect((await stat(big)).mtime).toEqual(mtime);
+    expect(await treeFingerprint(folder)).not.toBe(before);
+    await rm(folder, { recursive: true });
   });
 });

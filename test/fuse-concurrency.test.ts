@@ -3,18 +3,19 @@
  * One virtual disk hammered by 16 reader processes through `synthvhd mount` (reads served by the
  * native session's threads) while its backup is deleted, and while the mount is unmounted: no
  * crash, no wrong byte: every read gives the right bytes or an error (EIO once the mount has
- * noticed the deletion; after the unmount, whatever the kernel says once the daemon is gone).
+ * noticed the deletion, and always EIO for an uncached read once it has; after the unmount,
+ * whatever the kernel says once the daemon is gone).
  * The right bytes are `synthvhd materialize`'s .vhd of the same backup, made before mounting.
  * Works on a copy of a fixture backup (the fixture tree itself must stay untouched).
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FixtureDisk } from '../fixtures/build-fixtures.js';
-import { isMounted, startMount, tempMountpoint, type MountedChild } from './helpers/fuse-mount.js';
+import { isMounted, readUntilRefused, startMount, tempMountpoint, type MountedChild } from './helpers/fuse-mount.js';
 import { startReaders, type ReaderResult } from './helpers/range-readers.js';
 import { synthvhd } from './helpers/run.js';
 
@@ -80,15 +81,34 @@ function expectNoWrongByte(results: readonly ReaderResult[], allowed: readonly s
 }
 
 describe('16 readers of one virtual disk', () => {
-  it('read the right bytes or EIO while its backup is deleted, and the mount lives on', async () => {
+  it('read the right bytes or EIO while its backup is deleted; once the mount noticed, reads answer EIO; the mount lives on', async () => {
     await withMountedCopy('deleted', async (mount, root) => {
       const disk = fixtureDisk();
-      const readers = startReaders(servedVhd(mount.mountpoint, disk), expectedVhd, READERS, 3000);
-      await readers.opened;
-      await new Promise((resolvePromise) => setTimeout(resolvePromise, 300));
-      for (const volume of disk.volumes) await rm(join(root, disk.client, basename(volume.backupDir)), { recursive: true });
-      const results = await readers.done;
-      expectNoWrongByte(results, ['EIO']);
+      const served = servedVhd(mount.mountpoint, disk);
+      const size = (await stat(expectedVhd)).size;
+      // The readers stay in the first half of the disk: nothing reads the second half, so no
+      // page of it is cached and a read there must be answered by the mount.
+      const readers = startReaders(served, expectedVhd, READERS, 3000, 1024 * 1024, Math.floor(size / 2));
+      const witness = await open(served, 'r');
+      try {
+        await readers.opened;
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 300));
+        for (const volume of disk.volumes) await rm(join(root, disk.client, basename(volume.backupDir)), { recursive: true });
+        const results = await readers.done;
+        expectNoWrongByte(results, ['EIO']);
+        // The mount notices the deletion at its next look at the sources (a read of an open handle
+        // looks at most once a second); from then on, a read the page cache cannot answer is
+        // refused with EIO, never served from sources that are gone.
+        const expected = await open(expectedVhd, 'r');
+        try {
+          const refused = await readUntilRefused(witness, { from: Math.floor(size / 2) + 4 * 1024 * 1024, to: size, step: 256 * 1024, length: 64 * 1024 }, expected);
+          expect(refused.code).toBe('EIO');
+        } finally {
+          await expected.close();
+        }
+      } finally {
+        await witness.close();
+      }
       // The daemon is alive and serves the rest of the tree.
       expect(mount.child.exitCode).toBeNull();
       expect(await readdir(join(mount.mountpoint, disk.client))).toEqual([]);

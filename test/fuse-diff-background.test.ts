@@ -3,10 +3,12 @@
  * A `.disk_diff.vhdx` whose plan must read both volumes (no `.raw.hash`: nothing decides the
  * chunks without reading) is built in the background: the lookup that starts it answers at once
  * with ENOENT, while the mount reads the volumes (the kernel's count for the mount process says
- * so), and the diff is listed and found once built. Works on copies of the UEFI fixture's two runs.
+ * so), and the diff is listed and found once built. The build is held by a test hook until the
+ * lookup was answered, so the order does not depend on the machine's speed. Works on copies of
+ * the UEFI fixture's two runs.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -41,14 +43,18 @@ describe('a diff that must read both volumes', () => {
     const mountpoint = await tempMountpoint();
     let mount: MountedChild | undefined;
     try {
-      mount = await startMount(root, mountpoint.path);
+      // The build waits for `gate` (the SYNTHVHD_TEST_HOLD_BACKGROUND test hook,
+      // src/util/test-hold.ts), so the lookup below is surely answered while it is pending.
+      const gate = join(base, 'gate');
+      mount = await startMount(root, mountpoint.path, [], 30_000, { SYNTHVHD_TEST_HOLD_BACKGROUND: gate });
       const folder = join(mountpoint.path, 'pc', basename(run2.anchor.backupDir));
       const diffName = `Image_C_${run2.anchor.timestamp}.disk_diff.vhdx`;
       const pid = mount.child.pid ?? -1;
-      const before = await processIo(pid);
-      // The lookup starts the plan and does not wait for it: reading 2 × 116 MiB of volume data
-      // takes far longer than answering.
+      // The lookup starts the plan and does not wait for it.
       await expect(stat(join(folder, diffName))).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await readdir(folder)).not.toContain(diffName);
+      const before = await processIo(pid);
+      await writeFile(gate, '');
       for (let attempt = 0; !(await readdir(folder)).includes(diffName); attempt++) {
         if (attempt === 600) throw new Error(`no diff listed after 60 s\n${mount.stderr()}`);
         await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));

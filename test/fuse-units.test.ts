@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /** The pure parts of src/fuse: errno mapping, inode ranges, mountinfo parsing, mount options. */
 import { constants } from 'node:os';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SynthvhdError } from '../src/errors/synthvhd-error.js';
 import { errnoOf, systemError } from '../src/fuse/errno.js';
 import { ForegroundActivity } from '../src/fuse/foreground-activity.js';
@@ -84,37 +84,62 @@ describe('virtual names', () => {
 });
 
 describe('ForegroundActivity', () => {
-  // Lower bounds only (a timer never fires before its time; 2 ms for the clock's rounding):
-  // these hold however loaded the machine is.
+  // A fake clock (performance.now and the timers, @sinonjs/fake-timers under vi.useFakeTimers)
+  // decides when things happen: the assertions are about order and causality (not before the
+  // quiet time after the last request, exactly then), never about how long the machine took.
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('lets background work start only once requests have paused for the quiet time', async () => {
     const activity = new ForegroundActivity();
-    let lastTouch = 0;
-    let stop = false;
-    const touching = (async () => {
-      for (let round = 0; round < 8 && !stop; round++) {
-        activity.touch();
-        lastTouch = performance.now();
-        await new Promise((resolvePromise) => setTimeout(resolvePromise, 15));
-      }
-    })();
-    await activity.quiet(60, 10_000);
-    const resolvedAt = performance.now();
-    stop = true;
-    await touching;
-    expect(resolvedAt - lastTouch).toBeGreaterThanOrEqual(58);
+    let resolved = false;
+    void activity.quiet(60, 10_000).then(() => {
+      resolved = true;
+    });
+    // A burst: a request every 15 ms for 8 rounds (the last at 105 ms).
+    for (let round = 0; round < 8; round++) {
+      activity.touch();
+      await vi.advanceTimersByTimeAsync(15);
+      expect(resolved, `round ${round}`).toBe(false);
+    }
+    await vi.advanceTimersByTimeAsync(164 - 120);
+    expect(resolved, '59 ms after the last request').toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(resolved, '60 ms after the last request').toBe(true);
   });
 
   it('does not let a client that never pauses starve the work', async () => {
     const activity = new ForegroundActivity();
-    const started = performance.now();
     const timer = setInterval(() => {
       activity.touch();
     }, 5);
+    let resolved = false;
+    void activity.quiet(100, 300).then(() => {
+      resolved = true;
+    });
     try {
-      await activity.quiet(100, 300);
-      expect(performance.now() - started).toBeGreaterThanOrEqual(298);
+      await vi.advanceTimersByTimeAsync(299);
+      expect(resolved, 'before the longest wait').toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(resolved, 'at the longest wait, requests still arriving').toBe(true);
     } finally {
       clearInterval(timer);
     }
+  });
+
+  it('starts at once when no request came for the quiet time', async () => {
+    const activity = new ForegroundActivity();
+    let resolved = false;
+    void activity.quiet(50, 1000).then(() => {
+      resolved = true;
+    });
+    await vi.advanceTimersByTimeAsync(49);
+    expect(resolved).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(resolved).toBe(true);
   });
 });

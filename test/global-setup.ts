@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 /**
- * Builds the fixture backups once for the whole suite (in a unique temp dir), and proves at
- * the end that nothing in the suite wrote to them: the backup tree's fingerprint must be the
- * same after every test ran. Tests that need to damage a backup work on their own copy.
+ * Makes sure `dist/` is built from the current sources (helpers/fresh-build.ts: tests that spawn
+ * the CLI run dist/, in-process tests import src/), then builds the fixture backups once for the
+ * whole suite (in a unique temp dir), and proves at the end that nothing in the suite wrote to
+ * them: the backup tree's fingerprint (helpers/run.ts treeFingerprint, which says what it cannot
+ * see) must be the same after every test ran. Tests that need to damage a backup work on their
+ * own copy.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { buildFixtures, type FixtureSet } from '../fixtures/build-fixtures.js';
+import { ensureFreshBuild } from './helpers/fresh-build.js';
 import { treeFingerprint } from './helpers/run.js';
 
 declare module 'vitest' {
@@ -18,6 +22,7 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  await ensureFreshBuild();
   const root = await mkdtemp(join(tmpdir(), 'synthvhd-fixtures-'));
   const fixtures = await buildFixtures(root);
   const before = await treeFingerprint(fixtures.backupRoot);

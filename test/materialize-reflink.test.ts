@@ -3,8 +3,8 @@
  * materialize with reflinks: on loop-mounted btrfs and XFS (reflink=1) the output shares the
  * partition data with the .raw files (a few MiB of new space for 100+ MiB of data), is
  * identical to the independently assembled disk, and survives deleting the source. On ext4 (no
- * reflink) `auto` copies and says why, `always` refuses before writing. SIGKILL mid-write
- * leaves no output.
+ * reflink) `auto` copies and says why, `always` refuses before writing. SIGKILL mid-write (held
+ * at a known point by a test hook) leaves no output.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat, unlink } from 'node:fs/promises';
@@ -133,17 +133,34 @@ describe('alignment and fallbacks', () => {
     const disk = diskByName('uefi-gpt-run1');
     const folder = await mkdtemp(join(work, 'kill-'));
     const output = join(folder, 'killed.vhdx');
-    const child = spawn(process.execPath, [CLI, 'materialize', disk.anchor.backupDir, '-o', output, '--reflink', 'never'], { stdio: 'ignore' });
+    // The SYNTHVHD_TEST_HOLD_WRITE test hook (src/util/test-hold.ts) stops the writer at a known
+    // point: every byte in its temporary file, not yet synced nor renamed. It says so by creating
+    // `${gate}.held`; `gate` itself is never created, so it waits there until killed.
+    const gate = join(work, `${basename(folder)}.gate`);
+    const child = spawn(process.execPath, [CLI, 'materialize', disk.anchor.backupDir, '-o', output, '--reflink', 'never'], {
+      stdio: 'ignore',
+      env: { ...process.env, SYNTHVHD_TEST_HOLD_WRITE: gate },
+    });
     const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve(); }));
-    // Kill as soon as the temp file exists: the copy of 110 MiB is then under way.
-    for (let attempt = 0; attempt < 2000; attempt++) {
-      if ((await readdir(folder)).some((name) => name.endsWith('.partial'))) break;
-      await new Promise((resolve) => setTimeout(resolve, 2));
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (await stat(`${gate}.held`).then(() => true, () => false)) break;
+        if (attempt === 1200 || child.exitCode !== null) throw new Error(`materialize never reached the hold (exit ${child.exitCode})`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const partial = (await readdir(folder)).filter((name) => name.endsWith('.partial'));
+      expect(partial).toHaveLength(1);
+      // Its 110+ MiB of C: data are written (allocated), the output name is not taken yet.
+      expect((await stat(join(folder, partial[0] ?? ''))).blocks * 512).toBeGreaterThan(100 * MiB);
+      await expect(stat(output)).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
     }
-    expect((await readdir(folder)).some((name) => name.endsWith('.partial'))).toBe(true);
-    child.kill('SIGKILL');
-    await exited;
-    await expect(stat(output)).rejects.toThrow();
+    expect(child.signalCode).toBe('SIGKILL');
+    await expect(stat(output)).rejects.toMatchObject({ code: 'ENOENT' });
+    // SIGKILL leaves no time to clean up: only the hidden temporary file can remain.
+    expect((await readdir(folder)).filter((name) => !name.endsWith('.partial'))).toEqual([]);
     for (const name of await readdir(folder)) await unlink(join(folder, name));
   });
 });

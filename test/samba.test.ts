@@ -20,6 +20,8 @@ import { REPO_ROOT, run, sha256File } from './helpers/run.js';
 
 const fixtures = inject('fixtures');
 const SHARE = 'vdisks';
+/** The shipped share with `read only = no`, defined by this test only. */
+const WRITABLE_SHARE = 'vdisks-writable';
 /** FILE_ATTRIBUTE_SPARSE_FILE (MS-FSCC 2.6). */
 const ATTRIBUTE_SPARSE = 0x200;
 
@@ -86,7 +88,13 @@ beforeAll(async () => {
     .replaceAll('@PORT@', String(port))
     .replaceAll('@READERS@', READERS);
   expect(config).not.toMatch(/@[A-Z_]+@/);
-  await writeFile(join(stateDir, 'smb.conf'), config);
+  // A second share, for the tests only: the shipped one with `read only = no`, to show that the
+  // mount itself refuses writes (the shipped share's `read only = yes` would refuse them first).
+  const shipped = config.slice(config.search(new RegExp(`^\\[${SHARE}\\]$`, 'm')));
+  expect(shipped.startsWith(`[${SHARE}]`)).toBe(true);
+  expect(shipped).toMatch(/^\s*read only = yes$/m);
+  const writable = shipped.replace(`[${SHARE}]`, `[${WRITABLE_SHARE}]`).replace(/^(\s*)read only = yes$/m, '$1read only = no');
+  await writeFile(join(stateDir, 'smb.conf'), `${config}\n${writable}`);
   for (const user of [tree.alice, tree.bob]) {
     const added = await run('bash', ['-c', `printf '%s\\n%s\\n' '${PASSWORD}' '${PASSWORD}' | smbpasswd -c '${join(stateDir, 'smb.conf')}' -s -a ${user.name}`]);
     if (added.code !== 0) throw new Error(`smbpasswd -a ${user.name}: ${added.stdout}${added.stderr}`);
@@ -123,8 +131,8 @@ afterAll(async () => {
 /** What current Windows clients do: SMB 3, signing required. */
 const WINDOWS_LIKE = ['-m', 'SMB3', '--option=client signing=required'];
 
-function smbclient(credentials: readonly string[], commands: string, extra: readonly string[] = WINDOWS_LIKE): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run('smbclient', [`//127.0.0.1/${SHARE}`, '-p', String(port), ...credentials, ...extra, '-c', commands], { timeoutMs: 120_000 });
+function smbclient(credentials: readonly string[], commands: string, extra: readonly string[] = WINDOWS_LIKE, share = SHARE): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run('smbclient', [`//127.0.0.1/${share}`, '-p', String(port), ...credentials, ...extra, '-c', commands], { timeoutMs: 120_000 });
 }
 
 const as = (user: TestUser): string[] => ['-U', `${user.name}%${PASSWORD}`];
@@ -133,17 +141,25 @@ describe('the mount shared by Samba (contrib/smb.conf.example)', () => {
   const folderOf = (client: string): string => `${client}\\${tree.anchorFolder}`;
 
   it('refuses anonymous, guest and wrong-password sessions, and SMB1', async () => {
-    const attempts: [string, readonly string[], readonly string[]][] = [
-      ['anonymous', ['-N'], WINDOWS_LIKE],
-      ['guest', ['-U', 'guest%'], WINDOWS_LIKE],
-      ['wrong password', ['-U', `${tree.alice.name}%not-the-password`], WINDOWS_LIKE],
-      ['SMB1', as(tree.alice), ['-m', 'NT1', '--option=client min protocol=NT1']],
+    // Each refusal names its own reason: a server that is down or resets every connection must
+    // not pass for one that refuses these sessions.
+    const attempts: [string, readonly string[], readonly string[], RegExp][] = [
+      ['anonymous', ['-N'], WINDOWS_LIKE, /session setup failed: NT_STATUS_LOGON_FAILURE/],
+      ['guest', ['-U', 'guest%'], WINDOWS_LIKE, /session setup failed: NT_STATUS_LOGON_FAILURE/],
+      ['wrong password', ['-U', `${tree.alice.name}%not-the-password`], WINDOWS_LIKE, /session setup failed: NT_STATUS_LOGON_FAILURE/],
+      // SMB1: smbd drops the negotiation (server min protocol = SMB3); the control below shows the
+      // same server and user do connect over SMB3.
+      ['SMB1', as(tree.alice), ['-m', 'NT1', '--option=client min protocol=NT1'], /protocol negotiation failed: NT_STATUS_(CONNECTION_RESET|CONNECTION_DISCONNECTED|INVALID_NETWORK_RESPONSE|NOT_SUPPORTED)/],
     ];
-    for (const [what, credentials, extra] of attempts) {
+    for (const [what, credentials, extra, reason] of attempts) {
       const result = await smbclient(credentials, 'ls', extra);
       expect(result.code, what).not.toBe(0);
-      expect(`${result.stdout}${result.stderr}`, what).toMatch(/NT_STATUS_(ACCESS_DENIED|LOGON_FAILURE|INVALID_NETWORK_RESPONSE|CONNECTION_(RESET|DISCONNECTED)|NOT_SUPPORTED)/);
+      expect(`${result.stdout}${result.stderr}`, what).toMatch(reason);
     }
+    // The control: the same server, alice's right password over SMB3, lists the share.
+    const control = await smbclient(as(tree.alice), 'ls');
+    expect(control.code, control.stdout + control.stderr).toBe(0);
+    expect(control.stdout).toMatch(/^\s+pc-open\s+D/m);
     const shares = await run('smbclient', ['-L', '//127.0.0.1', '-p', String(port), '-N', ...WINDOWS_LIKE], { timeoutMs: 60_000 });
     expect(shares.stdout).not.toContain(SHARE);
   });
@@ -180,17 +196,28 @@ describe('the mount shared by Samba (contrib/smb.conf.example)', () => {
     await expect(readFile(join(stateDir, 'stolen.vhdx'))).rejects.toThrow(/ENOENT/);
   });
 
-  it('writes, deletes and renames through the share fail; the tree is unchanged', async () => {
-    const sourceFolder = join(tree.root, 'pc-open', tree.anchorFolder);
+  it('writes, deletes and renames fail even through a share Samba lets write: the mount refuses them; the tree is unchanged', async () => {
+    // WRITABLE_SHARE is the shipped share with `read only = no`: Samba itself would let alice
+    // write, and pc-private's source folders are hers (writable): only the mount, read-only with
+    // no write bits, is left to refuse.
+    const sourceFolder = join(tree.root, 'pc-private', tree.anchorFolder);
     const before = (await readdir(sourceFolder)).sort();
     const source = join(stateDir, 'upload.txt');
     await writeFile(source, 'must not arrive');
-    const folder = folderOf('pc-open');
+    const folder = folderOf('pc-private');
     const name = tree.vhdxName;
     for (const command of [`put "${source}" "${folder}\\upload.txt"`, `del "${folder}\\${name}"`, `rename "${folder}\\${name}" "${folder}\\x.vhdx"`, `mkdir "${folder}\\newdir"`]) {
-      const result = await smbclient(as(tree.alice), command);
+      const result = await smbclient(as(tree.alice), command, WINDOWS_LIKE, WRITABLE_SHARE);
       expect(`${result.stdout}${result.stderr}`, command).toMatch(/NT_STATUS_(ACCESS_DENIED|MEDIA_WRITE_PROTECTED)/);
     }
+    // Listing works on that share (the share is reachable, the refusals are the writes').
+    const listed = await smbclient(as(tree.alice), `ls "${folder}\\*"`, WINDOWS_LIKE, WRITABLE_SHARE);
+    expect(listed.code, listed.stdout + listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(name);
+    expect((await readdir(sourceFolder)).sort()).toEqual(before);
+    // And through the shipped read-only share too.
+    const shipped = await smbclient(as(tree.alice), `put "${source}" "${folder}\\upload.txt"`);
+    expect(`${shipped.stdout}${shipped.stderr}`).toMatch(/NT_STATUS_(ACCESS_DENIED|MEDIA_WRITE_PROTECTED)/);
     expect((await readdir(sourceFolder)).sort()).toEqual(before);
   });
 });

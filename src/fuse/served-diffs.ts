@@ -36,6 +36,7 @@ import { absoluteWin32Path } from '../container/windows-path.js';
 import type { Layout } from '../extents/extent.js';
 import { timestampMinutes } from '../urbackup/backup-tree.js';
 import { createLimiter } from '../util/limit.js';
+import { testHold } from '../util/test-hold.js';
 import { ForegroundActivity } from './foreground-activity.js';
 import {
   DEFAULT_CACHE_BYTES,
@@ -200,6 +201,7 @@ export class ServedDiffs {
       const entry: BuildEntry = { result: Promise.resolve(undefined), diff: undefined, failedAt: undefined };
       entry.result = this.buildSlot(async () => {
         await this.activity.quiet(QUIET_MS, MAX_QUIET_WAIT_MS);
+        await testHold('SYNTHVHD_TEST_HOLD_BACKGROUND');
         return this.build(newer, older);
       }).then(
         (diff) => {

@@ -31,6 +31,7 @@ import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinut
 import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 import { type SourceObject, type VirtualAccess, virtualAccess } from './reader-access.js';
+import { testHold } from '../util/test-hold.js';
 
 /** docs/urbackup-formats.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
@@ -410,6 +411,7 @@ export class ServedDisks {
     const started = performance.now();
     if (background) this.logOnce(probe.key, `${folder}: composing its disk in the background (an image backup's sector bitmaps are read first); its .disk files appear when it is ready`);
     try {
+      if (background) await testHold('SYNTHVHD_TEST_HOLD_BACKGROUND');
       const { disk, loaded } = await composeDiskFor(anchor, probe.siblings);
       if (background) this.logOnce(probe.key, `${folder}: disk ready after ${((performance.now() - started) / 1000).toFixed(1)} s`);
       for (const unplaced of disk.unplaced) this.logOnce(probe.key, `${unplaced.reason} (left out of the disk served in ${folder})`);

@@ -21,6 +21,7 @@ import { cloneRange, fsBlockSize } from '../native/native.js';
 import { isNativeError } from '../native/native-error.js';
 import { planClone } from './clone-plan.js';
 import { logger } from '../util/logger.js';
+import { testHold } from '../util/test-hold.js';
 
 /** Copy granularity: large enough to stream, small enough to find holes (zero chunks). */
 const COPY_CHUNK = 4 * 1024 * 1024;
@@ -288,6 +289,7 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
         await mover.move(extent, progress);
       }
     }
+    await testHold('SYNTHVHD_TEST_HOLD_WRITE');
     await handle.sync();
     await handle.close();
     handle = undefined;

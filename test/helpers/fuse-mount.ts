@@ -6,7 +6,7 @@
  * `fusermount -u -z` so no test leaves a mount behind.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rmdir } from 'node:fs/promises';
+import { mkdtemp, rmdir, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findMount } from '../../src/fuse/mountinfo.js';
@@ -40,9 +40,12 @@ function exitOf(child: ChildProcess): Promise<number | null> {
   return new Promise((resolvePromise) => child.once('exit', (code) => { resolvePromise(code); }));
 }
 
-/** Starts `synthvhd mount [...extra] ROOT MOUNTPOINT` and resolves once it printed the ready line. */
-export async function startMount(root: string, mountpoint: string, extra: readonly string[] = [], timeoutMs = 30_000): Promise<MountedChild> {
-  const child = spawn(process.execPath, [CLI, 'mount', ...extra, root, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `synthvhd mount [...extra] ROOT MOUNTPOINT` and resolves once it printed the ready line.
+ * `env`: added to the child's environment (e.g. the SYNTHVHD_TEST_HOLD_BACKGROUND test hook).
+ */
+export async function startMount(root: string, mountpoint: string, extra: readonly string[] = [], timeoutMs = 30_000, env: Readonly<Record<string, string>> = {}): Promise<MountedChild> {
+  const child = spawn(process.execPath, [CLI, 'mount', ...extra, root, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stdout.on('data', (chunk: Buffer) => {
@@ -101,4 +104,38 @@ export async function tempMountpoint(prefix = 'synthvhd-mnt-'): Promise<{ path: 
       await rmdir(path).catch(() => undefined);
     },
   };
+}
+
+/**
+ * Reads `length` bytes of `handle` at `from`, `from + step`, … (each range read once, so never
+ * from the page cache when the caller dropped or never filled it) every 100 ms until a read
+ * fails, and returns that error. Each read that succeeds must give the bytes of `expected` at the
+ * same offset, when given. A mount notices a change of its sources at most once a second, so
+ * this settles within seconds; it fails with a message when it reaches `to` or after `timeoutMs`
+ * (generous: a loaded machine must not make a test flaky).
+ */
+export async function readUntilRefused(
+  handle: FileHandle,
+  range: { readonly from: number; readonly to: number; readonly step: number; readonly length: number },
+  expected?: FileHandle,
+  timeoutMs = 60_000,
+): Promise<NodeJS.ErrnoException> {
+  const deadline = performance.now() + timeoutMs;
+  const got = Buffer.alloc(range.length);
+  const want = Buffer.alloc(range.length);
+  for (let position = range.from; position + range.length <= range.to; position += range.step) {
+    if (performance.now() > deadline) break;
+    let count: number;
+    try {
+      count = (await handle.read(got, 0, range.length, position)).bytesRead;
+    } catch (error) {
+      return error as NodeJS.ErrnoException;
+    }
+    if (expected !== undefined) {
+      const wanted = (await expected.read(want, 0, range.length, position)).bytesRead;
+      if (wanted !== count || !got.subarray(0, count).equals(want.subarray(0, count))) throw new Error(`wrong bytes at ${position}`);
+    }
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+  }
+  throw new Error(`reads of [${range.from}, ${range.to}) were never refused within ${timeoutMs / 1000} s`);
 }

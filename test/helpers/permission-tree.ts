@@ -5,8 +5,11 @@
  * folders (the shared fixture tree is never touched):
  *
  * - `pc-open`     0755 folders, 0644 files: everyone may read;
- * - `pc-private`  owned by the test user alice, 0700/0600: alice only;
- * - `pc-group`    root:nogroup, 0750/0640: members of nogroup (nobody's group) only;
+ * - `pc-private`  owned by the test user alice, 0711/0600: alice only. Others may pass through
+ *                 its folders (x) but neither list them nor read its files, so what refuses them
+ *                 the virtual disk is the disk's own computed mode (src/fuse/reader-access.ts);
+ * - `pc-group`    root:nogroup, 0751/0640: members of nogroup (nobody's group) only; others may
+ *                 pass through (x), so again only the disk's mode refuses them;
  * - `pc-mixed`    like pc-open, but one companion folder (SYSVOL) is 0700: its disk is not for others;
  * - `pc-link`     the drive-letter `.raw` is a symlink to a copy outside the root holding MARKER;
  * - `pc-bigmbr`   the drive-letter `.raw.mbr` is a 4 GiB sparse file;
@@ -102,8 +105,8 @@ export async function buildPermissionTree(disk: FixtureDisk): Promise<Permission
     return dir;
   };
   await makeClient('pc-open');
-  await own(await makeClient('pc-private'), alice.uid, alice.gid, 0o700, 0o600);
-  await own(await makeClient('pc-group'), 0, nobody.gid, 0o750, 0o640);
+  await own(await makeClient('pc-private'), alice.uid, alice.gid, 0o711, 0o600);
+  await own(await makeClient('pc-group'), 0, nobody.gid, 0o751, 0o640);
   const mixed = await makeClient('pc-mixed');
   await chmod(join(mixed, basename(companion.backupDir)), 0o700);
 

@@ -10,9 +10,9 @@ import { spawn } from 'node:child_process';
 
 const READER = `
 const fs = require('fs');
-const [file, expectedPath, seed, duration, maxLength] = process.argv.slice(1);
+const [file, expectedPath, seed, duration, maxLength, limit] = process.argv.slice(1);
 const expected = fs.openSync(expectedPath, 'r');
-const size = fs.fstatSync(expected).size;
+const size = Math.min(fs.fstatSync(expected).size, Number(limit) || Infinity);
 let state = (Number(seed) * 2654435761) >>> 0 || 1;
 const next = () => { state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0; return state; };
 const buffer = Buffer.alloc(Number(maxLength));
@@ -58,10 +58,11 @@ export interface Readers {
   readonly done: Promise<ReaderResult[]>;
 }
 
-export function startReaders(file: string, expectedPath: string, count: number, durationMs: number, maxLength = 1024 * 1024): Readers {
+/** `limit`: read only [0, limit) of the file (a test may keep the rest out of the page cache). */
+export function startReaders(file: string, expectedPath: string, count: number, durationMs: number, maxLength = 1024 * 1024, limit?: number): Readers {
   const opens: Promise<void>[] = [];
   const results = Array.from({ length: count }, (_, index) => {
-    const child = spawn(process.execPath, ['-e', READER, file, expectedPath, String(index + 1), String(durationMs), String(maxLength)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['-e', READER, file, expectedPath, String(index + 1), String(durationMs), String(maxLength), String(limit ?? 0)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     let markOpened: () => void = () => undefined;
     opens.push(new Promise<void>((resolvePromise) => { markOpened = resolvePromise; }));
