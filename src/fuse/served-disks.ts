@@ -17,7 +17,7 @@
  * A folder whose disk cannot be composed shows no virtual file, and the reason is logged once
  * for each source state.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { lstat, readdir, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -133,6 +133,22 @@ function fingerprint(info: Stats | undefined): string {
   return info === undefined ? '-' : `${info.size}@${info.mtimeMs}:${info.uid}.${info.gid}.${info.mode.toString(8)}`;
 }
 
+/**
+ * The directory entry itself, not what a symlink leads to: its type and inode. `stat` follows a
+ * symlink, so a source swapped for a symlink to a file of the same size, owner, mode and times
+ * (and its folder's times put back) would keep the key, and an open disk would go on serving
+ * bytes of sources that are no longer there (README "Who may read what").
+ */
+async function entryIdentity(path: string): Promise<string> {
+  try {
+    const info = await lstat(path);
+    const type = info.isSymbolicLink() ? 'symlink' : info.isFile() ? 'file' : info.isDirectory() ? 'dir' : 'other';
+    return `${type}#${info.dev}.${info.ino}`;
+  } catch {
+    return '-';
+  }
+}
+
 function sourceObject(info: Stats): SourceObject {
   return { uid: info.uid, gid: info.gid, mode: info.mode, isDirectory: info.isDirectory() };
 }
@@ -163,12 +179,13 @@ async function probeFolder(folder: string): Promise<Probe> {
   const states = await Promise.all(
     volumes.map(async (volume) => Promise.all([statOrUndefined(volume.rawPath), statOrUndefined(volume.mbrPath), statOrUndefined(volume.folder)])),
   );
+  const identities = await Promise.all(volumes.map(async (volume) => (await Promise.all([volume.rawPath, volume.mbrPath, volume.folder].map(entryIdentity))).join(',')));
   // The folders every source is reached through: the root and the client folder (each volume
   // folder is in `states`).
   const ancestors = await Promise.all([dirname(clientDir), clientDir].map(statOrUndefined));
   const parts = volumes.map((volume, index) => {
     const [raw, mbr, folderInfo] = states[index] ?? [undefined, undefined, undefined];
-    return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}:${fingerprint(folderInfo)}`;
+    return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}:${fingerprint(folderInfo)}:${identities[index] ?? ''}`;
   });
   parts.push(...ancestors.map(fingerprint));
   const anchorRaw = states[0]?.[0];

@@ -74,6 +74,10 @@ async function writeAll(handle: FileHandle, data: Uint8Array, position: number, 
   }
 }
 
+/**
+ * An existing output is kept unless `--force`: a failed operation (exit 1, README "Exit codes"),
+ * not a usage error, since the command line itself is well-formed.
+ */
 export async function refuseExisting(path: string, force: boolean): Promise<void> {
   if (force) return;
   try {
@@ -81,7 +85,7 @@ export async function refuseExisting(path: string, force: boolean): Promise<void
   } catch {
     return;
   }
-  throw fileError('E_USAGE', path, 'already exists (use --force to replace it)');
+  throw fileError('E_IO', path, 'already exists (use --force to replace it)');
 }
 
 /** Removes the temp file if the process is told to stop while writing. */

@@ -11,8 +11,10 @@
  * table describes the disk.
  */
 import { basename } from 'node:path';
+import { checkGptHeader } from '../disk/gpt.js';
 import { isDriveLetter, timestampMinutes } from './backup-tree.js';
 import type { LoadedVolume } from './load-volume.js';
+import type { SavedGpt } from './mbr-data.js';
 
 /** How far (in minutes) a companion backup may be from its anchor: one backup run (README's grouping rule). */
 export const RUN_WINDOW_MINUTES = 24 * 60;
@@ -24,13 +26,24 @@ export interface DiskSource {
   readonly companions: readonly LoadedVolume[];
 }
 
+/**
+ * The DiskGUID (UEFI §5.3.2, header offset 56) of a saved GPT copy whose header CRC holds: the
+ * primary's, else the backup's (the copy the disk is then composed from, src/disk/partition-table.ts).
+ * A broken primary header must not give the disk another identity, which would leave its
+ * companions (ESP, MSR) out. Both broken: the primary's bytes (the disk cannot be composed anyway).
+ */
+function gptDiskGuid(gpt: SavedGpt): Uint8Array {
+  for (const header of [gpt.header, gpt.backupHeader]) {
+    const check = checkGptHeader(header);
+    if (check.ok) return check.header.diskGuid;
+  }
+  return gpt.header.subarray(56, 72);
+}
+
 export function diskIdentityKey(volume: LoadedVolume): string {
   const data = volume.mbrData;
   if (data === undefined) return `${volume.backup.client}/whole-disk/${volume.backup.rawPath}`;
-  const tableId =
-    data.gpt !== undefined
-      ? Buffer.from(data.gpt.header.subarray(56, 72)).toString('hex')
-      : Buffer.from(data.mbr.subarray(440, 444)).toString('hex');
+  const tableId = data.gpt !== undefined ? Buffer.from(gptDiskGuid(data.gpt)).toString('hex') : Buffer.from(data.mbr.subarray(440, 444)).toString('hex');
   return `${volume.backup.client}/${data.deviceNumber}/${tableId}`;
 }
 

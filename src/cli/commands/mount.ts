@@ -7,6 +7,7 @@
  * when missing). Runs in the foreground: one line on stdout once the mount is ready, unmounts
  * on SIGINT/SIGTERM (or when someone else unmounts it) and then returns, so the process exits 0.
  */
+import { existsSync } from 'node:fs';
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
 import { mountBackupRoot } from '../../fuse/mount.js';
 import { parseWindowsFolder } from '../../container/windows-path.js';
@@ -20,6 +21,24 @@ export interface MountCommandOptions {
   readonly blocklists?: boolean;
   /** `--windows-path \\server\share`: the mount point as Windows reaches it. */
   readonly windowsPath?: string;
+}
+
+/**
+ * Test-only, off unless SYNTHVHD_TEST_BLOCK_JS names a file: SIGUSR2 then blocks the Node main
+ * thread until that file exists (at most 60 s), so a test can show that reads of an open disk
+ * are answered without JavaScript (README "How the mount serves reads"). The lines go to stderr
+ * synchronously (a pipe), so the test knows when the thread is blocked.
+ */
+function installTestJsBlocker(): void {
+  const release = process.env.SYNTHVHD_TEST_BLOCK_JS;
+  if (release === undefined || release === '') return;
+  process.on('SIGUSR2', () => {
+    process.stderr.write('synthvhd: test: JavaScript thread blocked\n');
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    const deadline = Date.now() + 60_000;
+    while (!existsSync(release) && Date.now() < deadline) Atomics.wait(pause, 0, 0, 10);
+    process.stderr.write(`synthvhd: test: JavaScript thread ${existsSync(release) ? 'released' : 'released after 60 s'}\n`);
+  });
 }
 
 export async function mountCommand(root: string, mountpoint: string, options: MountCommandOptions): Promise<void> {
@@ -51,6 +70,7 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
       process.stderr.write(`synthvhd: internal error (please report): ${(error.stack ?? error.message).replace(/\n\s*/g, ' | ')}\n`);
       void mounted.unmount().finally(() => process.exit(70));
     });
+    installTestJsBlocker();
     if (stopReason === undefined) process.stdout.write(`synthvhd: mounted ${mounted.root} at ${mounted.mountpoint} (read-only)\n`);
     await new Promise<void>((resolvePromise) => {
       wake = resolvePromise;
