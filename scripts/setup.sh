@@ -25,9 +25,10 @@ test_packages=(
   clang libfuzzer-14-dev
   # independent witnesses: the zstd CLI decodes urBackup's records; 7-Zip reads VHD/VHDX
   zstd 7zip
-  # the boot test: a served disk booted under UEFI (OVMF) by qemu's TCG, GRUB as its loader;
-  # the guest's initramfs is busybox-static packed with cpio (its kernel: fetch_boot_kernel below)
-  qemu-system-x86 ovmf grub-efi-amd64-bin busybox-static cpio
+  # the boot test: a served disk booted by qemu's TCG under UEFI (OVMF, GRUB as its loader) and
+  # BIOS (SeaBIOS, Syslinux's MBR code and EXTLINUX on NTFS); the guest's initramfs is
+  # busybox-static packed with cpio (its kernel: fetch_boot_kernel below)
+  qemu-system-x86 ovmf grub-efi-amd64-bin syslinux-common extlinux busybox-static cpio
 )
 
 install_packages() {

@@ -1,22 +1,37 @@
 // SPDX-License-Identifier: MIT
 /**
- * A small bootable disk with Windows' UEFI layout (ESP, MSR, C:), every structure made by an
- * external tool: sgdisk for the GPT, mkfs.vfat and mtools for the FAT32 ESP, grub-mkimage for
- * the boot loader (Debian's grub-efi-amd64-bin), mkntfs and ntfscp for the NTFS C:.
+ * Small bootable disks with Windows' layouts, every structure made by an external tool, and a
+ * Linux guest (kernel and initramfs as files on NTFS) in the place of Windows' boot files.
  *
- * The boot path is the one firmware takes with a Windows disk, with GRUB in the boot manager's
- * place: UEFI firmware with no boot entries of its own runs the removable-media path
- * \EFI\BOOT\BOOTX64.EFI of the ESP (UEFI spec §3.5.1.1); GRUB's embedded configuration finds C:
- * by its NTFS serial (GRUB prints it as the fs UUID, 16 hex digits), sources a file from C:
- * that sets the run's nonce, and starts the kernel and initramfs that are files on C:.
+ * UEFI (as a Hyper-V Generation 2 VM boots): a GPT with ESP, MSR and C: (sgdisk); a FAT32 ESP
+ * (mkfs.vfat, mtools) holding GRUB (grub-mkimage, Debian's grub-efi-amd64-bin) at the
+ * removable-media path \EFI\BOOT\BOOTX64.EFI, which firmware with no boot entries of its own
+ * runs (UEFI spec §3.5.1.1); GRUB's embedded configuration finds C: by its NTFS serial (GRUB's
+ * fs UUID of NTFS: the serial's 16 hex digits), sources a file from C: that sets the run's
+ * nonce, and starts the kernel and initramfs that are files on C: (mkntfs, ntfscp).
+ *
+ * BIOS: the MBR layout of Windows 7 and later, an active "System Reserved" NTFS partition
+ * (urBackup's SYSVOL) holding the boot loader and C: after it (sfdisk, mkntfs). Windows' chain
+ * is the MBR's code, which loads the active partition's first sector (its VBR) and jumps to it;
+ * the NTFS VBR's code loads bootmgr from that file system. Here the same chain runs other code
+ * at each step: Syslinux's mbr.bin (it does exactly what Windows' MBR code does: find the
+ * entry marked active, load its first sector to 0x7C00, jump) and EXTLINUX's NTFS boot sector
+ * (extlinux --install on the mounted NTFS rewrites the VBR's code and keeps its BPB), which
+ * loads ldlinux.sys from the NTFS and then the kernel and initramfs from the same volume, as
+ * bootmgr loads its BCD and winload. GRUB's i386-pc boot.img would also fit in an MBR, but it
+ * loads GRUB's core.img from the sectors after the MBR and never runs a partition's boot
+ * sector: not Windows' chain, so not chosen.
  */
 import { randomBytes } from 'node:crypto';
-import { open, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runOk } from './run.js';
+import { run, runOk } from './run.js';
 import type { DiskPartition } from './urbackup-raw-backup.js';
 
 export const MiB = 1024 * 1024;
+
+/** Syslinux's MBR code (Debian's syslinux-common): boots the active partition's first sector. */
+export const SYSLINUX_MBR = '/usr/lib/syslinux/mbr/mbr.bin';
 
 export interface UefiBootDisk {
   readonly image: string;
@@ -35,7 +50,7 @@ export interface UefiBootDisk {
 /** The boot loader's file on the ESP: the removable-media default path for x64 (UEFI spec §3.5.1.1). */
 const BOOT_LOADER = '/EFI/BOOT/BOOTX64.EFI';
 /** GRUB modules the embedded configuration uses (Debian's /usr/lib/grub/x86_64-efi). */
-const GRUB_MODULES = ['part_gpt', 'fat', 'ntfs', 'search', 'search_fs_uuid', 'configfile', 'normal', 'echo', 'linux', 'gzio', 'test'];
+const GRUB_MODULES = ['part_gpt', 'fat', 'ntfs', 'search', 'search_fs_uuid', 'configfile', 'normal', 'echo', 'linux', 'gzio', 'test', 'halt'];
 
 async function writeAt(path: string, position: number, data: Buffer): Promise<void> {
   const handle = await open(path, 'r+');
@@ -106,15 +121,7 @@ export async function buildUefiBootDisk(request: UefiBootDiskRequest): Promise<U
 
   // C: first: GRUB's configuration needs its serial.
   const cImage = join(dir, 'c.img');
-  await sparseFile(cImage, c.length);
-  await runOk('mkntfs', ['-F', '-Q', '-q', '-s', '512', '-p', String(c.offset / 512), '-H', '255', '-S', '63', '-L', 'Windows', cImage]);
-  const boot = await readAt(cImage, 0, 512);
-  const ntfsLength = Number(boot.readBigUInt64LE(0x28)) * boot.readUInt16LE(0x0b);
-  // mkntfs takes no serial: set it in the boot sector and in its backup in the partition's last sector.
-  const serial = Buffer.alloc(8);
-  serial.writeBigUInt64LE(ntfsSerial);
-  await writeAt(cImage, 0x48, serial);
-  await writeAt(cImage, c.length - 512 + 0x48, serial);
+  const ntfsLength = await makeNtfs(cImage, c, 'Windows', ntfsSerial);
   const grubSource = join(dir, 'synthvhd.cfg');
   await writeFile(grubSource, `set nonce=${nonce}\n`);
   for (const [file, name] of [[request.vmlinuz, '/vmlinuz'], [request.initrd, '/initrd.gz'], [grubSource, '/synthvhd.cfg']] as const) {
@@ -133,6 +140,9 @@ export async function buildUefiBootDisk(request: UefiBootDiskRequest): Promise<U
     'linux ($root)/vmlinuz console=ttyS0 panic=-1 synthvhd.nonce=$nonce',
     'initrd ($root)/initrd.gz',
     'boot',
+    // Only reached when something above failed: power off at once instead of waiting at GRUB's prompt for the deadline.
+    'echo "SYNTHVHD-GRUB: boot failed"',
+    'halt',
     '',
   ].join('\n'));
   const loader = join(dir, 'BOOTX64.EFI');
@@ -146,4 +156,112 @@ export async function buildUefiBootDisk(request: UefiBootDiskRequest): Promise<U
   await place(espImage, image, esp.offset);
 
   return { image, size, esp, msr, c, ntfsSerial, ntfsLength, fatVolumeId, nonce };
+}
+
+export interface BiosBootDisk {
+  readonly image: string;
+  readonly sysvol: DiskPartition;
+  readonly c: DiskPartition;
+  readonly sysvolSerial: bigint;
+  readonly sysvolLength: number;
+  readonly cSerial: bigint;
+  readonly cLength: number;
+  readonly nonce: string;
+}
+
+/**
+ * mkntfs on a partition-sized file. mkntfs takes no serial: it is set in the boot sector (0x48) and
+ * in its backup in the partition's last sector. Returns the bytes NTFS says it spans (0x28 × 0x0B).
+ */
+async function makeNtfs(file: string, partition: DiskPartition, label: string, serial: bigint): Promise<number> {
+  await sparseFile(file, partition.length);
+  await runOk('mkntfs', ['-F', '-Q', '-q', '-s', '512', '-p', String(partition.offset / 512), '-H', '255', '-S', '63', '-L', label, file]);
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64LE(serial);
+  await writeAt(file, 0x48, bytes);
+  await writeAt(file, partition.length - 512 + 0x48, bytes);
+  const boot = await readAt(file, 0, 512);
+  return Number(boot.readBigUInt64LE(0x28)) * boot.readUInt16LE(0x0b);
+}
+
+/**
+ * Runs `body` with `volume` (an NTFS partition image) mounted by ntfs-3g on a loop device of its
+ * own: as fuseblk, which answers FIBMAP, so extlinux can find ldlinux.sys's sectors. Unmounted
+ * and detached whatever happens.
+ */
+async function withNtfsMounted<T>(volume: string, mountDir: string, body: (dir: string) => Promise<T>): Promise<T> {
+  await mkdir(mountDir, { recursive: true });
+  const device = (await runOk('losetup', ['--find', '--show', volume])).stdout.trim();
+  let mounted = false;
+  try {
+    await runOk('ntfs-3g', [device, mountDir]);
+    mounted = true;
+    return await body(mountDir);
+  } finally {
+    if (mounted && (await run('umount', [mountDir])).code !== 0) await run('umount', ['-l', mountDir]);
+    await run('losetup', ['-d', device]);
+  }
+}
+
+export async function buildBiosBootDisk(request: UefiBootDiskRequest): Promise<BiosBootDisk> {
+  const { dir } = request;
+  const image = join(dir, 'bios-disk.img');
+  await sparseFile(image, 64 * MiB);
+  const signature = randomBytes(4).readUInt32LE();
+  await runOk('sh', ['-c', 'printf "%s\\n" "$2" | sfdisk --no-reread --no-tell-kernel -q "$1"', 'sh', image, [
+    'label: dos',
+    `label-id: 0x${signature.toString(16).padStart(8, '0')}`,
+    'unit: sectors',
+    '',
+    `start=2048, size=${(40 * MiB) / 512}, type=7, bootable`,
+    `start=${2048 + (40 * MiB) / 512}, size=${(22 * MiB) / 512}, type=7`,
+  ].join('\n')]);
+  const mbr = await readAt(image, 0, 512);
+  const entry = (index: number): DiskPartition => ({
+    number: index + 1,
+    offset: mbr.readUInt32LE(446 + index * 16 + 8) * 512,
+    length: mbr.readUInt32LE(446 + index * 16 + 12) * 512,
+  });
+  const [sysvol, c] = [entry(0), entry(1)];
+  if (mbr[446] !== 0x80 || sysvol.offset !== MiB || c.length !== 22 * MiB) throw new Error(`sfdisk did not make the partitions asked for: ${mbr.subarray(446, 510).toString('hex')}`);
+  // The boot code: 440 bytes, before the disk signature at 440 and the table at 446.
+  const code = await readAt(SYSLINUX_MBR, 0, 440);
+  await writeAt(image, 0, code);
+  // Sectors between the MBR and the first partition are in no urBackup backup (only LBA 0 is saved
+  // with this boot code, docs/urbackup-formats.md §3.3 #19): a pattern there shows whether zeros are served.
+  await writeAt(image, 512, Buffer.alloc(sysvol.offset - 512, 'GAP!'));
+
+  const nonce = randomBytes(8).toString('hex');
+  const sysvolSerial = randomBytes(8).readBigUInt64LE();
+  const cSerial = randomBytes(8).readBigUInt64LE();
+
+  const sysvolImage = join(dir, 'sysvol.img');
+  await makeNtfs(sysvolImage, sysvol, 'System Reserved', sysvolSerial);
+  await withNtfsMounted(sysvolImage, join(dir, 'sysvol-mnt'), async (mounted) => {
+    await copyFile(request.vmlinuz, join(mounted, 'vmlinuz'));
+    await copyFile(request.initrd, join(mounted, 'initrd.gz'));
+    await mkdir(join(mounted, 'boot', 'syslinux'), { recursive: true });
+    // SERIAL first: Syslinux wants it before anything it prints (its banner and "Loading /vmlinuz... ok").
+    await writeFile(join(mounted, 'boot', 'syslinux', 'extlinux.conf'), [
+      'SERIAL 0 115200',
+      'DEFAULT guest',
+      'PROMPT 0',
+      'TIMEOUT 0',
+      'LABEL guest',
+      '  LINUX /vmlinuz',
+      '  INITRD /initrd.gz',
+      `  APPEND console=ttyS0 panic=-1 synthvhd.nonce=${nonce}`,
+      '',
+    ].join('\n'));
+    await runOk('extlinux', ['--install', join(mounted, 'boot', 'syslinux')]);
+  });
+  // EXTLINUX rewrote the boot sector's code and kept the BPB: read NTFS's length after it.
+  const sysvolBoot = await readAt(sysvolImage, 0, 512);
+  const sysvolLength = Number(sysvolBoot.readBigUInt64LE(0x28)) * sysvolBoot.readUInt16LE(0x0b);
+  await place(sysvolImage, image, sysvol.offset);
+
+  const cImage = join(dir, 'bios-c.img');
+  const cLength = await makeNtfs(cImage, c, 'Windows', cSerial);
+  await place(cImage, image, c.offset);
+  return { image, sysvol, c, sysvolSerial, sysvolLength, cSerial, cLength, nonce };
 }

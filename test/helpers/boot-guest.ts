@@ -3,8 +3,8 @@
  * The guest the boot test starts from a served disk: Debian's kernel from its `.deb` (unpacked,
  * never installed; scripts/setup.sh downloads it into KERNEL_CACHE) and a tiny initramfs whose
  * `/init` is a busybox shell script. Its init loads the virtio block driver, reads C:'s NTFS
- * boot sector and the MSR through the kernel, writes one sector to the disk, prints one marker
- * line on the serial console and powers off.
+ * boot sector and a range no backup holds through the kernel, writes one sector to the disk,
+ * prints one marker line on the serial console and powers off.
  */
 import { copyFile, mkdir, readdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -108,14 +108,24 @@ function isStaticElf(elf: Buffer): boolean {
   return true;
 }
 
+/** Where the guest finds things on its one disk (virtio, so /dev/vda; partition N is /dev/vdaN). */
+export interface GuestLayout {
+  /** C:'s partition device. */
+  readonly c: string;
+  /** A range no backup holds (an MSR, the gap after an MBR), which the served disk must show as zeros. */
+  readonly unbacked: { readonly device: string; readonly firstSector: number; readonly sectors: number };
+  /** The sector of `unbacked.device` the guest writes its line into. */
+  readonly writeSector: number;
+}
+
 /**
- * The guest's `/init`. Device names: the disk is the only virtio disk, so /dev/vda; GPT entry 2
- * (MSR) is vda2, entry 3 (C:) is vda3. It prints
- *   SYNTHVHD-BOOT-OK nonce=<from the kernel command line> oem=<C:'s OEM id> serial=<C:'s serial, hex of its 8 bytes> msr=<zeros|data>
- * and before that writes `SYNTHVHD-GUEST-WROTE <nonce>` into the MSR's sector `writeSector`.
+ * The guest's `/init`. It prints
+ *   SYNTHVHD-BOOT-OK nonce=<from the kernel command line> oem=<C:'s OEM id> serial=<C:'s 8 serial bytes in hex> unbacked=<zeros|data>
+ * after writing `SYNTHVHD-GUEST-WROTE <nonce>` into sector `writeSector` of the unbacked range's device.
  */
-function initScript(modules: readonly string[], writeSector: number): string {
-  return `#!/bin/busybox sh
+function initScript(modules: readonly string[], layout: GuestLayout): string {
+  const { c, unbacked } = layout;
+  return String.raw`#!/bin/busybox sh
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -123,27 +133,27 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in ${modules.map((file) => basename(file, '.ko')).join(' ')}; do insmod /lib/modules/$m.ko || echo "SYNTHVHD-BOOT-FAIL insmod $m"; done
 i=0
-while [ ! -b /dev/vda3 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-[ -b /dev/vda3 ] || echo "SYNTHVHD-BOOT-FAIL no /dev/vda3"
-nonce=$(sed -n 's/.*synthvhd.nonce=\\([0-9a-f]*\\).*/\\1/p' /proc/cmdline)
-oem=$(dd if=/dev/vda3 bs=1 skip=3 count=8 2>/dev/null)
-serial=$(dd if=/dev/vda3 bs=1 skip=72 count=8 2>/dev/null | od -An -tx1 | tr -d ' \\n')
-if [ -z "$(dd if=/dev/vda2 bs=512 count=64 2>/dev/null | od -An -tx1 | tr -d ' 0\\n*')" ]; then msr=zeros; else msr=data; fi
-echo "SYNTHVHD-GUEST-WROTE $nonce" | dd of=/dev/vda2 bs=512 seek=${writeSector} count=1 conv=sync,notrunc 2>/dev/null
+while { [ ! -b ${c} ] || [ ! -b ${unbacked.device} ]; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+[ -b ${c} ] || echo "SYNTHVHD-BOOT-FAIL no ${c}"
+nonce=$(sed -n 's/.*synthvhd.nonce=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
+oem=$(dd if=${c} bs=1 skip=3 count=8 2>/dev/null)
+serial=$(dd if=${c} bs=1 skip=72 count=8 2>/dev/null | od -An -tx1 | tr -d ' \n')
+if [ -z "$(dd if=${unbacked.device} bs=512 skip=${unbacked.firstSector} count=${unbacked.sectors} 2>/dev/null | od -An -tx1 | tr -d ' 0\n*')" ]; then unbacked=zeros; else unbacked=data; fi
+echo "SYNTHVHD-GUEST-WROTE $nonce" | dd of=${unbacked.device} bs=512 seek=${layout.writeSector} count=1 conv=sync,notrunc 2>/dev/null
 sync
-echo "SYNTHVHD-BOOT-OK nonce=$nonce oem=$oem serial=$serial msr=$msr"
+echo "SYNTHVHD-BOOT-OK nonce=$nonce oem=$oem serial=$serial unbacked=$unbacked"
 poweroff -f
 `;
 }
 
 /** A gzip'd newc cpio (the format the kernel unpacks, Documentation/driver-api/early-userspace) with busybox, the modules and /init. */
-export async function buildInitramfs(kernel: GuestKernel, dir: string, out: string, writeSector: number): Promise<void> {
+export async function buildInitramfs(kernel: GuestKernel, dir: string, out: string, layout: GuestLayout): Promise<void> {
   const busybox = await readFile(BUSYBOX).catch(() => undefined);
   if (busybox === undefined || !isStaticElf(busybox)) throw new Error(`${BUSYBOX} is missing or not statically linked: install busybox-static (scripts/setup.sh)`);
   for (const sub of ['bin', 'lib/modules', 'proc', 'sys', 'dev']) await mkdir(join(dir, sub), { recursive: true });
   await copyFile(BUSYBOX, join(dir, 'bin', 'busybox'));
   await chmod(join(dir, 'bin', 'busybox'), 0o755);
   for (const module of kernel.modules) await copyFile(module, join(dir, 'lib', 'modules', basename(module)));
-  await writeFile(join(dir, 'init'), initScript(kernel.modules, writeSector), { mode: 0o755 });
+  await writeFile(join(dir, 'init'), initScript(kernel.modules, layout), { mode: 0o755 });
   await runOk('sh', ['-c', 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -9 > "$2"', 'sh', dir, out]);
 }
