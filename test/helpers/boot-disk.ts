@@ -81,9 +81,9 @@ async function sparseFile(path: string, size: number): Promise<void> {
   }
 }
 
-/** Copies a partition image into the disk at `offset` (dd: sparse, so holes stay holes). */
+/** Copies a partition image into the disk at `offset`, whose range reads as zeros (dd: all-zero blocks are skipped, so holes stay holes). */
 async function place(partitionImage: string, disk: string, offset: number): Promise<void> {
-  await runOk('dd', [`if=${partitionImage}`, `of=${disk}`, 'bs=512', `seek=${offset / 512}`, 'conv=notrunc,sparse', 'status=none']);
+  await runOk('dd', [`if=${partitionImage}`, `of=${disk}`, 'bs=1M', `seek=${offset}`, 'oflag=seek_bytes', 'conv=notrunc,sparse', 'status=none']);
 }
 
 export interface UefiBootDiskRequest {

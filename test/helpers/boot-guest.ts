@@ -155,5 +155,5 @@ export async function buildInitramfs(kernel: GuestKernel, dir: string, out: stri
   await chmod(join(dir, 'bin', 'busybox'), 0o755);
   for (const module of kernel.modules) await copyFile(module, join(dir, 'lib', 'modules', basename(module)));
   await writeFile(join(dir, 'init'), initScript(kernel.modules, layout), { mode: 0o755 });
-  await runOk('sh', ['-c', 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -9 > "$2"', 'sh', dir, out]);
+  await runOk('sh', ['-c', 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 > "$2"', 'sh', dir, out]);
 }
