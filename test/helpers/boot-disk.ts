@@ -86,13 +86,13 @@ async function place(partitionImage: string, disk: string, offset: number): Prom
   await runOk('dd', [`if=${partitionImage}`, `of=${disk}`, 'bs=1M', `seek=${offset}`, 'oflag=seek_bytes', 'conv=notrunc,sparse', 'status=none']);
 }
 
-export interface UefiBootDiskRequest {
+export interface BootDiskRequest {
   readonly dir: string;
   readonly vmlinuz: string;
   readonly initrd: string;
 }
 
-export async function buildUefiBootDisk(request: UefiBootDiskRequest): Promise<UefiBootDisk> {
+export async function buildUefiBootDisk(request: BootDiskRequest): Promise<UefiBootDisk> {
   const { dir } = request;
   const image = join(dir, 'disk.img');
   const size = 128 * MiB;
@@ -203,7 +203,7 @@ async function withNtfsMounted<T>(volume: string, mountDir: string, body: (dir: 
   }
 }
 
-export async function buildBiosBootDisk(request: UefiBootDiskRequest): Promise<BiosBootDisk> {
+export async function buildBiosBootDisk(request: BootDiskRequest): Promise<BiosBootDisk> {
   const { dir } = request;
   const image = join(dir, 'bios-disk.img');
   await sparseFile(image, 64 * MiB);
