@@ -25,8 +25,10 @@ test_packages=(
   clang libfuzzer-14-dev libclang-rt-14-dev
   # independent witnesses: the zstd CLI decodes urBackup's records; 7-Zip reads VHD/VHDX
   zstd 7zip
-  # the boot test: a served disk booted under UEFI (OVMF) by qemu's TCG, GRUB as its loader
-  qemu-system-x86 ovmf grub-efi-amd64-bin
+  # the boot test: a served disk booted by qemu's TCG under UEFI (OVMF, GRUB as its loader) and
+  # BIOS (SeaBIOS, Syslinux's MBR code and EXTLINUX on NTFS); the guest's initramfs is
+  # busybox-static packed with cpio (its kernel: fetch_boot_kernel below)
+  qemu-system-x86 ovmf grub-efi-amd64-bin syslinux-common extlinux busybox-static cpio
 )
 
 install_packages() {
@@ -64,6 +66,32 @@ if ((list_only)); then
 fi
 install_packages "${selected[@]}"
 if ((runtime_packages_only)); then exit 0; fi
+
+# The boot test's guest kernel (test/boot.test.ts): Debian's cloud kernel package, downloaded
+# through apt but not installed, kept outside the repository. The test unpacks it with dpkg-deb
+# and skips itself, saying why, when no .deb is here.
+boot_kernel_cache=/var/cache/synthvhd-test
+boot_kernel_package() {
+  # linux-image-cloud-amd64 is a metapackage; the kernel is its versioned dependency.
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    sed -n 's/^ *Depends: \(linux-image-[^ ]*-cloud-amd64\)$/\1/p' | head -n 1
+}
+download_boot_kernel() {
+  local package
+  package=$(boot_kernel_package)
+  [ -n "$package" ] || return 1
+  compgen -G "$boot_kernel_cache/${package}_*_amd64.deb" >/dev/null && return 0
+  echo "setup: downloading $package into $boot_kernel_cache" >&2
+  mkdir -p "$boot_kernel_cache"
+  (cd "$boot_kernel_cache" && apt-get download -q -o APT::Sandbox::User=root "$package" >/dev/null)
+}
+fetch_boot_kernel() {
+  # Stale package lists may name a kernel the mirror no longer has: update them and try once more.
+  download_boot_kernel && return 0
+  apt-get update -qq && download_boot_kernel && return 0
+  echo "setup: could not download Debian's cloud kernel into $boot_kernel_cache; the boot test will skip" >&2
+}
+if [ "${SYNTHVHD_RUNTIME_ONLY:-}" != 1 ]; then fetch_boot_kernel; fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
