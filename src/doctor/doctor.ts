@@ -13,6 +13,7 @@ import { access, open, readdir, realpath, stat, statfs, unlink, type FileHandle 
 import { basename, dirname, join, resolve } from 'node:path';
 import { scanCatalog, virtualFileName } from '../catalog/catalog.js';
 import { offeredFiles } from '../catalog/virtual-files.js';
+import { lineNaming } from '../errors/naming.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import {
   checkAllowOther,
@@ -243,7 +244,8 @@ export async function listBackups(root: string): Promise<BackupEntry[]> {
   // A problem belongs to the backup folder it names (the folder itself or a file in it).
   const problemOf = new Map<string, string>();
   for (const { path, reason } of catalog.problems) {
-    for (const folder of [path, dirname(path)]) if (!problemOf.has(folder)) problemOf.set(folder, reason);
+    // Its line names the file even when the parser that found the problem did not know it.
+    for (const folder of [path, dirname(path)]) if (!problemOf.has(folder)) problemOf.set(folder, lineNaming(path, reason));
   }
   const entries: BackupEntry[] = [];
   const rawEntry = (volume: VolumeBackup): BackupEntry => {

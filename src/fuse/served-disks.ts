@@ -26,6 +26,7 @@ import { containerLayout, offeredFiles } from '../catalog/virtual-files.js';
 import type { ComposedDisk } from '../disk/compose-disk.js';
 import type { Layout } from '../extents/extent.js';
 import type { SourceFiles } from '../extents/source-files.js';
+import { errorNaming } from '../errors/naming.js';
 import { isSynthvhdError } from '../errors/synthvhd-error.js';
 import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinutes, type VolumeBackup } from '../urbackup/backup-tree.js';
 import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
@@ -443,7 +444,9 @@ export class ServedDisks {
       this.onComposed?.(served);
       return served;
     } catch (error) {
-      this.logOnce(probe.key, `${folder}: no virtual disk: ${describe(error)}`);
+      // Siblings that fail to load are left out, so what failed is the anchor's image (or a
+      // file the error names): the line names it even when the parser did not know it.
+      this.logOnce(probe.key, `${folder}: no virtual disk: ${describe(isSynthvhdError(error) ? errorNaming(error, anchor.rawPath) : error)}`);
       return undefined;
     }
   }

@@ -3,6 +3,7 @@
 import { scanBackupFs } from '../../urbackup/backup-fs.js';
 import { scanCatalog, virtualFileName, type CatalogDisk } from '../../catalog/catalog.js';
 import { offeredFiles } from '../../catalog/virtual-files.js';
+import { lineNaming } from '../../errors/naming.js';
 import { formatBytes } from '../../util/format-bytes.js';
 import { nestedJson } from '../json-output.js';
 
@@ -58,6 +59,11 @@ function describeDisk(entry: CatalogDisk): DiskRecord {
   };
 }
 
+/** Each problem's line names its file, even when the parser that found it did not know the file. */
+function namedProblems<P extends { readonly path: string; readonly reason: string }>(problems: readonly P[]): P[] {
+  return problems.map((problem) => ({ ...problem, reason: lineNaming(problem.path, problem.reason) }));
+}
+
 export async function lsCommand(root: string, options: LsOptions): Promise<void> {
   // Each disk is printed as soon as every earlier client is done: ls of 10 000 disks holds a few
   // clients' records, not all of them.
@@ -76,7 +82,7 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
       },
     });
     const start = count === 0 ? `{\n  "root": ${JSON.stringify(catalog.root)},\n  "disks": [],\n` : '\n  ],\n';
-    process.stdout.write(`${start}  "problems": ${nestedJson(catalog.problems, 1)}\n}\n`);
+    process.stdout.write(`${start}  "problems": ${nestedJson(namedProblems(catalog.problems), 1)}\n}\n`);
     return;
   }
   let client = '';
@@ -108,7 +114,7 @@ export async function lsCommand(root: string, options: LsOptions): Promise<void>
   if (count === 0) lines.push(`no RAW image backups of drive-letter volumes found under ${catalog.root}`);
   if (catalog.problems.length > 0) {
     lines.push('not served:');
-    for (const problem of catalog.problems) lines.push(`  ${problem.reason}`);
+    for (const problem of namedProblems(catalog.problems)) lines.push(`  ${problem.reason}`);
   }
   if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -3,7 +3,8 @@
 import { resolve } from 'node:path';
 import { composeDiskFor, resolveSource } from '../../catalog/catalog.js';
 import { containerLayout, formatOfPath } from '../../catalog/virtual-files.js';
-import { fileError } from '../../errors/synthvhd-error.js';
+import { errorNaming } from '../../errors/naming.js';
+import { fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
 import { refuseExisting, writeLayout, type ReflinkMode } from '../../materialize/write-layout.js';
 import { formatBytes } from '../../util/format-bytes.js';
 import { progressBar } from '../progress.js';
@@ -37,7 +38,12 @@ export async function materializeCommand(source: string, options: MaterializeOpt
   const reflink = parseReflinkMode(options.reflink);
   await refuseExisting(output, options.force ?? false);
   const { anchor, siblings } = await resolveSource(source);
-  const { disk } = await composeDiskFor(anchor, siblings);
+  // Its one error line names the backup's image even when the parser that failed did not know it
+  // (siblings that fail to load are left out: what fails is the anchor or a file the error names).
+  const naming = (error: unknown): never => {
+    throw isSynthvhdError(error) ? errorNaming(error, anchor.rawPath) : error;
+  };
+  const { disk } = await composeDiskFor(anchor, siblings).catch(naming);
   const layout = containerLayout(disk.image, format, blockSize === undefined ? {} : { blockSize });
   const progress = progressBar(`materialize ${format}`);
   const report = await writeLayout(layout, output, {
@@ -47,7 +53,7 @@ export async function materializeCommand(source: string, options: MaterializeOpt
     onProgress: (done, total) => {
       progress.update(done, total);
     },
-  });
+  }).catch(naming);
   progress.finish();
   if (options.json === true) {
     const volumes = disk.placed.map(({ volume, partition }) => ({ letter: volume.backup.letter, partition: partition.number, raw: volume.backup.rawPath }));
