@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /**
- * `npm run bench -- catalog [--clients N] [--runs M] [--only cli|mount]`: the catalog at scale. Builds a backup root
+ * `npm run bench -- catalog [--clients N] [--runs M] [--only cli|mount] [--no-walk]`: the catalog at scale. Builds a backup root
  * of N clients (default 1 000) × M backup runs (default 10), each run an ESP and a C: backup
  * (so N·M disks), every file a hard link to the UEFI fixture's run-1 ESP and C: backups (real
  * `.raw.mbr`, `.raw.hash`, sparse `.raw`): the tree costs inodes, not bytes. Then prints, each
@@ -8,7 +8,9 @@
  *   - `synthvhd ls ROOT --json` and `synthvhd doctor ROOT --json` (issue #14 target: ≤ 10 s,
  *     ≤ 200 MB RSS for 10 000 disks);
  *   - through `synthvhd mount`: the first `ls -l` of a backup folder (target ≤ 50 ms), for ten
- *     folders of ten clients, and the `ls -l` of every run folder of one client.
+ *     folders of ten clients, and the `ls -l` of every run folder of one client;
+ *   - `ls -lR` of the whole mount, twice, beside `ls -lR` of the source tree, and the daemon's RSS
+ *     after each pass and after the background diffs had time to run (issue #22: ≤ 60 s, ≤ 300 MB).
  * Nothing here is pass/fail. The fixture and the tree are kept in $SYNTHVHD_BENCH_DIR (default
  * /var/tmp/synthvhd-bench) and reused.
  */
@@ -135,8 +137,37 @@ function median(values: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
+/** The daemon's resident set, from the kernel (/proc/<pid>/status VmRSS), in MB. */
+async function rssMB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  if (match === null) throw new Error(`bench catalog: no VmRSS for pid ${pid}`);
+  return Number(match[1]) / 1024;
+}
+
+/** Seconds of `ls -lR DIR` (output discarded). */
+async function lsRecursive(dir: string): Promise<number> {
+  return (await msOf(() => execFileAsync('sh', ['-c', 'ls -lR "$1" > /dev/null', 'sh', dir], { maxBuffer: 1 << 20 }))) / 1000;
+}
+
+/**
+ * Issue #22: what an admin's or Windows Explorer's walk of the whole share costs: `ls -lR` of the
+ * mount, twice, beside the same `ls -lR` of the source tree, with the daemon's RSS after each pass
+ * and after a pause in which background diff planning runs (target: ≤ 60 s a pass, ≤ 300 MB).
+ */
+async function measureWalk(root: string, mountpoint: string, pid: number): Promise<void> {
+  const source = await lsRecursive(root);
+  process.stdout.write(`walk: ls -lR of the source tree: ${source.toFixed(1)} s; daemon RSS before ${(await rssMB(pid)).toFixed(0)} MB\n`);
+  for (const pass of [1, 2]) {
+    const seconds = await lsRecursive(mountpoint);
+    process.stdout.write(`walk: ls -lR of the mount, pass ${pass}: ${seconds.toFixed(1)} s (${(seconds / source).toFixed(1)}× the source tree), daemon RSS ${(await rssMB(pid)).toFixed(0)} MB (target ≤ 60 s, ≤ 300 MB)\n`);
+  }
+  await new Promise((resolvePromise) => setTimeout(resolvePromise, 20_000));
+  process.stdout.write(`walk: daemon RSS 20 s later (background diffs planned meanwhile): ${(await rssMB(pid)).toFixed(0)} MB\n`);
+}
+
 /** Through the mount: the first `ls -l` of folders never looked at before. */
-async function measureMount(root: string, clients: number, runs: number): Promise<void> {
+async function measureMount(root: string, clients: number, runs: number, walk: boolean): Promise<void> {
   const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-catalog-'));
   const child = spawn(process.execPath, [CLI, 'mount', root, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -179,6 +210,7 @@ async function measureMount(root: string, clients: number, runs: number): Promis
       for (const folder of await readdir(join(mountpoint, client))) await execFileAsync('ls', ['-l', join(mountpoint, client, folder)]);
     });
     process.stdout.write(`mount: ls -l of all ${2 * runs} folders of ${client}: ${all.toFixed(0)} ms\n`);
+    if (walk) await measureWalk(root, mountpoint, child.pid ?? 0);
   } finally {
     child.kill('SIGTERM');
     await new Promise((resolvePromise) => {
@@ -203,5 +235,5 @@ export async function runCatalogBench(args: readonly string[]): Promise<void> {
       `synthvhd ${command[0] ?? ''} (${disks} disks): ${result.seconds.toFixed(1)} s, peak RSS ${result.rssMB.toFixed(0)} MB, exit ${result.code}, ${(result.outputBytes / 1e6).toFixed(1)} MB of output (target ≤ 10 s, ≤ 200 MB)\n`,
     );
   }
-  if (only !== 'cli') await measureMount(root, clients, runs);
+  if (only !== 'cli') await measureMount(root, clients, runs, !args.includes('--no-walk'));
 }

@@ -208,6 +208,21 @@ function composeWholeDisk(source: DiskSource): ComposedDisk {
   };
 }
 
+/**
+ * The same disk with its identity hashed now and the saved `.raw.mbr` files it was hashed from
+ * let go. A long-lived holder (the mount's disk cache, thousands of disks) keeps this form: the
+ * files are only needed for the identity (34 KiB each for a GPT disk, twice that per disk with
+ * an ESP), and a closure over them (the lazy getter above) would keep them all alive.
+ */
+export function withSettledIdentity(disk: ComposedDisk): ComposedDisk {
+  const { layout, sectorSize, identity, mtimeMs } = disk.image;
+  return {
+    ...disk,
+    image: { layout, sectorSize, identity, mtimeMs },
+    placed: disk.placed.map(({ volume, partition }) => ({ volume: { ...volume, mbrBytes: undefined }, partition })),
+  };
+}
+
 export function composeDisk(source: DiskSource): ComposedDisk {
   const anchor = source.anchor;
   if (anchor.mbrData === undefined) return composeWholeDisk(source);

@@ -59,6 +59,8 @@ const RETRY_FAILED_MS = 60_000;
  */
 const QUIET_MS = 150;
 const MAX_QUIET_WAIT_MS = 5_000;
+/** Folders whose diff may wait to be planned (see ServedDiffs.wanted). */
+const MAX_WANTED = 1024;
 
 /** One built diff: `newer`'s disk over `older`'s `.disk.vhdx`. */
 export class ServedDiff {
@@ -81,15 +83,26 @@ export class ServedDiff {
     return this.newer.stale || this.older.stale;
   }
 
+  /** What the diff keeps alive: its layout and both disks. */
+  memoryBytes(): number {
+    return layoutMemoryBytes(this.layout) + this.newer.memoryBytes() + this.older.memoryBytes();
+  }
+
   /** Newest source mtime of both sides (the parent's identity is part of the child's bytes). */
   get mtimeMs(): number {
     return Math.max(this.newer.mtimeMs, this.older.mtimeMs);
   }
 }
 
+/**
+ * Which disk a folder's diff has as parent, by name: the folder and source key of the earlier
+ * backup, not its ServedDisk. Holding the disk here would keep thousands of disks alive outside
+ * the disk cache's bound (an `ls -lR` of a big root looks up every folder); the disk cache gives
+ * it back, composed again if it was evicted (RAW: one small read).
+ */
 interface ParentEntry {
   readonly newerKey: string;
-  readonly older: ServedDisk | undefined;
+  readonly older: { readonly folder: string; readonly key: string } | undefined;
   checkedAt: number;
 }
 
@@ -102,7 +115,7 @@ interface BuildEntry {
 }
 
 export interface ServedDiffsOptions {
-  /** Bytes of built diffs kept cached (LRU by memory, their BATs and bitmaps); default 256 MiB. */
+  /** Bytes of built diffs kept cached (LRU by memory, their BATs and bitmaps, and both disks); default 64 MiB. */
   readonly maxBytes?: number;
   /**
    * The mount point as Windows reaches it (`\\server\share`, from parseWindowsFolder): the
@@ -116,8 +129,15 @@ export class ServedDiffs {
   private readonly builds: LRUCache<string, BuildEntry>;
   /** One build at a time: a diff that reads both volumes must not starve the mount's reads. */
   private readonly buildSlot = createLimiter(1);
-  /** Folders whose parent search (and build start) is running. */
-  private readonly refreshing = new Map<string, Promise<void>>();
+  /**
+   * Folders whose diff was asked for and is not planned yet, the latest last: planned one at a
+   * time, latest first (the folder a client just opened), whenever the mount is quiet. By name,
+   * not by disk: a walk of the whole share asks for thousands, and holding their disks here
+   * would keep them alive outside the disk cache's bound. At most MAX_WANTED; the oldest wishes
+   * are dropped (a later look at the folder asks again).
+   */
+  private readonly wanted = new Set<string>();
+  private draining = false;
 
   /**
    * `root`: the backup root (source tree); `mountpoint`: where it is mounted, so the parent
@@ -135,7 +155,8 @@ export class ServedDiffs {
     this.parents = new LRUCache<string, ParentEntry>({ maxSize: PENDING_ENTRY_BYTES * 4096, sizeCalculation: () => PENDING_ENTRY_BYTES });
     this.builds = new LRUCache<string, BuildEntry>({
       maxSize: options.maxBytes ?? DEFAULT_CACHE_BYTES,
-      sizeCalculation: (entry) => (entry.diff === undefined ? PENDING_ENTRY_BYTES : layoutMemoryBytes(entry.diff.layout)),
+      // A built diff keeps both its disks alive (open handles revalidate them): they count here too.
+      sizeCalculation: (entry) => (entry.diff === undefined ? PENDING_ENTRY_BYTES : entry.diff.memoryBytes()),
     });
   }
 
@@ -143,11 +164,13 @@ export class ServedDiffs {
   async parentOf(newer: ServedDisk): Promise<ServedDisk | undefined> {
     const cached = this.parents.get(newer.folder);
     const now = performance.now();
-    if (cached !== undefined && cached.newerKey === newer.key && cached.older?.stale !== true && now - cached.checkedAt < this.disks.revalidateMs) {
-      return cached.older;
+    if (cached !== undefined && cached.newerKey === newer.key && now - cached.checkedAt < this.disks.revalidateMs) {
+      if (cached.older === undefined) return undefined;
+      const older = await this.disks.get(cached.older.folder, { wait: true });
+      if (older !== undefined && older.key === cached.older.key && !older.stale) return older;
     }
     const older = await this.findParent(newer);
-    this.parents.set(newer.folder, { newerKey: newer.key, older, checkedAt: performance.now() });
+    this.parents.set(newer.folder, { newerKey: newer.key, older: older === undefined ? undefined : { folder: older.folder, key: older.key }, checkedAt: performance.now() });
     return older;
   }
 
@@ -169,15 +192,36 @@ export class ServedDiffs {
     return diff === undefined || diff.stale ? undefined : diff;
   }
 
-  /** Finds `newer`'s parent and starts its build in the background, once at a time per folder. */
+  /** Asks for `newer`'s parent search and build, in the background (see `wanted`). */
   private refresh(newer: ServedDisk): void {
-    if (this.refreshing.has(newer.folder)) return;
-    const done = this.activity
-      .quiet(QUIET_MS, MAX_QUIET_WAIT_MS)
-      .then(() => this.started(newer))
-      .then(() => undefined, () => undefined) // a failed build is logged by started()
-      .finally(() => this.refreshing.delete(newer.folder));
-    this.refreshing.set(newer.folder, done);
+    if (this.wanted.has(newer.folder)) return;
+    this.wanted.add(newer.folder);
+    if (this.wanted.size > MAX_WANTED) {
+      const oldest = this.wanted.values().next();
+      if (oldest.done !== true) this.wanted.delete(oldest.value);
+    }
+    if (!this.draining) void this.drain();
+  }
+
+  /** Plans the wanted diffs one after another, latest first, each once the mount is quiet. */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      for (;;) {
+        await this.activity.quiet(QUIET_MS, MAX_QUIET_WAIT_MS);
+        const folder = [...this.wanted].at(-1);
+        if (folder === undefined) return;
+        this.wanted.delete(folder);
+        try {
+          const newer = await this.disks.get(folder, { wait: true });
+          if (newer !== undefined) await (await this.started(newer))?.result;
+        } catch {
+          // A failed search or build is logged by started(); the next folder is planned all the same.
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
   }
 
   /** Resolves once the diff of `newer` is built (or cannot be); for callers that may wait (tests, tools). */
@@ -264,7 +308,7 @@ function compatible(older: ServedDisk, newer: ServedDisk): boolean {
   return older.disk.image.layout.size === newer.disk.image.layout.size && older.disk.image.sectorSize === newer.disk.image.sectorSize;
 }
 
-function buildKey(newer: ServedDisk, older: ServedDisk): string {
+function buildKey(newer: ServedDisk, older: { readonly folder: string; readonly key: string }): string {
   return [newer.folder, newer.key, basename(older.folder), older.key].join('\0');
 }
 
