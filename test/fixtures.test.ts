@@ -8,7 +8,7 @@
  */
 import { execFile as execFileCallback } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat, truncate, utimes } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -360,6 +360,7 @@ describe('the fixture tree fingerprint (test/global-setup.ts)', () => {
   it('sees a write inside a file over 1 GiB even when its mtime is set back', async () => {
     const folder = await mkdtemp(join(scratch, 'fingerprint-'));
     const big = join(folder, 'big.raw');
+    await writeFile(big, '');
     await truncate(big, 2 * 1024 ** 3);
     const before = await treeFingerprint(folder);
     const { mtime, atime } = await stat(big);

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { buildFixtures, type FixtureSet } from '../fixtures/build-fixtures.js';
 import { ensureFreshBuild } from './helpers/fresh-build.js';
-import { treeFingerprint } from './helpers/run.js';
+import { manifestChanges, treeManifest } from './helpers/run.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -25,12 +25,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await ensureFreshBuild();
   const root = await mkdtemp(join(tmpdir(), 'synthvhd-fixtures-'));
   const fixtures = await buildFixtures(root);
-  const before = await treeFingerprint(fixtures.backupRoot);
+  const before = await treeManifest(fixtures.backupRoot);
   project.provide('fixtures', fixtures);
   return async () => {
     try {
-      const after = await treeFingerprint(fixtures.backupRoot);
-      if (after !== before) throw new Error(`the fixture backup tree ${fixtures.backupRoot} changed during the test run`);
+      const changes = manifestChanges(before, await treeManifest(fixtures.backupRoot));
+      if (changes.length > 0) {
+        throw new Error(`the fixture backup tree ${fixtures.backupRoot} changed during the test run: ${changes.slice(0, 20).join('; ')}`);
+      }
     } finally {
       await rm(root, { recursive: true, force: true });
     }

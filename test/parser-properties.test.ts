@@ -121,7 +121,7 @@ let vhd: Uint8Array;
 let vhdz: Uint8Array;
 let vhdx: Uint8Array;
 
-beforeAll(async () => {
+beforeAll(() => {
   vhd = writeUrbackupImage(volume, used, { random }).bytes;
   vhdz = writeUrbackupImage(volume, used, { random, compressed: { codec: 'zlib' } }).bytes;
   vhdx = writeUrbackupVhdxImage(volume, used, { random }).bytes;

@@ -7,6 +7,7 @@
  * ServedDisks and one pending background-refresh closure per folder.
  */
 import { link, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -32,8 +33,19 @@ async function collected(): Promise<void> {
   collectGarbage();
 }
 
-/** `client/<day>-0058_Image_ESP` and `client/<day>-0100_Image_C` for every run, hard links to one fixture run. */
-async function runsOfOneClient(root: string, esp: FixtureVolume, c: FixtureVolume): Promise<string[]> {
+/**
+ * `client/<day>-0058_Image_ESP` and `client/<day>-0100_Image_C` for every run, hard links to one
+ * private (sparse) copy of a fixture run: linking the shared fixtures themselves would change
+ * their ctime, which the suite's fixture fingerprint (test/global-setup.ts) rightly reports.
+ */
+async function runsOfOneClient(root: string, scratch: string, fixtureEsp: FixtureVolume, fixtureC: FixtureVolume): Promise<string[]> {
+  const privateVolume = (volume: FixtureVolume, name: string): FixtureVolume => {
+    const backupDir = join(scratch, name);
+    execFileSync('cp', ['-r', '--sparse=always', volume.backupDir, backupDir]);
+    return { ...volume, backupDir, rawPath: join(backupDir, basename(volume.rawPath)) };
+  };
+  const esp = privateVolume(fixtureEsp, 'esp');
+  const c = privateVolume(fixtureC, 'c');
   const folders: string[] = [];
   for (let run = 1; run <= RUNS; run++) {
     const day = `2411${String(run).padStart(2, '0')}`;
@@ -56,11 +68,12 @@ describe('mount memory during a walk of every folder', () => {
     const esp = disk.volumes.find((volume) => volume.letter === 'ESP');
     const c = disk.volumes.find((volume) => volume.letter === 'C');
     if (esp === undefined || c === undefined) throw new Error('uefi-gpt-run1 has no ESP and C backups');
-    // Beside the fixtures, so hard links work.
-    const root = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
+    // The runs are hard links to a private copy of one fixture run (runsOfOneClient).
+    const scratch = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
+    const root = join(scratch, 'backups');
     const sources = new SourceFiles();
     try {
-      const folders = await runsOfOneClient(root, esp, c);
+      const folders = await runsOfOneClient(root, scratch, esp, c);
       const probe = await new ServedDisks(sources, () => undefined).get(folders[0] ?? '', { wait: true });
       if (probe === undefined) throw new Error('the fixture disk is not served');
       // Room for about three disks in each cache.
@@ -96,7 +109,7 @@ describe('mount memory during a walk of every folder', () => {
       expect(lastFolder).toBe(folders.at(-1));
     } finally {
       await sources.close();
-      await rm(root, { recursive: true, force: true });
+      await rm(scratch, { recursive: true, force: true });
     }
   });
 });

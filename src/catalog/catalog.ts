@@ -7,6 +7,7 @@
 import { basename, dirname, join, resolve } from 'node:path';
 import { realpath, stat } from 'node:fs/promises';
 import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
+import { lineNaming } from '../errors/naming.js';
 import { composeDisk, type ComposedDisk } from '../disk/compose-disk.js';
 import {
   isDriveLetter,
@@ -49,9 +50,17 @@ export function virtualFileName(anchor: VolumeBackup, format: ContainerFormat): 
   return `Image_${anchor.letter}_${anchor.timestamp}.disk.${format}`;
 }
 
+/**
+ * The problem of the backup at `path` that `error` kept from being served. It belongs to that
+ * backup even when the error names another file (a parent in its chain, or the file reached
+ * through `..` or a hard link): `doctor` files it under the backup's folder, and the line names
+ * both the backup and the file at fault.
+ */
 function problemOf(error: unknown, path: string): Problem {
-  if (error instanceof SynthvhdError) return { path: error.path ?? path, reason: error.message, code: error.code };
-  throw error;
+  if (!(error instanceof SynthvhdError)) throw error;
+  const culprit = error.path ?? path;
+  const reason = lineNaming(culprit, error.message);
+  return { path, reason: culprit === path ? reason : lineNaming(path, reason), code: error.code };
 }
 
 

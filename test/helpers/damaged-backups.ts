@@ -560,12 +560,14 @@ function chainMutations(bases: Bases, seed: number): Mutation[] {
     const parentImage = imageOf(name, PARENT_TS, parentFormat);
     const image = imageOf(name, CHILD_TS, format);
     const parentIsGood = options.parentIsGood ?? true;
+    // A parent with no files is no backup folder at all: only the child's folder is reported on.
+    const parentExists = options.parentFiles === undefined || options.parentFiles(parentImage).length > 0;
     out.push({
       name,
       target: folderOf(name, CHILD_TS),
       image,
       format,
-      folders: [folderOf(name, PARENT_TS), folderOf(name, CHILD_TS)],
+      folders: parentExists ? [folderOf(name, PARENT_TS), folderOf(name, CHILD_TS)] : [folderOf(name, CHILD_TS)],
       culprits: [image, ...(options.culprits?.(parentImage) ?? [])],
       good: parentIsGood ? [parentGood(name, parentFormat)] : [],
       build: () => [...(options.parentFiles?.(parentImage) ?? backupFiles(parentImage, parentBytes(parentFormat))), ...backupFiles(image, childBytes(parentImage))],

@@ -81,16 +81,32 @@ export async function sampledHash(path: string, size: number): Promise<string> {
  */
 export async function treeFingerprint(root: string): Promise<string> {
   const hash = createHash('sha256');
+  for (const [path, entry] of await treeManifest(root)) hash.update(`${path}\0${entry}\0`);
+  return hash.digest('hex');
+}
+
+/** The fingerprint's parts, path by path (relative to `root`), so a change can be named. */
+export async function treeManifest(root: string): Promise<Map<string, string>> {
+  const manifest = new Map<string, string>();
   const walk = async (directory: string): Promise<void> => {
     for (const name of (await readdir(directory)).sort()) {
       const path = join(directory, name);
       const info = await stat(path, { bigint: true });
-      hash.update(`${relative(root, path)}\0${info.mode}\0${info.size}\0${info.mtimeNs}\0${info.ctimeNs}\0${info.dev}.${info.ino}\0`);
+      let entry = `${info.mode}\0${info.size}\0${info.mtimeNs}\0${info.ctimeNs}\0${info.dev}.${info.ino}`;
       if (info.isDirectory()) await walk(path);
-      else if (info.size <= WHOLE_HASH_LIMIT) hash.update(await sha256File(path));
-      else hash.update(await sampledHash(path, Number(info.size)));
+      else if (info.size <= WHOLE_HASH_LIMIT) entry += `\0${await sha256File(path)}`;
+      else entry += `\0${await sampledHash(path, Number(info.size))}`;
+      manifest.set(relative(root, path), entry);
     }
   };
   await walk(root);
-  return hash.digest('hex');
+  return manifest;
+}
+
+/** The paths whose entry differs between two manifests (added, removed or changed). */
+export function manifestChanges(before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>): string[] {
+  const changed: string[] = [];
+  for (const [path, entry] of before) if (after.get(path) !== entry) changed.push(after.has(path) ? `changed ${path}` : `removed ${path}`);
+  for (const path of after.keys()) if (!before.has(path)) changed.push(`added ${path}`);
+  return changed;
 }
