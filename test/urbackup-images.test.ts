@@ -337,63 +337,49 @@ describe("urBackup's VHDX and VHDXZ", () => {
 });
 
 describe("urBackup's VHDXZ as CompressedFile and syncInt leave it", () => {
-  // PRODUCT BUG (synthvhd refuses real urBackup VHDXZ incrementals): urBackup's CompressedFile
-  // ends the file at the last byte written (CompressedFile::Write: `filesize` = the furthest
-  // position), and in a VHDXZ child that is the last changed client block, inside the last
-  // payload block VHDXFile::allocateBatBlockFull handed out. urBackup's VHDXFile::Read takes
-  // only the sectors whose bitmap bit is set from the file (all of them written, so inside it)
-  // and the rest from the parent, so it reads such a child. synthvhd refuses it at open:
-  // "VHDX BAT payload entry 20: block at 7340032 ends beyond the file (7856128 bytes)"
-  // (src/container/parse-vhdx.ts checkVhdxBat). When fixed, drop `.fails` and make
-  // `endAtLastWrite` the writer's default.
-  it.fails('a VHDXZ child that ends inside its last payload block reads as the changed volume', async () => {
+  // urBackup's CompressedFile ends the file at the last byte written (CompressedFile::Write:
+  // `filesize` = the furthest position), and in a VHDXZ child that is the last changed client
+  // block, inside the last payload block VHDXFile::allocateBatBlockFull handed out. urBackup's
+  // VHDXFile::Read takes only the sectors whose bitmap bit is set from the file (all of them
+  // written, so inside it) and the rest from the parent. synthvhd refused such a child at open
+  // ("VHDX BAT payload entry 20: block at 7340032 ends beyond the file (7856128 bytes)") until
+  // parse-vhdx.ts learnt `endsAtLastWrite`.
+  it('a VHDXZ child that ends inside its last payload block reads as the changed volume', async () => {
     const plain = writeUrbackupVhdxImage(truth.volume, truth.used, { random });
     const plainPath = await place('260901-0100_Image_C', 'Image_C_260901-0100.vhdx', plain.bytes);
     const second = truth.volume.slice();
     const changed = [9, SIZE / CLIENT_BLOCK - 3];
     for (const block of changed) second.fill(0x66, block * CLIENT_BLOCK, (block + 1) * CLIENT_BLOCK);
     const child = writeUrbackupVhdxImage(second, changed, { random, compressed: { codec: 'zstd' }, parent: { path: plainPath, dataWriteGuid: plain.dataWriteGuid }, endAtLastWrite: true });
-    // `.fails` inverted: whatever is not the bug under test must make this body pass, so that
-    // `.fails` reports it. The container must end inside a 1 MiB payload block…
-    if (containerHeader(child.bytes).size % MIB === 0) return;
+    // The case under test: the container ends inside a 1 MiB payload block.
+    expect(containerHeader(child.bytes).size % MIB).not.toBe(0);
     const childPath = await place('260902-0100_Image_C', 'Image_C_260902-0100.vhdxz', child.bytes);
-    const read = await readVolume(childPath).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
-    if (read instanceof Error) {
-      // …and the refusal must be this one.
-      if (/ends beyond the file/.test(read.message)) throw read;
-      return;
-    }
+    const read = await readVolume(childPath);
     expect(firstDifference(read.bytes, second)).toBe(-1);
   });
 });
 
 describe("urBackup's VHDXZ child with only its changed BAT pages written", () => {
-  // PRODUCT BUG (conditional on the cache buffer's old contents): VHDXFile::syncInt writes only
-  // the 4 KiB BAT pages that hold a changed entry. A child's BAT has ChunkRatio + 1 = 4097
-  // entries per 4 GiB chunk, most of them for blocks past a small disk's end; in a .vhdxz their
-  // pages keep whatever the 2 MiB CompressedFile buffer held (`new char[]` or a recycled buffer,
-  // LRUMemCache::createInt). urBackup's VHDXFile::Read looks only at the entries of blocks inside
-  // the disk (getBatEntry) and at the chunk's bitmap entry; synthvhd validates every entry and
-  // refuses the file: "VHDX BAT payload entry 512: state 5 is not valid in a differencing VHDX"
-  // (src/container/parse-vhdx.ts checkVhdxBat). When fixed, drop `.fails`.
-  it.fails('a VHDXZ child whose unwritten BAT pages hold old buffer bytes reads as the changed volume', async () => {
+  // VHDXFile::syncInt writes only the 4 KiB BAT pages that hold a changed entry. A child's BAT has
+  // ChunkRatio + 1 = 4097 entries per 4 GiB chunk, most of them for blocks past a small disk's
+  // end; in a .vhdxz their pages keep whatever the 2 MiB CompressedFile buffer held (`new char[]`
+  // or a recycled buffer, LRUMemCache::createInt). urBackup's VHDXFile::Read looks only at the
+  // entries of blocks inside the disk (getBatEntry) and at the chunk's bitmap entry; synthvhd
+  // refused the file ("VHDX BAT payload entry 512: state 5 is not valid in a differencing VHDX")
+  // until checkVhdxBat skipped the entries of blocks past the disk's end.
+  it('a VHDXZ child whose unwritten BAT pages hold old buffer bytes reads as the changed volume', async () => {
     const plain = writeUrbackupVhdxImage(truth.volume, truth.used, { random });
     const plainPath = await place('261001-0100_Image_C', 'Image_C_261001-0100.vhdx', plain.bytes);
     const second = truth.volume.slice();
     const changed = [9, 10];
     for (const block of changed) second.fill(0x55, block * CLIENT_BLOCK, (block + 1) * CLIENT_BLOCK);
     const child = writeUrbackupVhdxImage(second, changed, { random, compressed: { codec: 'zstd' }, parent: { path: plainPath, dataWriteGuid: plain.dataWriteGuid }, changedBatPagesOnly: true });
-    // `.fails` inverted, as above. Page 1 of the BAT (entries 512–1023, all past the disk's 21
-    // blocks) must hold old bytes…
+    // The case under test: page 1 of the BAT (entries 512–1023, all past the disk's 21 blocks)
+    // holds old bytes.
     const unwrapped = unwrapContainer(child.bytes);
-    if (unwrapped.subarray(3 * MIB + 4096, 3 * MIB + 8192).every((byte) => byte === 0)) return;
+    expect(unwrapped.subarray(3 * MIB + 4096, 3 * MIB + 8192).every((byte) => byte === 0)).toBe(false);
     const childPath = await place('261002-0100_Image_C', 'Image_C_261002-0100.vhdxz', child.bytes);
-    const read = await readVolume(childPath).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
-    if (read instanceof Error) {
-      // …and the refusal must be about an entry of the BAT.
-      if (/VHDX BAT payload entry \d+: /.test(read.message)) throw read;
-      return;
-    }
+    const read = await readVolume(childPath);
     expect(firstDifference(read.bytes, second)).toBe(-1);
   });
 });

@@ -50,7 +50,7 @@ export async function containerDiskLayout(
   parent: Layout | undefined,
 ): Promise<Layout> {
   if (parsed.type === 'differencing' && parent === undefined) throw internalError('differencing container without a parent layout');
-  const from = new DiskBuilder(basename(path), path, parsed.type === 'differencing' ? parent : undefined);
+  const from = new DiskBuilder(basename(path), path, parsed.fileSize, parsed.type === 'differencing' ? parent : undefined);
   if (parsed.format === 'vhd') await readVhd(parsed, read, from);
   else await readVhdx(parsed, read, from);
   return from.builder.build(containerDiskSize(parsed));
@@ -67,11 +67,18 @@ class DiskBuilder {
   constructor(
     private readonly name: string,
     private readonly path: string,
+    private readonly fileSize: number,
     private readonly parent: Layout | undefined,
   ) {}
 
+  /**
+   * [offset, offset + length) of the file. Only a file parsed with `endsAtLastWrite`
+   * (src/container/parse-vhdx.ts) has a block that runs past its end: those bytes read as zeros.
+   */
   file(offset: number, length: number, what: string): void {
-    this.builder.file(this.path, offset, length, `${this.name}: ${what}`);
+    const inside = Math.max(0, Math.min(length, this.fileSize - offset));
+    if (inside > 0) this.builder.file(this.path, offset, inside, `${this.name}: ${what}`);
+    if (inside < length) this.builder.zero(length - inside, `zeros: ${what} past the end of ${this.name}, which ends at its last write`);
   }
 
   zero(length: number, what: string): void {

@@ -15,7 +15,7 @@
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { type ContainerInfo, describeContainer } from './describe-container.js';
 import { parseVhd } from './parse-vhd.js';
-import { parseVhdx } from './parse-vhdx.js';
+import { parseVhdx, type VhdxParseOptions } from './parse-vhdx.js';
 import { ContainerReader, type ParsedContainer, type ReadFunction } from './parsed-container.js';
 import { VHD_FOOTER_SIZE, isVhdFooter } from './vhd.js';
 import { VHDX_FILE_ID_SIZE } from './vhdx/constants.js';
@@ -26,11 +26,11 @@ export { describeContainer } from './describe-container.js';
 export type { ParsedContainer, ParsedVhd, ParsedVhdx, ReadFunction } from './parsed-container.js';
 
 /** Recognizes and validates a .vhd or .vhdx; see ParsedVhd / ParsedVhdx. */
-export async function parseContainer(read: ReadFunction, size: number): Promise<ParsedContainer> {
+export async function parseContainer(read: ReadFunction, size: number, options: VhdxParseOptions = {}): Promise<ParsedContainer> {
   const reader = new ContainerReader(read, size);
   if (size >= VHDX_FILE_ID_SIZE) {
     const start = await reader.read(0, VHDX_FILE_ID_SIZE, 'file identifier');
-    if (isVhdxFileIdentifier(start)) return parseVhdx(reader, start);
+    if (isVhdxFileIdentifier(start)) return parseVhdx(reader, start, options);
   }
   if (size >= VHD_FOOTER_SIZE) {
     const footer = await reader.read(size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE, 'VHD footer');

@@ -52,7 +52,18 @@ const VHDX_KNOWN_METADATA_ITEMS = [
 ];
 
 /** Parses the .vhdx whose first 64 KiB (the file identifier) are `fileIdBytes`. */
-export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array): Promise<ParsedVhdx> {
+/** How a VHDX may end, beyond what MS-VHDX allows. */
+export interface VhdxParseOptions {
+  /**
+   * The file ends at its last write, possibly inside its last payload block: urBackup's
+   * compressed container (a .vhdxz) is as long as what was written into it, and a child's last
+   * block is allocated at the end and written only where sectors changed
+   * (docs/urbackup-image-formats.md §2). That block's bytes past the end read as zeros.
+   */
+  readonly endsAtLastWrite?: boolean;
+}
+
+export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array, options: VhdxParseOptions = {}): Promise<ParsedVhdx> {
   const { creator, header, header1 } = await readVhdxHeaders(reader, fileIdBytes);
 
   const regions1 = decodeVhdxRegionTable(
@@ -92,7 +103,7 @@ export async function parseVhdx(reader: ContainerReader, fileIdBytes: Uint8Array
   const type = fileParameters.hasParent ? 'differencing' : fileParameters.leaveBlockAllocated ? 'fixed' : 'dynamic';
 
   const { geometry, bytes: batBytes } = await checkVhdxBat(
-    reader, bat, [metadataRegion], metadata.virtualDiskSize, fileParameters.blockSize, metadata.logicalSectorSize, type,
+    reader, bat, [metadataRegion], metadata.virtualDiskSize, fileParameters.blockSize, metadata.logicalSectorSize, type, options,
   );
   const parentLocator = metadata.parentLocator === undefined ? undefined : decodeVhdxParentLocator(metadata.parentLocator, 'VHDX parent locator');
   if (type === 'differencing' && parentLocator?.get('parent_linkage') === undefined) {
@@ -171,6 +182,7 @@ async function checkVhdxBat(
   blockSize: number,
   logicalSectorSize: number,
   type: ParsedVhdx['type'],
+  options: VhdxParseOptions,
 ): Promise<{ geometry: VhdxBatGeometry; bytes: Uint8Array }> {
   const differencing = type === 'differencing';
   const geometry = vhdxBatGeometry(virtualDiskSize, blockSize, logicalSectorSize, differencing);
@@ -188,6 +200,11 @@ async function checkVhdxBat(
   const sectorBitmapStates = differencing ? [SB_BLOCK_NOT_PRESENT, SB_BLOCK_PRESENT] : [SB_BLOCK_NOT_PRESENT];
   for (let index = 0; index < geometry.entryCount; index++) {
     const isSectorBitmap = index % (geometry.chunkRatio + 1) === geometry.chunkRatio;
+    const block = index - Math.floor(index / (geometry.chunkRatio + 1));
+    // A differencing BAT has entries for whole chunks (MS-VHDX 2.5: SectorBitmapBlocksCount x
+    // (ChunkRatio + 1)); those of payload blocks past the disk's end are never read, and urBackup
+    // leaves whatever its buffer held in the BAT pages it never changed (VHDXFile::syncInt).
+    if (!isSectorBitmap && block >= geometry.dataBlockCount) continue;
     const entry = readVhdxBatEntry(bat, index);
     const what = isSectorBitmap ? `sector bitmap entry ${index}` : `payload entry ${index}`;
     if (!(isSectorBitmap ? sectorBitmapStates : payloadStates).includes(entry.state)) {
@@ -199,9 +216,9 @@ async function checkVhdxBat(
     if (!allocated) continue;
     // A payload block only needs to hold the disk's bytes: qemu writes the last block of a fixed
     // VHDX only up to the disk's end (docs/containers.md §8), and reads it fine.
-    const block = index - Math.floor(index / (geometry.chunkRatio + 1));
     const end = entry.fileOffset + (isSectorBitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : Math.min(blockSize, virtualDiskSize - block * blockSize));
-    if (end > reader.size) {
+    const startsInside = entry.fileOffset < reader.size;
+    if (end > reader.size && !(options.endsAtLastWrite === true && !isSectorBitmap && startsInside)) {
       throw new SynthvhdError('E_CONTAINER', `VHDX BAT ${what}: block at ${entry.fileOffset} ends beyond the file (${reader.size} bytes)`);
     }
     if (reserved.some((range) => entry.fileOffset < range.end && end > range.start)) {

@@ -336,7 +336,8 @@ async function openVhdx(file: ImageFile, read: (position: number, length: number
       throw fileError('E_CONTAINER', link.child, `wrong parent: ${file.path} has DataWriteGuid ${guidToString(header.dataWriteGuid, 'ms')}, the child links to ${link.linkageText}`);
     }
   }
-  const parsed = await parseContainer(read, file.size);
+  // urBackup's compressed container ends at its last write, maybe inside the last payload block.
+  const parsed = await parseContainer(read, file.size, { endsAtLastWrite: file.container !== undefined });
   if (parsed.format !== 'vhdx') throw new SynthvhdError('E_CONTAINER', 'not a VHDX');
   // vhdxfile.cpp refuses a read-only open while the log holds entries: so do we (a log we
   // did not replay would mean serving stale blocks).
