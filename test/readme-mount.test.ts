@@ -215,12 +215,11 @@ describe('README "Who may read what": a source swapped for a symlink after its d
 });
 
 describe('README "How the mount serves reads": reads never reach JavaScript', () => {
-  // Skipped: it fails today. Once the open file's attributes are older than attr_timeout (1 s),
-  // the kernel sends a getattr before each read (auto_inval_data, fs/fuse/file.c
-  // fuse_cache_read_iter) and TypeScript answers it, so the reads wait for the blocked thread
-  // (README "How the mount serves reads" says so). Enable it once the addon answers an open
-  // virtual disk's getattr itself.
-  it.skip('reads of an open disk complete while the Node thread is blocked; a lookup waits for it', async () => {
+  // Once the open file's attributes are older than attr_timeout (1 s), the kernel sends a getattr
+  // before each read (auto_inval_data, fs/fuse/file.c fuse_cache_read_iter): the addon answers it
+  // for an open virtual disk (native/src/session.cc GetattrOfOpenFile), or the reads below would
+  // wait for the blocked thread.
+  it('reads of an open disk complete while the Node thread is blocked; a lookup waits for it', async () => {
     const disk = fixtureDisk(fixtures, 'bios-mbr');
     const root = join(work, 'blocked-js-root');
     await copyDisks(root, [disk]);

@@ -56,9 +56,13 @@ void ByPath(fuse_req_t req, fuse_ino_t ino, Op op, double arg) {
 }
 
 // `fi` is set when the kernel asks about an open file (FUSE_GETATTR_FH): with auto_inval_data it
-// does before reads (fs/fuse/file.c fuse_cache_read_iter), so JS is told the handle: a file whose
-// backup vanished while open then answers EIO, as its reads do, rather than ENOENT.
+// does before reads once the attributes are older than attr_timeout (fs/fuse/file.c
+// fuse_cache_read_iter). The session answers it from what JS said of the file (its lookup or last
+// getattr) while the handle is not stale, so reads of an open virtual disk never wait for the
+// JavaScript thread; otherwise JS answers, told the handle (a file whose backup vanished while
+// open then answers EIO, as its reads do, rather than ENOENT).
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  if (fi != nullptr && SessionOf(req)->GetattrOfOpenFile(req, fi->fh)) return;
   ByPath(req, ino, Op::kGetattr, fi != nullptr ? static_cast<double>(fi->fh) : 0);
 }
 

@@ -66,6 +66,26 @@ void InodeTable::ForgetLocked(uint64_t ino, uint64_t count) {
   nodes_.erase(found);
 }
 
+void InodeTable::RememberAttr(const std::string& path, const struct stat& attr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto by = by_path_.find(path);
+  if (by == by_path_.end()) return;
+  Node& node = nodes_[by->second];
+  if ((attr.st_mode & S_IFMT) != node.type) return;
+  node.attr = attr;
+  node.has_attr = true;
+}
+
+bool InodeTable::LastAttr(const std::string& path, struct stat* attr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto by = by_path_.find(path);
+  if (by == by_path_.end()) return false;
+  const Node& node = nodes_[by->second];
+  if (!node.has_attr) return false;
+  *attr = node.attr;
+  return true;
+}
+
 size_t InodeTable::Size() {
   std::lock_guard<std::mutex> lock(mu_);
   return nodes_.size();

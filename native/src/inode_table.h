@@ -4,6 +4,7 @@
 // kernel's node ids are this table's; the st_ino a file reports is JavaScript's (getattr's ino).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -22,12 +23,18 @@ class InodeTable {
   uint64_t Lookup(const std::string& path, mode_t type);
   void Forget(uint64_t ino, uint64_t count);
   size_t Size();
+  // The attributes JavaScript last gave for `path` (lookup or getattr), kept while its node is:
+  // what a file opened now starts with (Session::GetattrOfOpenFile).
+  void RememberAttr(const std::string& path, const struct stat& attr);
+  bool LastAttr(const std::string& path, struct stat* attr);
 
  private:
   struct Node {
     std::string path;
     uint64_t nlookup = 0;
     mode_t type = 0;
+    bool has_attr = false;
+    struct stat attr {};
   };
   void ForgetLocked(uint64_t ino, uint64_t count);
 

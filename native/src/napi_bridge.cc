@@ -320,6 +320,7 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
       return Napi::Boolean::New(env, false);
     }
     uint64_t ino = session_->nodes().Lookup(pending.path, st.st_mode & S_IFMT);
+    session_->nodes().RememberAttr(pending.path, st);
     struct fuse_entry_param entry;
     std::memset(&entry, 0, sizeof entry);
     entry.ino = ino;
@@ -336,6 +337,10 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     if (!GetStat(info, 1, &st)) return env.Undefined();
     Pending pending;
     if (!TakeRequest(info, &pending)) return Napi::Boolean::New(env, false);
+    if (pending.op == Op::kGetattr) {
+      session_->nodes().RememberAttr(pending.path, st);
+      if (pending.arg > 0) session_->RememberAttr(static_cast<uint64_t>(pending.arg), st);
+    }
     fuse_reply_attr(pending.req, &st, session_->config().attr_timeout);
     return Napi::Boolean::New(env, true);
   }
@@ -398,6 +403,10 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
       fuse_reply_err(pending.req, EIO);
       return Napi::Boolean::New(env, false);
     }
+    // The file starts with the attributes the kernel was last told for its path (the lookup or
+    // getattr before this open), so its later getattrs need not wait for JavaScript.
+    struct stat attr;
+    if (session_->nodes().LastAttr(pending.path, &attr)) session_->RememberAttr(fh, attr);
     struct fuse_file_info fi;
     std::memset(&fi, 0, sizeof fi);
     fi.fh = fh;

@@ -8,6 +8,7 @@
 // reader of compressed blocks gets the next few blocks decoded ahead on threads of their own.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -39,6 +40,12 @@ struct Handle {
   int fd = -1;                   // a real file passed through
   std::atomic<bool> stale{false};
   std::atomic<int64_t> last_touch_ms{INT64_MIN / 2};
+  // The attributes JavaScript last gave for this open file (a getattr that named the handle):
+  // later ones are answered from here, so the kernel's getattr before reads (auto_inval_data)
+  // never waits for JavaScript. A change of the file's backups makes the handle stale (EIO).
+  std::mutex attr_mu;
+  bool has_attr = false;
+  struct stat attr {};
   // Where the last read ended: a read starting there is sequential (decode-ahead follows it).
   std::atomic<uint64_t> next_offset{0};
   Handle() = default;

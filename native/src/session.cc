@@ -277,7 +277,7 @@ void Session::Dispatch(fuse_req_t req, Op op, std::string path, double arg) {
   {
     std::lock_guard<std::mutex> lock(pending_mu_);
     id = next_id_++;
-    pending_.emplace(id, Pending{req, op, path});
+    pending_.emplace(id, Pending{req, op, path, arg});
   }
   auto* message = new Message{OpName(op), static_cast<double>(id), std::move(path), arg, ""};
   {
@@ -311,6 +311,34 @@ void Session::Touch(uint64_t fh, Handle* handle) {
   if (now - last < config_.touch_interval_ms) return;
   if (!handle->last_touch_ms.compare_exchange_strong(last, now)) return;
   Post(new Message{"touch", 0, "", static_cast<double>(fh), ""});
+}
+
+bool Session::GetattrOfOpenFile(fuse_req_t req, uint64_t fh) {
+  std::shared_ptr<Handle> handle = FindHandle(fh);
+  if (handle == nullptr || handle->table == nullptr) return false;
+  if (handle->stale.load()) {
+    fuse_reply_err(req, EIO);
+    return true;
+  }
+  struct stat attr;
+  {
+    std::lock_guard<std::mutex> lock(handle->attr_mu);
+    if (!handle->has_attr) return false;
+    attr = handle->attr;
+  }
+  // As a read does: JavaScript re-checks the handle's backups (at most once per interval), so an
+  // open file whose backup changed still turns stale while only its attributes are asked for.
+  Touch(fh, handle.get());
+  fuse_reply_attr(req, &attr, config_.attr_timeout);
+  return true;
+}
+
+void Session::RememberAttr(uint64_t fh, const struct stat& attr) {
+  std::shared_ptr<Handle> handle = FindHandle(fh);
+  if (handle == nullptr || handle->table == nullptr) return;
+  std::lock_guard<std::mutex> lock(handle->attr_mu);
+  handle->attr = attr;
+  handle->has_attr = true;
 }
 
 void Session::Read(fuse_req_t req, size_t size, off_t off, uint64_t fh) {

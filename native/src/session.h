@@ -36,6 +36,7 @@ struct Pending {
   fuse_req_t req;
   Op op;
   std::string path;
+  double arg;  // what Dispatch passed (getattr: the open file's fh, 0 for none)
 };
 
 // What a worker thread hands to the main thread. `id` > 0: a request to answer (replyX(id, ...));
@@ -108,6 +109,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void Init(struct fuse_conn_info* conn);
   void Read(fuse_req_t req, size_t size, off_t off, uint64_t fh);
   void Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh);
+  // A getattr of open file `fh`: answered here from the attributes JavaScript gave for it before
+  // (EIO once stale), true; false when JavaScript must answer (none given yet, not a virtual file).
+  bool GetattrOfOpenFile(fuse_req_t req, uint64_t fh);
+  // Keeps `attr` as open file `fh`'s attributes (ReplyAttr of a getattr that named it).
+  void RememberAttr(uint64_t fh, const struct stat& attr);
   void Release(uint64_t fh);
   void ReleaseDir(uint64_t fh);
 
