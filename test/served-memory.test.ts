@@ -112,4 +112,46 @@ describe('mount memory during a walk of every folder', () => {
       await rm(scratch, { recursive: true, force: true });
     }
   });
+
+  // The caches are bounded by what each disk says it holds (memoryBytes): that figure is checked
+  // here against what holding the disks really costs, measured by V8 after collecting garbage.
+  it("a disk's memoryBytes() is not below what holding it costs the heap (measured after GC)", async () => {
+    const disk = fixtureDisk(fixtures, 'uefi-gpt-run1');
+    const esp = disk.volumes.find((volume) => volume.letter === 'ESP');
+    const c = disk.volumes.find((volume) => volume.letter === 'C');
+    if (esp === undefined || c === undefined) throw new Error('uefi-gpt-run1 has no ESP and C backups');
+    const scratch = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
+    const root = join(scratch, 'backups');
+    const sources = new SourceFiles();
+    try {
+      const folders = await runsOfOneClient(root, scratch, esp, c);
+      // Warm up: modules, the addon and the source table allocate once, not per disk.
+      const warm = new ServedDisks(sources, () => undefined, { revalidateMs: 60_000 });
+      const probe = await warm.get(folders[0] ?? '', { wait: true });
+      if (probe === undefined) throw new Error('the fixture disk is not served');
+      const claimed = probe.memoryBytes();
+      const used = (): number => {
+        const usage = process.memoryUsage();
+        return usage.heapUsed + usage.arrayBuffers;
+      };
+      await collected();
+      const before = used();
+      const roomy = new ServedDisks(sources, () => undefined, { revalidateMs: 60_000, maxBytes: 1024 ** 3 });
+      const held: ServedDisk[] = [];
+      for (const folder of folders) {
+        const served = await roomy.get(folder, { wait: true });
+        if (served === undefined) throw new Error(`${folder}: no disk`);
+        held.push(served);
+      }
+      await collected();
+      const perDisk = (used() - before) / held.length;
+      process.stdout.write(`served-memory: memoryBytes() ${claimed} B, measured ${Math.round(perDisk)} B per held disk\n`);
+      // Every disk is distinct (its own folder) and alive; the claim may overcount, never be far below.
+      expect(new Set(held).size).toBe(folders.length);
+      expect(claimed).toBeGreaterThanOrEqual(0.5 * perDisk);
+    } finally {
+      await sources.close();
+      await rm(scratch, { recursive: true, force: true });
+    }
+  });
 });
