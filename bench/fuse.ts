@@ -244,7 +244,7 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
       '',
       `synthvhd .vhd / xmount:  first read ${ratio(vhd.firstMBs, xmount.firstMBs)} (target ≥ 1.5×), 4K random ${ratio(vhd.randIops, xmount.randIops)} (target ≥ 2×), repeat ${ratio(vhd.repeatMBs, xmount.repeatMBs)}, cold ${ratio(vhd.coldMBs, xmount.coldMBs)}`,
       `synthvhd .vhd / nbdkit:  first read ${ratio(vhd.firstMBs, nbdkit)} (target ≥ 1×)`,
-      `synthvhd .vhd / direct:  repeat read ${ratio(vhd.repeatMBs, direct.repeatMBs)} (target ≥ 0.5×), first read ${ratio(vhd.firstMBs, direct.firstMBs)}, 4K random ${ratio(vhd.randIops, direct.randIops)}`,
+      `synthvhd .vhd / direct:  repeat read ${ratio(vhd.repeatMBs, direct.repeatMBs)} (target ≥ 0.7×, issue #22), first read ${ratio(vhd.firstMBs, direct.firstMBs)}, 4K random ${ratio(vhd.randIops, direct.randIops)}`,
       `synthvhd daemon RSS: ${ours.rssBefore.toFixed(0)} MiB mounted, ${ours.rssAfter.toFixed(0)} MiB after ${readGiB.toFixed(0)} GiB of whole-file reads of its files`,
       '',
     ].join('\n'),
