@@ -62,18 +62,29 @@ async function runsOfOneClient(root: string, scratch: string, fixtureEsp: Fixtur
   return folders;
 }
 
+/**
+ * Runs `work` on a backup root of RUNS runs of one client (runsOfOneClient: hard links to a
+ * private copy of the uefi-gpt-run1 fixture run), with a source table; removes it all after.
+ */
+async function withRunsOfOneClient(work: (root: string, folders: readonly string[], sources: SourceFiles) => Promise<void>): Promise<void> {
+  const disk = fixtureDisk(fixtures, 'uefi-gpt-run1');
+  const esp = disk.volumes.find((volume) => volume.letter === 'ESP');
+  const c = disk.volumes.find((volume) => volume.letter === 'C');
+  if (esp === undefined || c === undefined) throw new Error('uefi-gpt-run1 has no ESP and C backups');
+  const scratch = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
+  const root = join(scratch, 'backups');
+  const sources = new SourceFiles();
+  try {
+    await work(root, await runsOfOneClient(root, scratch, esp, c), sources);
+  } finally {
+    await sources.close();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 describe('mount memory during a walk of every folder', () => {
   it('keeps no disk alive beyond the disk cache, while diffs wait and after they are planned', async () => {
-    const disk = fixtureDisk(fixtures, 'uefi-gpt-run1');
-    const esp = disk.volumes.find((volume) => volume.letter === 'ESP');
-    const c = disk.volumes.find((volume) => volume.letter === 'C');
-    if (esp === undefined || c === undefined) throw new Error('uefi-gpt-run1 has no ESP and C backups');
-    // The runs are hard links to a private copy of one fixture run (runsOfOneClient).
-    const scratch = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
-    const root = join(scratch, 'backups');
-    const sources = new SourceFiles();
-    try {
-      const folders = await runsOfOneClient(root, scratch, esp, c);
+    await withRunsOfOneClient(async (root, folders, sources) => {
       const probe = await new ServedDisks(sources, () => undefined).get(folders[0] ?? '', { wait: true });
       if (probe === undefined) throw new Error('the fixture disk is not served');
       // Room for about three disks in each cache.
@@ -107,24 +118,13 @@ describe('mount memory during a walk of every folder', () => {
       const afterPlanning = alive.filter((ref) => ref.deref() !== undefined).length;
       expect(afterPlanning).toBeLessThanOrEqual(8);
       expect(lastFolder).toBe(folders.at(-1));
-    } finally {
-      await sources.close();
-      await rm(scratch, { recursive: true, force: true });
-    }
+    });
   });
 
   // The caches are bounded by what each disk says it holds (memoryBytes): that figure is checked
   // here against what holding the disks really costs, measured by V8 after collecting garbage.
   it("a disk's memoryBytes() is not below what holding it costs the heap (measured after GC)", async () => {
-    const disk = fixtureDisk(fixtures, 'uefi-gpt-run1');
-    const esp = disk.volumes.find((volume) => volume.letter === 'ESP');
-    const c = disk.volumes.find((volume) => volume.letter === 'C');
-    if (esp === undefined || c === undefined) throw new Error('uefi-gpt-run1 has no ESP and C backups');
-    const scratch = await mkdtemp(join(tmpdir(), 'synthvhd-walk-'));
-    const root = join(scratch, 'backups');
-    const sources = new SourceFiles();
-    try {
-      const folders = await runsOfOneClient(root, scratch, esp, c);
+    await withRunsOfOneClient(async (_root, folders, sources) => {
       // Warm up: modules, the addon and the source table allocate once, not per disk.
       const warm = new ServedDisks(sources, () => undefined, { revalidateMs: 60_000 });
       const probe = await warm.get(folders[0] ?? '', { wait: true });
@@ -149,9 +149,6 @@ describe('mount memory during a walk of every folder', () => {
       // Every disk is distinct (its own folder) and alive; the claim may overcount, never be far below.
       expect(new Set(held).size).toBe(folders.length);
       expect(claimed).toBeGreaterThanOrEqual(0.5 * perDisk);
-    } finally {
-      await sources.close();
-      await rm(scratch, { recursive: true, force: true });
-    }
+    });
   });
 });
