@@ -270,4 +270,57 @@ describe('README "How the mount serves reads": reads never reach JavaScript', ()
     });
     await started;
   });
+
+  // READDIRPLUS (native/src/session.cc Readdirplus): a listing hands the kernel each real file's
+  // attributes, as a lookup would, so `ls -l` needs no lookup per file. Shown by causality: right
+  // after the listing the Node thread is blocked; the real files still stat (the kernel has their
+  // attributes), while a virtual disk, listed without attributes, waits for JavaScript.
+  it('a listing gives real files their attributes: they stat while the Node thread is blocked', async (context) => {
+    const disk = fixtureDisk(fixtures, 'bios-mbr');
+    const root = join(work, 'readdirplus-root');
+    await copyDisks(root, [disk]);
+    const release = join(work, 'release-js-thread-readdirplus');
+    process.env.SYNTHVHD_TEST_BLOCK_JS = release;
+    await withMount(root, [], async (mounted) => {
+      delete process.env.SYNTHVHD_TEST_BLOCK_JS;
+      const folder = join(mounted.mountpoint, disk.client, basename(disk.anchor.backupDir));
+      const source = join(root, disk.client, basename(disk.anchor.backupDir));
+      const names = await readdir(folder);
+      const listedAt = performance.now();
+      const real = names.filter((name) => !name.includes('.disk'));
+      const virtualDisk = names.find((name) => name.endsWith('.disk.vhdx'));
+      expect(real.length).toBeGreaterThanOrEqual(4); // .raw, .raw.mbr, .raw.hash, .raw.sync
+      expect(virtualDisk).toBeDefined();
+      try {
+        mounted.child.kill('SIGUSR2');
+        await until('the mount says its JavaScript thread is blocked', () => Promise.resolve(mounted.stderr().includes('synthvhd: test: JavaScript thread blocked')));
+        // The kernel keeps listed attributes for entry_timeout (1 s): a machine that took most of
+        // it to block the thread cannot show anything.
+        const blockedAfterMs = performance.now() - listedAt;
+        if (blockedAfterMs > 600) {
+          context.skip(`blocking the Node thread took ${Math.round(blockedAfterMs)} ms after the listing, too close to the 1 s the kernel keeps its attributes`);
+          return;
+        }
+        let virtualDone = false;
+        const virtualStat = lstat(join(folder, virtualDisk ?? '')).finally(() => { virtualDone = true; });
+        const pending = Promise.all(real.map((name) => lstat(join(folder, name))));
+        const stats = await Promise.race([pending, new Promise<undefined>((resolvePromise) => setTimeout(() => { resolvePromise(undefined); }, 300))]);
+        expect(stats, 'the real files did not stat within 300 ms: their lookups waited for the blocked Node thread').toBeDefined();
+        for (const [index, name] of real.entries()) {
+          const truth = await lstat(join(source, name));
+          const served = stats?.[index];
+          expect(served?.size, name).toBe(truth.size);
+          expect(served?.mtimeMs, name).toBe(truth.mtimeMs);
+          expect(served?.mode, name).toBe(truth.mode & ~0o222); // the source's mode minus write
+        }
+        // The control: the thread really is blocked, so a lookup that needs it waits.
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
+        expect(virtualDone).toBe(false);
+        await writeFile(release, '');
+        expect((await virtualStat).size).toBeGreaterThan(0);
+      } finally {
+        await writeFile(release, '');
+      }
+    });
+  });
 });

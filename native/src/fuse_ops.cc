@@ -88,6 +88,10 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) { ByPa
 
 void OpReaddir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, struct fuse_file_info* fi) { SessionOf(req)->Readdir(req, size, off, fi->fh); }
 
+void OpReaddirplus(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, struct fuse_file_info* fi) {
+  SessionOf(req)->Readdirplus(req, size, off, fi->fh);
+}
+
 void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, struct fuse_file_info* fi) {
   SessionOf(req)->ReleaseDir(fi->fh);
   fuse_reply_err(req, 0);
@@ -133,6 +137,7 @@ struct fuse_lowlevel_ops MakeOps() {
   ops.release = OpRelease;
   ops.opendir = OpOpendir;
   ops.readdir = OpReaddir;
+  ops.readdirplus = OpReaddirplus;  // libfuse then offers FUSE_CAP_READDIRPLUS (and _AUTO)
   ops.releasedir = OpReleasedir;
   ops.statfs = OpStatfs;
   ops.getxattr = OpGetxattr;

@@ -167,6 +167,12 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
   static bool GetStat(const Napi::CallbackInfo& info, size_t index, struct stat* st) {
     double v[11];
     if (!GetNumbers(info, index, 11, v)) return false;
+    StatFromNumbers(v, st);
+    return true;
+  }
+
+  // [mode, uid, gid, size, nlink, ino, blksize, blocks, atimeMs, mtimeMs, ctimeMs]
+  static void StatFromNumbers(const double* v, struct stat* st) {
     std::memset(st, 0, sizeof *st);
     st->st_mode = static_cast<mode_t>(v[0]);
     st->st_uid = static_cast<uid_t>(v[1]);
@@ -179,7 +185,6 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     st->st_atim = FromMs(v[8]);
     st->st_mtim = FromMs(v[9]);
     st->st_ctim = FromMs(v[10]);
-    return true;
   }
 
   Napi::Value Mount(const Napi::CallbackInfo& info) {
@@ -419,8 +424,10 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     return Napi::Boolean::New(env, true);
   }
 
-  // replyOpendir(id, names: string[], inos?: number[], modes?: number[] (S_IFMT bits used)):
-  // readdir then reports each name with JS's inode number (what getattr says) and its file type.
+  // replyOpendir(id, names: string[], inos?: number[], modes?: number[] (S_IFMT bits used),
+  // stats?: Float64Array (11 numbers per entry as GetStat, NaN mode = none)): readdir then reports
+  // each name with JS's inode number (what getattr says) and its file type; READDIRPLUS also
+  // hands over the attributes an entry has.
   Napi::Value ReplyOpendir(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[1].IsArray()) {
@@ -430,6 +437,9 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     Napi::Array names = info[1].As<Napi::Array>();
     Napi::Array inos = info.Length() > 2 && info[2].IsArray() ? info[2].As<Napi::Array>() : Napi::Array();
     Napi::Array modes = info.Length() > 3 && info[3].IsArray() ? info[3].As<Napi::Array>() : Napi::Array();
+    Napi::Float64Array stats = info.Length() > 4 && info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array
+                                   ? info[4].As<Napi::Float64Array>()
+                                   : Napi::Float64Array();
     auto dir = std::make_shared<Dir>();
     dir->entries.reserve(names.Length());
     for (uint32_t i = 0; i < names.Length(); i++) {
@@ -450,6 +460,15 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
         Napi::Value mode = modes.Get(i);
         if (mode.IsNumber()) entry.type = (static_cast<uint32_t>(mode.As<Napi::Number>().Int64Value()) & S_IFMT) >> 12;
       }
+      if (!stats.IsEmpty() && (static_cast<size_t>(i) + 1) * 11 <= stats.ElementLength()) {
+        const double* v = stats.Data() + static_cast<size_t>(i) * 11;
+        bool usable = true;
+        for (int k = 0; k < 11; k++) usable = usable && std::isfinite(v[k]) && v[k] >= 0 && v[k] <= kMaxSafeInteger;
+        if (usable && (static_cast<uint32_t>(v[0]) & S_IFMT) != 0) {
+          StatFromNumbers(v, &entry.attr);
+          entry.has_attr = true;
+        }
+      }
       dir->entries.push_back(std::move(entry));
     }
     Pending pending;
@@ -458,6 +477,7 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
       fuse_reply_err(pending.req, EIO);
       return Napi::Boolean::New(env, false);
     }
+    dir->path = pending.path;
     uint64_t fh = session_->AddDir(std::move(dir));
     struct fuse_file_info fi;
     std::memset(&fi, 0, sizeof fi);

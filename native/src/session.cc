@@ -386,6 +386,51 @@ void Session::Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
   fuse_reply_buf(req, buffer, used);
 }
 
+void Session::Readdirplus(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
+  std::shared_ptr<Dir> dir = FindDir(fh);
+  if (dir == nullptr) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  if (off < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  if (size > kMaxReply) size = kMaxReply;
+  char* buffer = ThreadReplyBuffer(kMaxReply);
+  if (buffer == nullptr) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  const std::string prefix = dir->path == "/" ? "/" : dir->path + "/";
+  size_t used = 0;
+  for (size_t index = static_cast<size_t>(off); index < dir->entries.size(); index++) {
+    const DirEntry& entry = dir->entries[index];
+    const off_t next = static_cast<off_t>(index + 1);
+    struct fuse_entry_param param;
+    std::memset(&param, 0, sizeof param);
+    // Asked first with no buffer: the room it needs (the node is looked up only if it fits, as
+    // the kernel counts every node id it receives and forgets each one later).
+    size_t need = fuse_add_direntry_plus(req, nullptr, 0, entry.name.c_str(), &param, next);
+    if (need > size - used) break;
+    bool dot = entry.name == "." || entry.name == "..";
+    if (entry.has_attr && !dot) {
+      std::string path = prefix + entry.name;
+      param.ino = nodes_.Lookup(path, entry.attr.st_mode & S_IFMT);
+      nodes_.RememberAttr(path, entry.attr);
+      param.attr = entry.attr;
+      param.attr_timeout = config_.attr_timeout;
+      param.entry_timeout = config_.entry_timeout;
+    } else {
+      // Node id 0: "no attributes for this entry" (fs/fuse/readdir.c fuse_direntplus_link).
+      param.attr.st_ino = static_cast<ino_t>(entry.ino);
+      param.attr.st_mode = static_cast<mode_t>(entry.type) << 12;
+    }
+    used += fuse_add_direntry_plus(req, buffer + used, size - used, entry.name.c_str(), &param, next);
+  }
+  fuse_reply_buf(req, buffer, used);
+}
+
 void Session::Release(uint64_t fh) {
   ReleaseHandle(fh);
   Post(new Message{"release", 0, "", static_cast<double>(fh), ""});

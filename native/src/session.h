@@ -53,9 +53,13 @@ struct DirEntry {
   std::string name;
   uint64_t ino;   // d_ino: JavaScript's inode number (what getattr reports)
   uint32_t type;  // d_type: S_IFMT bits >> 12, 0 = unknown
+  // What a lookup of the entry answers, when JavaScript gave it: READDIRPLUS hands it over.
+  bool has_attr = false;
+  struct stat attr {};
 };
 
 struct Dir {
+  std::string path;  // the directory's path in the mount ("/" or "/a/b")
   std::vector<DirEntry> entries;
 };
 
@@ -109,6 +113,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Init(struct fuse_conn_info* conn);
   void Read(fuse_req_t req, size_t size, off_t off, uint64_t fh);
   void Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh);
+  // READDIRPLUS: entries with attributes from JavaScript go with them (their node looked up,
+  // as a LOOKUP would); the others as plain entries (node id 0: the kernel looks them up).
+  void Readdirplus(fuse_req_t req, size_t size, off_t off, uint64_t fh);
   // A getattr of open file `fh`: answered here from the attributes JavaScript gave for it before
   // (EIO once stale), true; false when JavaScript must answer (none given yet, not a virtual file).
   bool GetattrOfOpenFile(fuse_req_t req, uint64_t fh);

@@ -226,7 +226,10 @@ export class BackupFs {
   /**
    * The listing with what readdir reports besides each name: the inode number getattr gives
    * (d_ino) and the file type (d_type), so `ls -i`, `find` and Samba see the same numbers as
-   * stat. Real entries are lstat'ed (in batches); virtual ones are regular files.
+   * stat. Real entries are lstat'ed (in batches) and carry the attributes getattr gives them
+   * (realStat of the same lstat), which the session hands the kernel with READDIRPLUS so that
+   * `ls -l` of a folder needs no lookup per file; virtual ones (and real names a virtual entry
+   * could claim) are regular files without attributes: their lookup composes what it needs.
    */
   async readdirEntries(path: string): Promise<DirEntryInfo[]> {
     const { source, names, virtual } = await this.listing(path);
@@ -241,7 +244,8 @@ export class BackupFs {
         if (virtual.has(name)) return { name, ino: virtualInode(`${prefix}${name}`), mode: S_IFREG };
         try {
           const info = await lstat(join(source, name));
-          return { name, ino: realInode(info.dev, info.ino, this.rootDev), mode: info.mode & S_IFMT };
+          const entry = { name, ino: realInode(info.dev, info.ino, this.rootDev), mode: info.mode & S_IFMT };
+          return this.resolve(`${prefix}${name}`).kind === 'real' ? { ...entry, stat: this.realStat(info) } : entry;
         } catch {
           return { name, ino: NaN, mode: 0 }; // gone since the listing: unknown, as before
         }

@@ -40,11 +40,16 @@ export interface NativeLayout {
   readonly extents: readonly NativeExtent[];
 }
 
-/** A directory entry as readdir reports it: d_ino (NaN: unknown) and d_type (from `mode`'s S_IFMT bits). */
+/**
+ * A directory entry as readdir reports it: d_ino (NaN: unknown) and d_type (from `mode`'s S_IFMT
+ * bits). `stat`, when given, must be exactly what a lookup of the entry answers: the session then
+ * answers READDIRPLUS with it, and the kernel skips that lookup (`ls -l`, Explorer, `find`).
+ */
 export interface DirEntryInfo {
   readonly name: string;
   readonly ino: number;
   readonly mode: number;
+  readonly stat?: NodeStat;
 }
 
 /** getattr's answer; times in ms since the epoch. */
@@ -169,7 +174,7 @@ interface NativeSession {
   replyReadlink(id: number, target: string): boolean;
   replyStatfs(id: number, fields: readonly number[]): boolean;
   replyOpen(id: number, fh: number, keepCache: boolean, directIo: boolean): boolean;
-  replyOpendir(id: number, names: readonly string[], inos: readonly number[], modes: readonly number[]): boolean;
+  replyOpendir(id: number, names: readonly string[], inos: readonly number[], modes: readonly number[], stats: Float64Array): boolean;
   invalidate(fh: number): boolean;
   detach(): Promise<number>;
   stats(): SessionStats;
@@ -277,6 +282,9 @@ export function packLayout(layout: NativeLayout): PackedLayout {
 export function layoutSources(layout: NativeLayout): readonly string[] {
   return packLayout(layout).paths;
 }
+
+/** Numbers per stat in the addon's calls (statArray). */
+const STAT_NUMBERS = 11;
 
 function statArray(stat: NodeStat): number[] {
   return [stat.mode, stat.uid, stat.gid, stat.size, stat.nlink, stat.ino, stat.blksize, stat.blocks, stat.atime, stat.mtime, stat.ctime];
@@ -471,18 +479,21 @@ export class NativeFuseSession {
     const names: string[] = [];
     const inos: number[] = [];
     const modes: number[] = [];
-    for (const entry of entries) {
+    // STAT_NUMBERS per entry, as statArray; NaN where an entry has none.
+    const stats = new Float64Array(entries.length * STAT_NUMBERS).fill(NaN);
+    entries.forEach((entry, index) => {
       if (typeof entry === 'string') {
         names.push(entry);
         inos.push(NaN);
         modes.push(0);
-      } else {
-        names.push(entry.name);
-        inos.push(entry.ino);
-        modes.push(entry.mode);
+        return;
       }
-    }
-    this.native.replyOpendir(id, names, inos, modes);
+      names.push(entry.name);
+      inos.push(entry.ino);
+      modes.push(entry.mode);
+      if (entry.stat !== undefined) stats.set(statArray(entry.stat), index * STAT_NUMBERS);
+    });
+    this.native.replyOpendir(id, names, inos, modes, stats);
   }
 
   private replyOpen(id: number, answer: OpenAnswer): void {
