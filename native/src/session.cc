@@ -356,22 +356,28 @@ void Session::Read(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
   read_core_.Read(handle, size, static_cast<uint64_t>(off), &reply);
 }
 
-void Session::Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
-  std::shared_ptr<Dir> dir = FindDir(fh);
-  if (dir == nullptr) {
+// What Readdir and Readdirplus share: the open directory, a checked offset and the reply buffer
+// (`size` cut to it); nullptr when the request was answered with an error instead.
+char* Session::StartListing(fuse_req_t req, uint64_t fh, off_t off, size_t* size, std::shared_ptr<Dir>* dir) {
+  *dir = FindDir(fh);
+  if (*dir == nullptr) {
     fuse_reply_err(req, EBADF);
-    return;
+    return nullptr;
   }
   if (off < 0) {
     fuse_reply_err(req, EINVAL);
-    return;
+    return nullptr;
   }
-  if (size > kMaxReply) size = kMaxReply;
+  if (*size > kMaxReply) *size = kMaxReply;
   char* buffer = ThreadReplyBuffer(kMaxReply);
-  if (buffer == nullptr) {
-    fuse_reply_err(req, ENOMEM);
-    return;
-  }
+  if (buffer == nullptr) fuse_reply_err(req, ENOMEM);
+  return buffer;
+}
+
+void Session::Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
+  std::shared_ptr<Dir> dir;
+  char* buffer = StartListing(req, fh, off, &size, &dir);
+  if (buffer == nullptr) return;
   size_t used = 0;
   for (size_t index = static_cast<size_t>(off); index < dir->entries.size(); index++) {
     const DirEntry& entry = dir->entries[index];
@@ -387,21 +393,9 @@ void Session::Readdir(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
 }
 
 void Session::Readdirplus(fuse_req_t req, size_t size, off_t off, uint64_t fh) {
-  std::shared_ptr<Dir> dir = FindDir(fh);
-  if (dir == nullptr) {
-    fuse_reply_err(req, EBADF);
-    return;
-  }
-  if (off < 0) {
-    fuse_reply_err(req, EINVAL);
-    return;
-  }
-  if (size > kMaxReply) size = kMaxReply;
-  char* buffer = ThreadReplyBuffer(kMaxReply);
-  if (buffer == nullptr) {
-    fuse_reply_err(req, ENOMEM);
-    return;
-  }
+  std::shared_ptr<Dir> dir;
+  char* buffer = StartListing(req, fh, off, &size, &dir);
+  if (buffer == nullptr) return;
   const std::string prefix = dir->path == "/" ? "/" : dir->path + "/";
   size_t used = 0;
   for (size_t index = static_cast<size_t>(off); index < dir->entries.size(); index++) {
