@@ -121,6 +121,9 @@ export class BackupFs {
         onComposed?.(disk);
         precomputer?.request(disk.anchor, disk.disk.image);
       },
+      onRetired: (disk) => {
+        this.retired(disk);
+      },
     });
     this.diffs = new ServedDiffs(this.disks, root, options.mountpoint ?? root, options, this.activity);
   }
@@ -328,6 +331,18 @@ export class BackupFs {
     if (handle?.kind !== 'virtual') return false;
     for (const disk of handle.disks) this.disks.revalidate(disk);
     return handle.disks.some((disk) => disk.stale);
+  }
+
+  /**
+   * Told which open handles turned stale the moment their disk does (set by the session's
+   * handlers): they answer EIO from then on, reads and attributes alike.
+   */
+  onHandleStale: ((fh: number) => void) | undefined;
+
+  private retired(disk: ServedDisk): void {
+    for (const [fh, handle] of this.handles) {
+      if (handle.kind === 'virtual' && handle.disks.includes(disk)) this.onHandleStale?.(fh);
+    }
   }
 
   /** The kernel closed handle `fh`. */

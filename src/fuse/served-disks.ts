@@ -352,6 +352,12 @@ export interface ServedDisksOptions {
    * its sources changed): the mount queues its blocklist there. Must not throw or block.
    */
   readonly onComposed?: (disk: ServedDisk) => void;
+  /**
+   * Called once when a disk turns stale (its backups changed or vanished): the mount invalidates
+   * the handles still open on it then, not at their next read, since the addon answers an open
+   * file's getattr itself. Must not throw or block.
+   */
+  readonly onRetired?: (disk: ServedDisk) => void;
 }
 
 export class ServedDisks {
@@ -360,6 +366,7 @@ export class ServedDisks {
   private readonly logged = new Set<string>();
   readonly revalidateMs: number;
   private readonly onComposed: ((disk: ServedDisk) => void) | undefined;
+  private readonly onRetired: ((disk: ServedDisk) => void) | undefined;
 
   constructor(
     private readonly sources: SourceFiles,
@@ -369,6 +376,7 @@ export class ServedDisks {
     this.entries = new LRUCache<string, Entry>({ maxSize: options.maxBytes ?? DEFAULT_CACHE_BYTES, sizeCalculation: (entry) => Math.max(1, entry.bytes) });
     this.revalidateMs = options.revalidateMs ?? 1000;
     this.onComposed = options.onComposed;
+    this.onRetired = options.onRetired;
   }
 
   /**
@@ -433,6 +441,7 @@ export class ServedDisks {
     if (disk === undefined || disk.stale) return;
     disk.stale = true;
     for (const path of disk.sourcePaths()) this.sources.forget(path);
+    this.onRetired?.(disk);
   }
 
   private async compose(folder: string, probe: Probe, now: number, background: boolean): Promise<ServedDisk | undefined> {

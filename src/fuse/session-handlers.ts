@@ -19,6 +19,7 @@ function isExpected(error: unknown): boolean {
 
 /** `invalidate(fh)`: the session's, bound once it is mounted. */
 export function sessionHandlers(fs: BackupFs, log: (line: string) => void, invalidate: (fh: number) => void): SessionHandlers {
+  fs.onHandleStale = invalidate;
   let reported = 0;
   /** Runs `work`, logging an unexpected failure before it becomes an errno. */
   const run = <T>(work: () => Promise<T>): Promise<T> => {
