@@ -40,6 +40,7 @@
         "src/inode_table.cc",
         "src/read_core.cc",
         "src/read_walk.cc",
+        "src/chain_shape.cc",
         "src/extent_table.cc",
         "src/block_cache.cc",
         "src/record_codec.cc"

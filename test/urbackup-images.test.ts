@@ -9,6 +9,7 @@
  * wraps, and qemu-img, libvhdi (vhdiinfo, vhdimount), 7-Zip and sfdisk read those files; every
  * expected disk is built from the truth volume.
  */
+import { resolveLayoutChains } from '../src/extents/vhd-chain.js';
 import { mkdtemp, mkdir, open, readFile, readdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -77,7 +78,7 @@ async function readVolume(path: string): Promise<{ bytes: Uint8Array; ownRanges:
   try {
     const offset = volumeOffsetFromMbr(await reader.read(opened.disk, 0, 512), opened.disk.size);
     const volume = volumeLayout(opened.disk, offset);
-    return { bytes: await reader.read(volume, 0, volume.size), ownRanges: opened.ownRanges, offset };
+    return { bytes: await reader.read(volume, 0, volume.size), ownRanges: await opened.ownRanges(), offset };
   } finally {
     await reader.close();
   }
@@ -252,7 +253,7 @@ describe('incremental chains', () => {
     expect(loaded.volumeLength).toBe(SIZE);
     expect(firstDifference(loaded.bootSector, third.subarray(0, 4096))).toBe(-1);
     expect(loaded.chain.map((file) => file.path)).toEqual([level3Path, childPath, fullPath]);
-    const ranges = changedSince(loaded, fullPath);
+    const ranges = await changedSince(loaded, fullPath);
     expect(ranges).toBeDefined();
     const chunk = 512 * 1024;
     const flags = changedChunkFlags(ranges ?? [], SIZE, chunk);
@@ -266,7 +267,7 @@ describe('incremental chains', () => {
     const differs = flags.map((_, index) => firstDifference(truth.volume.subarray(index * chunk, (index + 1) * chunk), third.subarray(index * chunk, (index + 1) * chunk)) !== -1);
     expect(differs.filter(Boolean).length).toBeGreaterThan(0);
     expect(differs.filter((differ, index) => differ && !flags[index])).toEqual([]);
-    expect(changedSince(loaded, '/not/in/the/chain.vhdz')).toBeUndefined();
+    expect(await changedSince(loaded, '/not/in/the/chain.vhdz')).toBeUndefined();
   });
 
   it('a missing parent and a wrong parent are refused with one clear message', async () => {
@@ -692,7 +693,9 @@ describe('decoded blocks off the main thread', () => {
     const image = writeUrbackupImage(truth.volume, truth.used, { random, compressed: { codec: 'zstd', shuffle: true } });
     const path = await place('260401-0100_Image_C', 'Image_C_260401-0100.vhdz', image);
     const opened = await openImageDisk(path, opener);
-    const volume = volumeLayout(opened.disk, IMAGE_VOLUME_OFFSET);
+    // The sector bitmaps resolved up front, so that every extent below is a decoded block's range.
+    const bitmapReader = new ImageBytes(opener);
+    const volume = await resolveLayoutChains(volumeLayout(opened.disk, IMAGE_VOLUME_OFFSET), (layout) => bitmapReader.read(layout, 0, layout.size)).finally(() => bitmapReader.close());
     const handle = await open(path, 'r');
     let decodes = 0;
     const blocks = new DecodedBlocks(async (file, record, blockLength) => {
@@ -780,10 +783,20 @@ describe('bad input', () => {
     await expectError(openImageDisk(await place('260202-0200_Image_C', 'Image_C_260202-0200.vhdz', bytes), opener), 'E_CONTAINER', /block 0 record at 20 is inside the header/);
   });
 
-  it('a corrupt block: opening fails if the layout needs it, reading fails with E_IO naming file and record', async () => {
+  it('a corrupt block: composing reads no data, so it opens; reading it fails with E_IO naming file and record', async () => {
+    // Three container blocks' worth of VHD, so that one other than the last (the footer's) can be damaged.
+    const big = makeVolume(8 * MIB, 0.9);
+    const good = writeUrbackupImage(big.volume, big.used, { random, compressed: { codec: 'zstd' } });
     const path = await place('260202-0300_Image_C', 'Image_C_260202-0300.vhdz', good);
     const opened = await openImageDisk(path, opener);
-    const extent = opened.disk.extents.find((candidate) => candidate.kind === 'compressed' && candidate.start >= IMAGE_VOLUME_OFFSET);
+    const bitmapReader = new ImageBytes(opener);
+    const resolved = await resolveLayoutChains(opened.disk, (layout) => bitmapReader.read(layout, 0, layout.size)).finally(() => bitmapReader.close());
+    // Neither the container's first block (the VHD's headers and BAT) nor its last (the footer): opening reads those.
+    const header = new DataView(good.bytes.buffer, good.bytes.byteOffset);
+    const indexAt = Number(header.getBigInt64(29, true));
+    const blocks = Math.ceil(Number(header.getBigInt64(37, true)) / header.getUint32(45, true));
+    const headerRecords = [0, blocks - 1].map((block) => Number(header.getBigInt64(indexAt + 8 * block, true)));
+    const extent = resolved.extents.find((candidate) => candidate.kind === 'compressed' && !headerRecords.includes(candidate.record));
     expect(extent?.kind).toBe('compressed');
     if (extent?.kind !== 'compressed') return;
     // Damage the payload of that record after the layout was built (as a disk error would).
@@ -796,8 +809,15 @@ describe('bad input', () => {
     } finally {
       await reader.close();
     }
-    // Opened afresh, the damaged block holds bitmaps the layout needs: refused at open.
-    await expectError(openImageDisk(path, opener), 'E_IO', /corrupt compressed block/);
+    // Opened afresh: composing reads headers and BATs only, so the disk opens, and the damaged
+    // block (which holds sector bitmaps too) fails the reads that need it, naming file and record.
+    const again = await openImageDisk(path, opener);
+    const fresh = new ImageBytes(opener);
+    try {
+      await expectError(fresh.read(again.disk, extent.start, 4096), 'E_IO', new RegExp(`Image_C_260202-0300\\.vhdz: block record at ${extent.record}: corrupt compressed block`));
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('an unknown version and an unknown mode are refused', async () => {

@@ -25,7 +25,7 @@ bool Fail(std::string* why, std::string reason) {
 }  // namespace
 
 bool ValidateExtents(const double* numbers, size_t count, double size, size_t blob_size, size_t source_count, std::vector<Extent>* out,
-                     std::string* why) {
+                     std::string* why, const std::vector<uint64_t>& chain_sizes) {
   out->clear();
   if (!(size > 0 && SafeInteger(size))) return Fail(why, "bad size");
   if (count % kNumbersPerExtent != 0 || count == 0) return Fail(why, "extents: 7 numbers per extent, at least one");
@@ -73,6 +73,15 @@ bool ValidateExtents(const double* numbers, size_t count, double size, size_t bl
         }
         if (extent.skip > extent.block_length || extent.length > extent.block_length - extent.skip) {
           return Fail(why, "extent " + std::to_string(i) + ": compressed extent outside its block");
+        }
+        break;
+      case 4:
+        extent.kind = ExtentKind::kChain;
+        if (v[3] >= static_cast<double>(chain_sizes.size())) return Fail(why, "extent " + std::to_string(i) + ": chain extent names no chain");
+        extent.source = static_cast<uint32_t>(v[3]);
+        extent.offset = static_cast<uint64_t>(v[4]);
+        if (extent.offset > chain_sizes[extent.source] || extent.length > chain_sizes[extent.source] - extent.offset) {
+          return Fail(why, "extent " + std::to_string(i) + ": chain extent past its chain's disk");
         }
         break;
       default:

@@ -57,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "chain_shape.h"
 #include "extent_table.h"
 #include "read_core.h"
 #include "session.h"
@@ -253,7 +254,9 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
   }
 
   // openLayout(size, extents: Float64Array (7 per extent: kind, start, length, a, b, c, d),
-  //            blob: Uint8Array, fds: Int32Array, paths: string[]) -> fh
+  //            blob: Uint8Array, fds: Int32Array, paths: string[],
+  //            chains?: External[] (makeChainShape), chainSources?: Uint32Array[] (per chain file,
+  //            its index in fds)) -> fh
   Napi::Value OpenLayout(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto fail = [&](const std::string& message) {
@@ -278,9 +281,34 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     if (paths.Length() != fds.ElementLength()) return fail("one path per fd");
 
     auto table = std::make_unique<Table>();
+    std::vector<uint64_t> chain_sizes;
+    if (info.Length() >= 7 && info[5].IsArray() && info[6].IsArray()) {
+      Napi::Array shapes = info[5].As<Napi::Array>();
+      Napi::Array sources = info[6].As<Napi::Array>();
+      if (shapes.Length() != sources.Length()) return fail("one source list per chain");
+      for (uint32_t i = 0; i < shapes.Length(); i++) {
+        Napi::Value shape_value = shapes.Get(i);
+        Napi::Value sources_value = sources.Get(i);
+        if (!shape_value.IsExternal()) return fail("chains must come from makeChainShape");
+        if (!sources_value.IsTypedArray() || sources_value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+          return fail("chain sources must be Uint32Arrays");
+        }
+        TableChain chain;
+        chain.shape = *shape_value.As<Napi::External<std::shared_ptr<const ChainShape>>>().Data();
+        Napi::Uint32Array list = sources_value.As<Napi::Uint32Array>();
+        if (list.ElementLength() != chain.shape->levels.size()) return fail("one source per chain file");
+        for (size_t k = 0; k < list.ElementLength(); k++) {
+          if (list[k] >= fds.ElementLength()) return fail("a chain file names no source");
+          chain.sources.push_back(list[k]);
+        }
+        chain_sizes.push_back(chain.shape->size);
+        table->chains.push_back(std::move(chain));
+      }
+    }
     std::string why;
     double size = info[0].As<Napi::Number>().DoubleValue();
-    if (!ValidateExtents(extents.Data(), extents.ElementLength(), size, blob.ElementLength(), fds.ElementLength(), &table->extents, &why)) {
+    if (!ValidateExtents(extents.Data(), extents.ElementLength(), size, blob.ElementLength(), fds.ElementLength(), &table->extents, &why,
+                         chain_sizes)) {
       return fail(why);
     }
     table->size = static_cast<uint64_t>(size);
@@ -543,8 +571,45 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
   FinalizeData* finalize_data_ = nullptr;
 };
 
+// makeChainShape(numbers: Float64Array, bats: Uint32Array[], records: Float64Array[]) -> External:
+// a VHD chain's shape (chain_shape.h), validated and copied once; openLayout takes it for every
+// open of the disk (the shape is shared, each handle brings its own sources).
+Napi::Value MakeChainShape(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fail = [&](const std::string& message) {
+    Napi::RangeError::New(env, "makeChainShape: " + message).ThrowAsJavaScriptException();
+    return env.Undefined();
+  };
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsArray()) return fail("(numbers, bats, records)");
+  Napi::TypedArray numbers_ta = info[0].As<Napi::TypedArray>();
+  if (numbers_ta.TypedArrayType() != napi_float64_array) return fail("numbers must be a Float64Array");
+  Napi::Float64Array numbers = numbers_ta.As<Napi::Float64Array>();
+  Napi::Array bats_array = info[1].As<Napi::Array>();
+  Napi::Array records_array = info[2].As<Napi::Array>();
+  std::vector<std::pair<const uint32_t*, size_t>> bats;
+  std::vector<std::pair<const double*, size_t>> records;
+  for (uint32_t i = 0; i < bats_array.Length(); i++) {
+    Napi::Value value = bats_array.Get(i);
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) return fail("bats must be Uint32Arrays");
+    Napi::Uint32Array bat = value.As<Napi::Uint32Array>();
+    bats.emplace_back(bat.Data(), bat.ElementLength());
+  }
+  for (uint32_t i = 0; i < records_array.Length(); i++) {
+    Napi::Value value = records_array.Get(i);
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) return fail("records must be Float64Arrays");
+    Napi::Float64Array list = value.As<Napi::Float64Array>();
+    records.emplace_back(list.Data(), list.ElementLength());
+  }
+  auto shape = std::make_shared<ChainShape>();
+  std::string why;
+  if (!ValidateChainShape(numbers.Data(), numbers.ElementLength(), bats, records, shape.get(), &why)) return fail(why);
+  auto* held = new std::shared_ptr<const ChainShape>(std::move(shape));
+  return Napi::External<std::shared_ptr<const ChainShape>>::New(env, held, [](Napi::Env, std::shared_ptr<const ChainShape>* data) { delete data; });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("FuseSession", FuseSession::Define(env));
+  exports.Set("makeChainShape", Napi::Function::New(env, MakeChainShape, "makeChainShape"));
   exports.Set("maxRead", Napi::Number::New(env, static_cast<double>(kMaxReply)));
   return exports;
 }

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -157,6 +158,11 @@ void ReadCore::AheadMain() {
     }
     if (task.handle->stale.load()) continue;
     const Table& table = *task.handle->table;
+    if (task.chain != SIZE_MAX) {
+      const TableChain& chain = table.chains[task.chain];
+      DecodedBlock(*table.sources[chain.sources[task.level]], ContainerBlock(chain.shape->levels[task.level], task.container_block));
+      continue;
+    }
     const Extent& extent = table.extents[task.extent];
     DecodedBlock(*table.sources[extent.source], extent);
   }
@@ -215,12 +221,25 @@ void ReadCore::Read(const std::shared_ptr<Handle>& handle, size_t size, uint64_t
   std::shared_ptr<const Block> held[kMaxIov];
   int held_count = 0;
   size_t last_compressed = SIZE_MAX;
+  size_t last_chain = SIZE_MAX;
+  uint64_t chain_end = 0;
   Piece piece;
   while (walk.Next(&piece)) {
     const Extent& extent = table.extents[piece.extent];
     char* target = buffer + piece.at;
     const char* from = nullptr;
     switch (extent.kind) {
+      case ExtentKind::kChain: {
+        int error = ReadChain(table, table.chains[extent.source], extent.offset + piece.skip, piece.length, target);
+        if (error != 0) {
+          sink->Error(error);
+          return;
+        }
+        last_chain = extent.source;
+        chain_end = extent.offset + piece.skip + piece.length;
+        from = target;
+        break;
+      }
       case ExtentKind::kZero:
         from = g_zeros;
         if (!gather) std::memset(target, 0, piece.length);
@@ -266,8 +285,150 @@ void ReadCore::Read(const std::shared_ptr<Handle>& handle, size_t size, uint64_t
   uint64_t total = walk.total();
   bool sequential = handle->next_offset.exchange(offset + total) == offset;
   if (sequential && last_compressed != SIZE_MAX) QueueDecodeAhead(handle, last_compressed);
+  if (sequential && last_chain != SIZE_MAX) QueueChainAhead(handle, last_chain, chain_end);
   if (gather) sink->Iov(iov, count);
   else sink->Buffer(buffer, total);
+}
+
+}  // namespace synthvhd
+
+// ----- VHD chains (chain_shape.h; docs/urbackup-image-formats.md §9) ----------------------------
+
+namespace synthvhd {
+
+Extent ReadCore::ContainerBlock(const ChainLevelShape& level, uint64_t block) {
+  Extent extent{};
+  extent.kind = ExtentKind::kCompressed;
+  extent.offset = static_cast<uint64_t>(level.records[block]);
+  extent.block_length = block + 1 == level.records.size() ? level.last_block_length : level.container_block;
+  extent.length = extent.block_length;
+  return extent;
+}
+
+int ReadCore::ReadLevelBytes(const Source& source, const ChainLevelShape& level, uint64_t position, uint64_t length, char* into) {
+  if (level.container_block == 0) return PreadExactly(source.fd, into, length, position);
+  if (position > level.logical_size || length > level.logical_size - position) return EIO;
+  while (length > 0) {
+    uint64_t block = position / level.container_block;
+    uint64_t skip = position - block * level.container_block;
+    uint64_t piece = std::min(length, level.container_block - skip);
+    if (level.records[block] < 0) {
+      std::memset(into, 0, piece);  // a container block never written reads as zeros
+    } else {
+      std::shared_ptr<const Block> decoded = DecodedBlock(source, ContainerBlock(level, block));
+      // The block's real size bounds what is copied from it.
+      if (decoded == nullptr || skip > decoded->size() || piece > decoded->size() - skip) return EIO;
+      std::memcpy(into, decoded->data() + skip, piece);
+    }
+    position += piece;
+    length -= piece;
+    into += piece;
+  }
+  return 0;
+}
+
+int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t disk_offset, uint64_t length, char* into) {
+  const ChainShape& shape = *chain.shape;
+  if (disk_offset > shape.size || length > shape.size - disk_offset) return EIO;
+  using Span = std::pair<uint64_t, uint64_t>;  // [from, to) in the disk
+  thread_local std::vector<Span> pending;
+  thread_local std::vector<Span> still;
+  thread_local std::vector<BitRun> runs;
+  thread_local std::vector<uint8_t> bitmap;
+  auto zero = [&](uint64_t from, uint64_t to) { std::memset(into + (from - disk_offset), 0, to - from); };
+  const uint64_t end_all = disk_offset + length;
+  for (uint64_t at = disk_offset; at < end_all;) {
+    const uint64_t block = at / shape.block_size;
+    const uint64_t block_start = block * shape.block_size;
+    const uint64_t end = std::min(end_all, block_start + shape.block_size);
+    pending.assign(1, Span{at, end});
+    for (size_t index = 0; index < shape.levels.size() && !pending.empty(); index++) {
+      const ChainLevelShape& level = shape.levels[index];
+      // Past this file's disk (a parent smaller than its child): zeros from here down.
+      still.clear();
+      for (Span span : pending) {
+        if (span.first >= level.size) {
+          zero(span.first, span.second);
+          continue;
+        }
+        if (span.second > level.size) {
+          zero(level.size, span.second);
+          span.second = level.size;
+        }
+        still.push_back(span);
+      }
+      pending.swap(still);
+      if (pending.empty() || block >= level.bat.size() || level.bat[block] == kBatUnused) continue;
+      const Source& source = *table.sources[chain.sources[index]];
+      const uint64_t bitmap_at = static_cast<uint64_t>(level.bat[block]) * kSector;
+      bitmap.resize(level.bitmap_size);
+      if (ReadLevelBytes(source, level, bitmap_at, level.bitmap_size, reinterpret_cast<char*>(bitmap.data())) != 0) {
+        if (reporter_ != nullptr) {
+          reporter_(reporter_context_, source.path, bitmap_at,
+                    "VHD block " + std::to_string(block) + ": its sector bitmap at " + std::to_string(bitmap_at) + " cannot be read");
+        }
+        return EIO;
+      }
+      const uint64_t data_at = bitmap_at + level.bitmap_size;
+      still.clear();
+      for (const Span& span : pending) {
+        SectorRuns(bitmap.data(), level.bitmap_size, span.first - block_start, span.second - block_start, &runs);
+        for (const BitRun& run : runs) {
+          if (!run.present) {
+            still.push_back(Span{block_start + run.from, block_start + run.to});
+            continue;
+          }
+          if (ReadLevelBytes(source, level, data_at + run.from, run.to - run.from, into + (block_start + run.from - disk_offset)) != 0) return EIO;
+        }
+      }
+      pending.swap(still);
+    }
+    for (const Span& span : pending) zero(span.first, span.second);
+    at = end;
+  }
+  return 0;
+}
+
+// Decode-ahead for a chain: the container blocks holding the next blocks' bitmaps and data, in
+// every compressed file that allocates them (a sequential reader of a chain reads its base the
+// most, its children where they changed something).
+void ReadCore::QueueChainAhead(const std::shared_ptr<Handle>& handle, size_t chain_index, uint64_t disk_end) {
+  if (!ahead_running_.load(std::memory_order_relaxed)) return;
+  const Table& table = *handle->table;
+  const TableChain& chain = table.chains[chain_index];
+  const ChainShape& shape = *chain.shape;
+  std::lock_guard<std::mutex> lock(ahead_mu_);
+  if (ahead_stop_) return;
+  unsigned queued = 0;
+  for (size_t index = 0; index < shape.levels.size() && queued < ahead_depth_; index++) {
+    const ChainLevelShape& level = shape.levels[index];
+    if (level.container_block == 0) continue;
+    const Source& source = *table.sources[chain.sources[index]];
+    uint64_t previous = UINT64_MAX;
+    // Look as far ahead as ahead_depth_ container blocks of disk, a VHD block at a time.
+    uint64_t horizon = disk_end + static_cast<uint64_t>(ahead_depth_) * level.container_block;
+    for (uint64_t at = disk_end; at < horizon && at < level.size && queued < ahead_depth_; at += shape.block_size) {
+      uint64_t block = at / shape.block_size;
+      if (block >= level.bat.size() || level.bat[block] == kBatUnused) continue;
+      uint64_t first = static_cast<uint64_t>(level.bat[block]) * kSector;
+      uint64_t last = first + level.bitmap_size + shape.block_size - 1;
+      for (uint64_t position : {first, last}) {
+        if (position >= level.logical_size) continue;
+        uint64_t container = position / level.container_block;
+        if (container == previous || level.records[container] < 0) continue;
+        previous = container;
+        if (cache_.Has(KeyOf(source, ContainerBlock(level, container)))) continue;
+        AheadTask task{handle, 0};
+        task.chain = chain_index;
+        task.level = index;
+        task.container_block = container;
+        ahead_.push_back(std::move(task));
+        queued++;
+      }
+    }
+  }
+  while (ahead_.size() > kMaxAheadQueue) ahead_.pop_front();
+  ahead_cv_.notify_all();
 }
 
 }  // namespace synthvhd

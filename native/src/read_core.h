@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "block_cache.h"
+#include "chain_shape.h"
 #include "extent_table.h"
 
 namespace synthvhd {
@@ -94,11 +95,26 @@ class ReadCore {
   // thread has in flight, or decoded now; nullptr if it cannot be decoded (reported once).
   std::shared_ptr<const Block> DecodedBlock(const Source& source, const Extent& extent);
 
+  // Fills `into` with bytes [disk_offset, disk_offset + length) of the disk of `chain` (one of
+  // `table`'s), resolving each sector through the chain's bitmaps (chain_read.cc). 0 or an errno.
+  int ReadChain(const Table& table, const TableChain& chain, uint64_t disk_offset, uint64_t length, char* into);
+
  private:
   struct AheadTask {
     std::shared_ptr<Handle> handle;  // keeps the table and its source fds open
     size_t extent;
+    // A chain's container block instead (chain != SIZE_MAX): Table::chains index, file, block.
+    size_t chain = SIZE_MAX;
+    size_t level = 0;
+    uint64_t container_block = 0;
   };
+  // Bytes [position, position + length) of the VHD a chain file stores (plain: pread; compressed:
+  // from its decoded container blocks). 0 or an errno.
+  int ReadLevelBytes(const Source& source, const ChainLevelShape& level, uint64_t position, uint64_t length, char* into);
+  // The extent naming container block `block` of a compressed chain file (for DecodedBlock).
+  static Extent ContainerBlock(const ChainLevelShape& level, uint64_t block);
+  // After a sequential read of a chain ending at `disk_end`: the next container blocks it will need.
+  void QueueChainAhead(const std::shared_ptr<Handle>& handle, size_t chain, uint64_t disk_end);
   void AheadMain();
   void QueueDecodeAhead(const std::shared_ptr<Handle>& handle, size_t last);
 

@@ -84,9 +84,9 @@ async function trustedHashes(volume: LoadedVolume, chunkCount: number, withData:
  * bitmaps, docs/urbackup-image-formats.md §3): when `older` is in `newer`'s chain, the changed
  * chunks are the ones the files between them wrote, and nothing is read.
  */
-function compareInChain(older: LoadedVolume, newer: LoadedVolume): ChunkComparison | undefined {
+async function compareInChain(older: LoadedVolume, newer: LoadedVolume): Promise<ChunkComparison | undefined> {
   if (older.image === undefined || newer.image === undefined) return undefined;
-  const ranges = changedSince(newer.image.loaded, older.image.loaded.path);
+  const ranges = await changedSince(newer.image.loaded, older.image.loaded.path);
   if (ranges === undefined) return undefined;
   const chunkCount = chunkCountOf(newer.volumeLength);
   const flags = changedChunkFlags(ranges, newer.volumeLength, RAW_HASH_CHUNK);
@@ -107,7 +107,7 @@ function compareInChain(older: LoadedVolume, newer: LoadedVolume): ChunkComparis
 }
 
 export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): Promise<ChunkComparison> {
-  const inChain = compareInChain(older, newer);
+  const inChain = await compareInChain(older, newer);
   if (inChain !== undefined) return inChain;
   const chunkCount = chunkCountOf(newer.volumeLength);
   const olderCount = chunkCountOf(older.volumeLength);

@@ -4,6 +4,7 @@
  * kind and description, and for a `file` extent the source file and the offset in it; or the
  * one row holding a given offset. `synthvhd inspect --map` prints these rows.
  */
+import { chainPaths } from './vhd-chain.js';
 import { type Extent, type Layout, extentEnd, findExtentIndex } from './extent.js';
 
 export interface MapRow {
@@ -16,12 +17,15 @@ export interface MapRow {
   readonly source?: { readonly path: string; readonly offset: number };
   /** `compressed` extents: the container file, its block record, and where in the decoded block this range starts. */
   readonly block?: { readonly path: string; readonly record: number; readonly skip: number };
+  /** `chain` extents: the chain's files (image first) and where in its disk this range starts. */
+  readonly chain?: { readonly paths: readonly string[]; readonly diskOffset: number };
 }
 
 export function mapRow(extent: Extent): MapRow {
   const row = { start: extent.start, end: extentEnd(extent), kind: extent.kind, what: extent.what };
   if (extent.kind === 'file') return { ...row, source: { path: extent.path, offset: extent.offset } };
   if (extent.kind === 'compressed') return { ...row, block: { path: extent.path, record: extent.record, skip: extent.skip } };
+  if (extent.kind === 'chain') return { ...row, chain: { paths: chainPaths(extent.chain), diskOffset: extent.diskOffset } };
   return row;
 }
 
@@ -42,8 +46,9 @@ export function mapRowAt(layout: Layout, offset: number): MapRow | undefined {
  * `self` (the file a structure map describes) at its own offset is just `what`.
  */
 export function describeRow(row: MapRow, self?: string): string {
-  const { source, block } = row;
+  const { source, block, chain } = row;
   if (block !== undefined) return `${row.what} @ block record ${block.record} + ${block.skip}  (${block.path})`;
+  if (chain !== undefined) return `${row.what} @ disk ${chain.diskOffset}, sector bitmaps of ${chain.paths.length} file(s) say which  (${chain.paths[0] ?? ''})`;
   if (source === undefined || (source.path === self && source.offset === row.start)) return row.what;
   return `${row.what} @ ${source.offset}  (${source.path})`;
 }

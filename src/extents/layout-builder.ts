@@ -6,6 +6,7 @@
  * description. So a layout cannot be built out of order, and `build()` only has to check the
  * size. Every method takes the description (`what`, src/extents/extent.ts) of what it adds.
  */
+import type { VhdChain } from './vhd-chain.js';
 import { internalError } from '../errors/synthvhd-error.js';
 import { type Extent, type Layout, makeLayout } from './extent.js';
 
@@ -67,6 +68,19 @@ export class LayoutBuilder {
     return this;
   }
 
+  /** Bytes [diskOffset, diskOffset + length) of a VHD chain's disk (./vhd-chain.ts). */
+  chain(chain: VhdChain, diskOffset: number, length: number, what: string): this {
+    if (length === 0) return this;
+    const last = this.extents.at(-1);
+    if (last?.kind === 'chain' && last.chain === chain && last.diskOffset + last.length === diskOffset && last.what === what) {
+      this.extents[this.extents.length - 1] = { ...last, length: last.length + length };
+    } else {
+      this.extents.push({ kind: 'chain', start: this.position, length, chain, diskOffset, what });
+    }
+    this.position += length;
+    return this;
+  }
+
   /** Appends an extent of any kind, re-based to the current end, with its description. */
   append(extent: Extent): this {
     switch (extent.kind) {
@@ -78,6 +92,8 @@ export class LayoutBuilder {
         return this.zero(extent.length, extent.what);
       case 'compressed':
         return this.compressed(extent.path, extent.record, extent.blockLength, extent.skip, extent.length, extent.what);
+      case 'chain':
+        return this.chain(extent.chain, extent.diskOffset, extent.length, extent.what);
     }
   }
 

@@ -5,7 +5,8 @@
  * fill, `compressed` a copy out of the decoded block, ./source-files.ts). No intermediate buffers
  * beyond the decoded-block cache.
  */
-import { type Layout, extentEnd, findExtentIndex } from './extent.js';
+import { type ChainExtent, type Layout, extentEnd, findExtentIndex } from './extent.js';
+import { type BitmapReader, type VhdChain, bitmapReaderOf, resolveChainExtent } from './vhd-chain.js';
 import type { SourceFiles } from './source-files.js';
 import { internalError } from '../errors/synthvhd-error.js';
 
@@ -48,6 +49,9 @@ export async function readAt(
       case 'compressed':
         pending.push(sources.readCompressed(extent, skip, into, target, count));
         break;
+      case 'chain':
+        pending.push(readChain(extent, skip, sources, into, target, count));
+        break;
     }
     done += count;
   }
@@ -58,4 +62,19 @@ export async function readAt(
     if (failed !== undefined) throw failed.reason;
   }
   return total;
+}
+
+/** Reads a chain's sector bitmaps through `sources` (./vhd-chain.ts). */
+export function chainBitmaps(chain: VhdChain, sources: SourceFiles): BitmapReader {
+  return bitmapReaderOf(chain, async (layout) => {
+    const bytes = new Uint8Array(layout.size);
+    await readAt(layout, sources, 0, bytes);
+    return bytes;
+  });
+}
+
+/** A chain extent's bytes: its sector bitmaps say which file holds each sector (./vhd-chain.ts). */
+async function readChain(extent: ChainExtent, skip: number, sources: SourceFiles, into: Uint8Array, intoOffset: number, length: number): Promise<void> {
+  const resolved = await resolveChainExtent(extent, skip, length, chainBitmaps(extent.chain, sources));
+  await readAt(resolved, sources, 0, into, length, intoOffset);
 }

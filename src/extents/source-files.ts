@@ -32,6 +32,8 @@ export class SourceFiles {
   constructor(
     maxOpen = 256,
     private readonly confinement?: Confinement,
+    /** Log a corrupt block once (default); off where the caller reports the failure itself (materialize). */
+    private readonly logCorruptBlocks = true,
   ) {
     this.handles = new LRUCache<string, Promise<FileHandle>>({
       max: maxOpen,
@@ -131,7 +133,7 @@ export class SourceFiles {
       await this.blocks.cache.readInto(extent, offset, into, intoOffset, length);
     } catch (error) {
       const key = blockKey(extent);
-      if (!this.reported.has(key)) {
+      if (this.logCorruptBlocks && !this.reported.has(key)) {
         this.reported.add(key);
         logger.warn(isSynthvhdError(error) ? error.message : `${extent.path}: block record at ${extent.record}: ${String(error)}`);
       }

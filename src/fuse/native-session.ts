@@ -26,6 +26,7 @@ import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Extent } from '../extents/extent.js';
+import type { VhdChain } from '../extents/vhd-chain.js';
 import { SynthvhdError, internalError } from '../errors/synthvhd-error.js';
 import { nativeAddonPath } from '../native/native.js';
 
@@ -84,11 +85,13 @@ export interface NodeStatfs {
 /** An extent table packed once per layout (see `packLayout`). */
 export interface PackedLayout {
   readonly size: number;
-  /** 7 numbers per extent: kind (0 zero, 1 bytes, 2 file, 3 compressed), start, length, a, b, c, d. */
+  /** 7 numbers per extent: kind (0 zero, 1 bytes, 2 file, 3 compressed, 4 chain), start, length, a, b, c, d. */
   readonly extents: Float64Array;
   readonly blob: Uint8Array;
-  /** The source files, in the order the extents number them. */
+  /** The source files, in the order the extents (and chains) number them. */
   readonly paths: readonly string[];
+  /** The VHD chains chain extents read, with the source index of each of their files. */
+  readonly chains: readonly { readonly chain: VhdChain; readonly sources: Uint32Array }[];
 }
 
 /** What an open is served from. `fds` (layout) and `fd` are dup()ed by the addon. */
@@ -167,7 +170,15 @@ export interface SessionStats {
 interface NativeSession {
   mount(mountpoint: string, fuseArgs: readonly string[], config: Record<string, number | boolean>): void;
   openFd(fd: number): number;
-  openLayout(size: number, extents: Float64Array, blob: Uint8Array, fds: Int32Array, paths: readonly string[]): number;
+  openLayout(
+    size: number,
+    extents: Float64Array,
+    blob: Uint8Array,
+    fds: Int32Array,
+    paths: readonly string[],
+    chains: readonly ChainShapeHandle[],
+    chainSources: readonly Uint32Array[],
+  ): number;
   replyErr(id: number, errno: number): boolean;
   replyEntry(id: number, stat: readonly number[]): boolean;
   replyAttr(id: number, stat: readonly number[]): boolean;
@@ -182,8 +193,12 @@ interface NativeSession {
 
 type Dispatch = (op: string, id: number, path: string, arg: number, text: string) => void;
 
+/** A chain's shape in native memory (napi_bridge.cc makeChainShape): opaque here. */
+type ChainShapeHandle = object;
+
 interface FuseAddon {
   FuseSession: new (dispatch: Dispatch) => NativeSession;
+  makeChainShape(numbers: Float64Array, bats: readonly Uint32Array[], records: readonly Float64Array[]): ChainShapeHandle;
   maxRead: number;
 }
 
@@ -218,7 +233,32 @@ const KIND_ZERO = 0;
 const KIND_BYTES = 1;
 const KIND_FILE = 2;
 const KIND_COMPRESSED = 3;
+const KIND_CHAIN = 4;
 const STRIDE = 7;
+
+const chainShapes = new WeakMap<VhdChain, ChainShapeHandle>();
+
+/**
+ * The native shape of `chain` (chain_shape.h), made once per chain object and shared by every
+ * open of its disk: the BATs and container indexes are copied into native memory once, not per
+ * open (4 bytes per VHD block and 8 per container block, per file of the chain).
+ */
+function chainShapeOf(chain: VhdChain): ChainShapeHandle {
+  let shape = chainShapes.get(chain);
+  if (shape !== undefined) return shape;
+  const numbers = [chain.size, chain.blockSize, chain.levels.length];
+  for (const level of chain.levels) {
+    const index = level.compressed;
+    numbers.push(level.size, level.bitmapSize, index?.blockSize ?? 0, index?.logicalSize ?? 0, index?.lastBlockLength ?? 0);
+  }
+  shape = loadFuseAddon().makeChainShape(
+    Float64Array.from(numbers),
+    chain.levels.map((level) => level.bat),
+    chain.levels.map((level) => Float64Array.from(level.compressed?.offsets ?? [])),
+  );
+  chainShapes.set(chain, shape);
+  return shape;
+}
 
 const packed = new WeakMap<NativeLayout, PackedLayout>();
 
@@ -238,6 +278,17 @@ export function packLayout(layout: NativeLayout): PackedLayout {
       index = paths.length;
       paths.push(path);
       indexOf.set(path, index);
+    }
+    return index;
+  };
+  const chains: { chain: VhdChain; sources: Uint32Array }[] = [];
+  const chainIndex = new Map<VhdChain, number>();
+  const chainOf = (chain: VhdChain): number => {
+    let index = chainIndex.get(chain);
+    if (index === undefined) {
+      index = chains.length;
+      chains.push({ chain, sources: Uint32Array.from(chain.levels, (level) => source(level.path)) });
+      chainIndex.set(chain, index);
     }
     return index;
   };
@@ -271,9 +322,14 @@ export function packLayout(layout: NativeLayout): PackedLayout {
         extents[at + 5] = extent.blockLength;
         extents[at + 6] = extent.skip;
         break;
+      case 'chain':
+        extents[at] = KIND_CHAIN;
+        extents[at + 3] = chainOf(extent.chain);
+        extents[at + 4] = extent.diskOffset;
+        break;
     }
   });
-  const result: PackedLayout = { size: layout.size, extents, blob, paths };
+  const result: PackedLayout = { size: layout.size, extents, blob, paths, chains };
   packed.set(layout, result);
   return result;
 }
@@ -437,7 +493,12 @@ export class NativeFuseSession {
           if (this.decodeErrors.has(key)) return;
           if (this.decodeErrors.size > 10_000) this.decodeErrors.clear();
           this.decodeErrors.add(key);
-          this.handlers.log(`${path}: the compressed block at offset ${arg} cannot be decoded (${text}); reads of it answer EIO`);
+          // A chain's unreadable sector bitmap names its VHD block; anything else is a record.
+          this.handlers.log(
+            text.startsWith('VHD block ')
+              ? `${path}: ${text}; reads of it answer EIO`
+              : `${path}: the compressed block at offset ${arg} cannot be decoded (${text}); reads of it answer EIO`,
+          );
           return;
         }
         case 'closed':
@@ -509,7 +570,15 @@ export class NativeFuseSession {
           if (fd === undefined || fd < 0) throw internalError(`no open source ${path} for the layout`);
           return fd;
         });
-        fh = this.native.openLayout(layout.size, layout.extents, layout.blob, fds, layout.paths);
+        fh = this.native.openLayout(
+          layout.size,
+          layout.extents,
+          layout.blob,
+          fds,
+          layout.paths,
+          layout.chains.map(({ chain }) => chainShapeOf(chain)),
+          layout.chains.map(({ sources }) => sources),
+        );
       }
     } finally {
       void Promise.resolve(answer.dispose?.()).catch(() => undefined);

@@ -13,8 +13,10 @@ import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileError, SynthvhdError } from '../errors/synthvhd-error.js';
-import type { CompressedExtent, FileExtent, Layout } from '../extents/extent.js';
+import { fileError, internalError, SynthvhdError } from '../errors/synthvhd-error.js';
+import { type ChainExtent, type CompressedExtent, type FileExtent, type Layout, sliceExtent } from '../extents/extent.js';
+import { chainBitmaps } from '../extents/read-at.js';
+import { resolveChainExtent } from '../extents/vhd-chain.js';
 import { SourceFiles } from '../extents/source-files.js';
 import type { Confinement } from '../extents/confined-open.js';
 import { cloneRange, fsBlockSize } from '../native/native.js';
@@ -26,6 +28,8 @@ import { testHold } from '../util/test-hold.js';
 /** Copy granularity: large enough to stream, small enough to find holes (zero chunks). */
 const COPY_CHUNK = 4 * 1024 * 1024;
 const ZERO_PROBE = 64 * 1024;
+/** A VHD chain range is resolved (its bitmaps read) this much at a time. */
+const CHAIN_SLICE = 64 * 1024 * 1024;
 /** Clone in slices so progress moves and a signal is noticed on huge extents. */
 const CLONE_SLICE = 16 * 1024 * 1024 * 1024;
 
@@ -196,6 +200,27 @@ class ExtentMover {
     }
   }
 
+  /**
+   * A VHD chain's range: resolved a slice at a time through its sector bitmaps
+   * (src/extents/vhd-chain.ts), each piece then moved as its kind is (cloned, copied, decoded).
+   */
+  async moveChain(extent: ChainExtent, onProgress: (done: number) => void): Promise<void> {
+    const bitmaps = chainBitmaps(extent.chain, this.sources);
+    for (let at = 0; at < extent.length; at += CHAIN_SLICE) {
+      const count = Math.min(CHAIN_SLICE, extent.length - at);
+      const resolved = await resolveChainExtent(extent, at, count, bitmaps);
+      for (const piece of resolved.extents) {
+        const placed = sliceExtent(piece, piece.start, piece.length, extent.start + at + piece.start);
+        if (placed.kind === 'file') await this.move(placed, onProgress);
+        else if (placed.kind === 'compressed') await this.moveCompressed(placed, onProgress);
+        else if (placed.kind === 'zero') {
+          this.holeBytes += placed.length;
+          onProgress(placed.length);
+        } else throw internalError(`a resolved chain range holds a ${placed.kind} extent`);
+      }
+    }
+  }
+
   private async writeChunk(chunk: number, destination: number): Promise<void> {
     for (let probe = 0; probe < chunk; probe += ZERO_PROBE) {
       const piece = this.buffer.subarray(probe, Math.min(chunk, probe + ZERO_PROBE));
@@ -247,13 +272,24 @@ class ExtentMover {
   }
 }
 
+/** The urBackup-compressed files a layout reads (compressed extents and chain files). */
+function compressedSources(layout: Layout): string[] {
+  const paths = new Set<string>();
+  for (const extent of layout.extents) {
+    if (extent.kind === 'compressed') paths.add(extent.path);
+    if (extent.kind === 'chain') for (const level of extent.chain.levels) if (level.compressed !== undefined) paths.add(level.path);
+  }
+  return [...paths];
+}
+
 export async function writeLayout(layout: Layout, path: string, options: WriteOptions = {}): Promise<WriteReport> {
   const started = process.hrtime.bigint();
   const force = options.force ?? false;
   const mode = options.reflink ?? 'auto';
   await refuseExisting(path, force);
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.partial`);
-  const sources = new SourceFiles(16, options.confinement);
+  // Its one-line error names the corrupt block: no log line besides.
+  const sources = new SourceFiles(16, options.confinement, false);
   let handle: FileHandle | undefined;
   let generatedBytes = 0;
   let zeroBytes = 0;
@@ -267,9 +303,9 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
     }
     mover = new ExtentMover(handle, path, sources, mode, await fsBlockSize(handle.fd));
     if (mode === 'always') {
-      const compressed = layout.extents.find((extent) => extent.kind === 'compressed');
+      const compressed = compressedSources(layout)[0];
       if (compressed !== undefined) {
-        throw fileError('E_REFLINK', path, `--reflink always: ${compressed.path} is urBackup-compressed: its bytes must be decoded and copied, so the output cannot share blocks with it`);
+        throw fileError('E_REFLINK', path, `--reflink always: ${compressed} is urBackup-compressed: its bytes must be decoded and copied, so the output cannot share blocks with it`);
       }
       await mover.probe(layout.extents.filter((extent): extent is FileExtent => extent.kind === 'file'));
     }
@@ -289,6 +325,8 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
         progress(extent.length);
       } else if (extent.kind === 'compressed') {
         await mover.moveCompressed(extent, progress);
+      } else if (extent.kind === 'chain') {
+        await mover.moveChain(extent, progress);
       } else {
         await mover.move(extent, progress);
       }

@@ -8,6 +8,7 @@
  * named by file, record and the length it must decode to (src/extents/decoded-blocks.ts says why).
  */
 import type { FileHandle } from 'node:fs/promises';
+import { bitmapReaderOf, resolveChainExtent } from '../../extents/vhd-chain.js';
 import { LRUCache } from 'lru-cache';
 import { SynthvhdError, fileError } from '../../errors/synthvhd-error.js';
 import { readCompressedRecord } from '../../extents/compressed-record.js';
@@ -95,6 +96,13 @@ export class ImageBytes {
             throw fileError('E_IO', extent.path, `block record at ${extent.record}: bytes ${from}..${from + count} are outside its ${block.length}-byte block`);
           }
           out.set(block.subarray(from, from + count), done);
+          break;
+        }
+        case 'chain': {
+          // Its sector bitmaps say which file holds each sector (src/extents/vhd-chain.ts).
+          const bitmaps = bitmapReaderOf(extent.chain, (bitmap) => this.read(bitmap, 0, bitmap.size));
+          const resolved = await resolveChainExtent(extent, skip, count, bitmaps);
+          out.set(await this.read(resolved, 0, count), done);
           break;
         }
       }

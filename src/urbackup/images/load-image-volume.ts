@@ -16,12 +16,6 @@ import { type ChainFile, type ChainLevel, type OpenedImageDisk, openImageDisk } 
 
 /** Bytes of the volume's start kept for boot-sector checks (one 4Kn sector), as load-volume.ts. */
 const BOOT_SECTOR_BYTES = 4096;
-/**
- * How much of the disk a summary reads exactly: the synthetic MBR and the volume's start (at
- * 512 KiB in every urBackup version read; 16 MiB leaves room for another start). A volume
- * starting later is refused in a summary rather than described wrongly.
- */
-const SUMMARY_BYTES = 16 * 1024 * 1024;
 
 export type { Range } from '../../util/range-set.js';
 
@@ -39,7 +33,7 @@ export interface LoadedImageVolume {
   /** Newest mtime of the chain's files. */
   readonly mtimeMs: number;
   readonly chain: readonly ChainFile[];
-  /** Loaded as a summary (ls, doctor): `volume` is right only at its start; never serve it. */
+  /** Loaded for a summary (ls, doctor): nothing of it is served. Its layout is whole all the same. */
   readonly summary: boolean;
   /** The opened disk (for changedSince). */
   readonly disk: OpenedImageDisk;
@@ -51,14 +45,12 @@ export interface LoadedImageVolume {
  * no synthetic MBR).
  */
 export async function loadImageVolume(imagePath: string, wholeDisk: boolean, opener: SourceOpener, options: { summary?: boolean } = {}): Promise<LoadedImageVolume> {
-  // A summary (ls, doctor) needs the synthetic MBR and the boot sector: the first few blocks.
-  const disk = await openImageDisk(imagePath, opener, options.summary === true ? { summaryBytes: SUMMARY_BYTES } : {});
+  // Headers and BATs only (a VHD chain's sector bitmaps are read with its blocks): ls, doctor and
+  // the mount open alike; reading the synthetic MBR and the boot sector decodes the first blocks.
+  const disk = await openImageDisk(imagePath, opener);
   const reader = new ImageBytes(opener);
   try {
     const volumeOffset = wholeDisk ? 0 : volumeOffsetFromMbr(await reader.read(disk.disk, 0, 512), disk.disk.size);
-    if (options.summary === true && volumeOffset + BOOT_SECTOR_BYTES > SUMMARY_BYTES) {
-      throw new SynthvhdError('E_CONTAINER', `the image's volume starts at byte ${volumeOffset}, past what a summary reads`);
-    }
     const volume = wholeDisk ? disk.disk : volumeLayout(disk.disk, volumeOffset);
     const bootSector = await reader.read(volume, 0, BOOT_SECTOR_BYTES);
     return {
@@ -87,7 +79,10 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
  * from `image` down to (not including) `olderPath` wrote. undefined when `olderPath` is not in
  * the chain (then only comparing data can tell).
  */
-export function changedSince(image: Pick<LoadedImageVolume, 'volumeOffset' | 'volumeLength'> & { readonly disk: ChainLevel }, olderPath: string): Range[] | undefined {
+export async function changedSince(
+  image: Pick<LoadedImageVolume, 'volumeOffset' | 'volumeLength'> & { readonly disk: ChainLevel },
+  olderPath: string,
+): Promise<Range[] | undefined> {
   const ranges = new RangeSet();
   let older: ChainLevel | undefined;
   for (let at: ChainLevel | undefined = image.disk; at !== undefined; at = at.parent) {
@@ -95,7 +90,7 @@ export function changedSince(image: Pick<LoadedImageVolume, 'volumeOffset' | 'vo
       older = at;
       break;
     }
-    for (const [start, length] of at.ownRanges) {
+    for (const [start, length] of await at.ownRanges()) {
       const from = Math.max(start, image.volumeOffset);
       const to = Math.min(start + length, image.volumeOffset + image.volumeLength);
       if (to > from) ranges.add(from - image.volumeOffset, to - from);

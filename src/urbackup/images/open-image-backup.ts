@@ -10,7 +10,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SynthvhdError, fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
-import { containerDiskLayout } from '../../container/disk-layout.js';
+import { bitRuns, containerDiskLayout } from '../../container/disk-layout.js';
 import { guidEquals, guidFromString, guidToString, isZeroGuid } from '../../container/guid.js';
 import { type ParsedVhdx, parseContainer } from '../../container/inspect.js';
 import { readVhdxHeaders } from '../../container/parse-vhdx.js';
@@ -19,10 +19,11 @@ import { VHDX_FILE_ID_SIZE } from '../../container/vhdx/constants.js';
 import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { type Range, RangeSet } from '../../util/range-set.js';
+import { CHAIN_BAT_UNUSED, type VhdChain, type VhdChainLevel, bitmapOffsetOf, vhdChainDiskLayout } from '../../extents/vhd-chain.js';
 import { mapLogicalRange } from './compressed-file.js';
 import { type FileId, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
-import { allocatedBlocks, bitmapOffset, parseUrbackupVhd, readUrbackupVhdFooter, urbackupVhdLayout, urbackupVhdParentCandidates } from './urbackup-vhd.js';
+import { parseUrbackupVhd, readUrbackupVhdFooter, urbackupVhdParentCandidates } from './urbackup-vhd.js';
 
 /** A file of the chain, child first. */
 export interface ChainFile {
@@ -44,8 +45,11 @@ export interface ChainLevel {
   readonly type: 'dynamic' | 'differencing';
   /** The size of the disk this file stores. */
   readonly size: number;
-  /** Disk ranges this file itself holds (its BAT and sector bitmaps): what this backup run wrote. */
-  readonly ownRanges: readonly Range[];
+  /**
+   * Disk ranges this file itself holds (its BAT and sector bitmaps): what this backup run wrote.
+   * A VHD's are read on first call (its sector bitmaps: a .vhdz decodes the blocks holding them).
+   */
+  readonly ownRanges: () => Promise<readonly Range[]>;
   /** What a child links to: the VHD footer Unique Id ('rfc'), the VHDX DataWriteGuid ('ms'). */
   readonly identity: Uint8Array;
   /** VHD footer Time Stamp (0 for VHDX). */
@@ -62,20 +66,8 @@ export interface OpenedImageDisk extends ChainLevel {
   readonly warnings: readonly string[];
 }
 
-export interface OpenImageOptions {
-  /**
-   * A summary for `ls`/`doctor`: sector bitmaps are read only for blocks that start before this
-   * disk byte; later allocated blocks count as wholly present. Every check still runs (headers,
-   * index, BAT, parents and their ids, unfinished files), and the bytes before the limit (the
-   * synthetic MBR, the boot sector) are right, but the layout past it is NOT the disk: it must
-   * never be served. Without it, a full .vhdz's open decodes most of the file.
-   */
-  readonly summaryBytes?: number | undefined;
-}
-
 interface OpenContext {
   readonly opener: SourceOpener;
-  readonly summaryBytes: number | undefined;
   /** Files of the chain so far by (device, inode), with the path each was reached by. */
   readonly seen: Map<string, string>;
 }
@@ -105,8 +97,9 @@ interface OpenedLevel {
   readonly self: ChainFile;
   readonly type: 'dynamic' | 'differencing';
   readonly size: number;
-  readonly own: Layout;
-  readonly ownRanges: readonly Range[];
+  /** A VHDX's own extents (PARENT for the parent); a VHD's are its chain level. */
+  readonly own: Layout | VhdOwn;
+  readonly ownRanges: () => Promise<readonly Range[]>;
   readonly identity: Uint8Array;
   readonly timeStamp: number;
   readonly warnings: readonly string[];
@@ -126,8 +119,8 @@ interface OpenedLevel {
  * parent's footer or headers before the parent's BAT or bitmaps are read, and each file is
  * closed before its parent is opened. Then the layouts are resolved from the base up.
  */
-export async function openImageDisk(path: string, opener: SourceOpener, options: OpenImageOptions = {}): Promise<OpenedImageDisk> {
-  const context: OpenContext = { opener, summaryBytes: options.summaryBytes, seen: new Map() };
+export async function openImageDisk(path: string, opener: SourceOpener): Promise<OpenedImageDisk> {
+  const context: OpenContext = { opener, seen: new Map() };
   const levels: OpenedLevel[] = [];
   let next: NextLevel | undefined = { path: resolve(path), handle: undefined, link: undefined };
   try {
@@ -150,6 +143,44 @@ export async function openImageDisk(path: string, opener: SourceOpener, options:
 
 /** Resolves the levels (child first) from the base up; only the top's disk is kept. */
 function resolveChain(levels: readonly OpenedLevel[]): OpenedImageDisk {
+  const vhdLevels = levels.map((level) => ('level' in level.own ? level.own : undefined));
+  if (vhdLevels.every((level) => level !== undefined)) return resolveVhdChain(levels, vhdLevels);
+  return resolveVhdxChain(levels);
+}
+
+/**
+ * A VHD chain's disk from its BATs alone (src/extents/vhd-chain.ts): the sector bitmaps are
+ * looked up when a block is read, as urBackup's VHDFile::Read does.
+ */
+function resolveVhdChain(levels: readonly OpenedLevel[], own: readonly VhdOwn[]): OpenedImageDisk {
+  const top = own[0];
+  if (top === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): an empty chain');
+  for (const [index, level] of own.entries()) {
+    if (level.blockSize !== top.blockSize) {
+      throw fileError('E_CONTAINER', level.level.path, `VHD Block Size ${level.blockSize} differs from the ${top.blockSize} of ${top.level.path} in the same chain (urBackup writes one block size)`);
+    }
+    if (index > 0 && levels[index - 1]?.type !== 'differencing') throw new SynthvhdError('E_INTERNAL', 'internal error (please report): a parent below a dynamic VHD');
+  }
+  const chain: VhdChain = { levels: own.map((level) => level.level), size: top.level.size, blockSize: top.blockSize };
+  const disk = vhdChainDiskLayout(chain, levels.length === 1 ? 'VHD blocks' : `VHD blocks of a chain of ${levels.length} files`);
+  let parent: ChainLevel | undefined;
+  let result: OpenedImageDisk | undefined;
+  for (let index = levels.length - 1; index >= 0; index--) {
+    const level = levels[index];
+    if (level === undefined) continue;
+    const { path, format, compressed } = level.self;
+    const kept: ChainLevel = { path, format, compressed, type: level.type, size: level.size, ownRanges: level.ownRanges, identity: level.identity, timeStamp: level.timeStamp, parent };
+    parent = kept;
+    if (index === 0) {
+      result = { ...kept, disk, chain: levels.map((each) => each.self), warnings: levels.flatMap((each) => each.warnings) };
+    }
+  }
+  if (result === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): an empty chain');
+  return result;
+}
+
+/** A VHDX chain: each file's own extents over its parent's disk, from the base up. */
+function resolveVhdxChain(levels: readonly OpenedLevel[]): OpenedImageDisk {
   let parentDisk: ImageLayout | undefined;
   let parent: ChainLevel | undefined;
   let chain: ChainFile[] = [];
@@ -158,6 +189,7 @@ function resolveChain(levels: readonly OpenedLevel[]): OpenedImageDisk {
   for (let index = levels.length - 1; index >= 0; index--) {
     const level = levels[index];
     if (level === undefined) continue;
+    if ('level' in level.own) throw new SynthvhdError('E_CONTAINER', `${level.self.path}: a VHD in a chain of VHDX files`);
     const builder = new ImageLayoutBuilder();
     for (const extent of level.own.extents) {
       if (extent.kind === 'file' && extent.path === PARENT) {
@@ -214,11 +246,25 @@ async function openLevel(at: NextLevel, context: OpenContext): Promise<OpenedLev
       throw fileError('E_CONTAINER', link.child, `wrong parent: ${path} is not a ${link.format === 'vhd' ? 'VHD' : 'VHDX'}`);
     }
     const opened = isVhdx ? await openVhdx(file, read, link, context) : await openVhd(file, read, link, context);
+    if ('level' in opened.own) {
+      return {
+        self,
+        type: opened.type,
+        size: opened.own.level.size,
+        own: opened.own,
+        ownRanges: memo(() => vhdOwnRanges(opened.own as VhdOwn, context.opener)),
+        identity: opened.identity,
+        timeStamp: opened.timeStamp,
+        warnings: opened.warnings,
+        next: opened.next,
+      };
+    }
+    const own = opened.own;
     // Own extents resolved through the container now, while the file's index is at hand.
     const builder = new ImageLayoutBuilder();
     const ownRanges = new RangeSet();
     try {
-      for (const extent of opened.own.extents) {
+      for (const extent of own.extents) {
         if (extent.kind === 'file' && extent.path === path) {
           ownRanges.add(extent.start, extent.length);
           if (file.container === undefined) builder.file(path, extent.offset, extent.length, extent.what);
@@ -231,12 +277,13 @@ async function openLevel(at: NextLevel, context: OpenContext): Promise<OpenedLev
       await opened.next?.handle?.close();
       throw error;
     }
+    const ranges = ownRanges.ranges();
     return {
       self,
       type: opened.type,
-      size: opened.own.size,
-      own: builder.build(opened.own.size),
-      ownRanges: ownRanges.ranges(),
+      size: own.size,
+      own: builder.build(own.size),
+      ownRanges: () => Promise.resolve(ranges),
       identity: opened.identity,
       timeStamp: opened.timeStamp,
       warnings: opened.warnings,
@@ -249,9 +296,15 @@ async function openLevel(at: NextLevel, context: OpenContext): Promise<OpenedLev
   }
 }
 
+/** A VHD of a chain: its level (BAT, no bitmaps) and what reading its own bitmaps later needs. */
+interface VhdOwn {
+  readonly level: VhdChainLevel;
+  readonly blockSize: number;
+}
+
 interface OwnLayout {
-  /** Extents of `path` (offsets in the VHD/VHDX bytes), PARENT (disk offsets) or zeros. */
-  readonly own: Layout;
+  /** VHDX: extents of `path` (offsets in the VHDX bytes), PARENT (disk offsets) or zeros. VHD: its chain level. */
+  readonly own: Layout | VhdOwn;
   readonly type: 'dynamic' | 'differencing';
   readonly warnings: string[];
   readonly identity: Uint8Array;
@@ -302,17 +355,20 @@ async function openVhd(file: ImageFile, read: (position: number, length: number)
       warnings.push(`${link.child}: the parent's timestamp differs from the one recorded (urBackup continues too)`);
     }
   }
+  // Headers and the BAT only: sector bitmaps are read when their blocks are (src/extents/vhd-chain.ts).
   const vhd = await parseUrbackupVhd(read, file.size, footer);
-  const limit = context.summaryBytes;
-  const allocated = allocatedBlocks(vhd);
-  const blocks = limit === undefined ? allocated : allocated.filter((block) => block * vhd.blockSize < limit);
-  // Bitmaps of a compressed file live inside its blocks: read them in order, 16 at a time (about
-  // four 2 MiB blocks in flight: ImageFile keeps the last 8 decoded, so each is decoded once).
-  // 4 at a time left one block in flight: 2.1 s to open a 512 MiB .vhdz, now 1.4 s.
-  const bitmaps = await readEach(blocks, (block) => read(bitmapOffset(vhd, block), vhd.bitmapSize), file.container === undefined ? 64 : 16);
-  // Summary: blocks past the limit count as wholly present (see OpenImageOptions).
-  if (limit !== undefined) for (const block of allocated) if (!bitmaps.has(block)) bitmaps.set(block, new Uint8Array(vhd.bitmapSize).fill(0xff));
-  const own = urbackupVhdLayout(vhd, bitmaps, file.path, vhd.type === 'differencing' ? PARENT : undefined);
+  const container = file.container;
+  const level: VhdChainLevel = {
+    path: file.path,
+    size: vhd.size,
+    bat: vhd.bat,
+    bitmapSize: vhd.bitmapSize,
+    compressed:
+      container === undefined
+        ? undefined
+        : { blockSize: container.header.blockSize, logicalSize: container.header.logicalSize, lastBlockLength: container.lastBlockLength, offsets: container.offsets },
+  };
+  const own: VhdOwn = { level, blockSize: vhd.blockSize };
   let next: NextLevel | undefined;
   if (vhd.type === 'differencing') {
     // VHDFile::read_dynamicheader: find the parent by parent_unicodename (the last step here, so
@@ -324,6 +380,41 @@ async function openVhd(file: ImageFile, read: (position: number, length: number)
     next = { ...found, link: { format: 'vhd', child: file.path, uniqueId: vhd.header.parentUniqueId, timeStamp: vhd.header.parentTimeStamp } };
   }
   return { own, type: vhd.type, warnings, identity: vhd.footer.uniqueId, timeStamp: vhd.footer.timeStamp, next };
+}
+
+/** Calls `make` once, on first use. */
+function memo<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+}
+
+/**
+ * What a VHD of a chain wrote: the sectors whose bitmap bits are set in its allocated blocks
+ * (below its disk size). Opens the file again, reads the bitmaps in file order, closes it.
+ */
+async function vhdOwnRanges(own: VhdOwn, opener: SourceOpener): Promise<readonly Range[]> {
+  const { level, blockSize } = own;
+  const file = await ImageFile.open(level.path, opener, 'urBackup image');
+  try {
+    const blocks: number[] = [];
+    for (let block = 0; block < level.bat.length; block++) if (level.bat[block] !== CHAIN_BAT_UNUSED) blocks.push(block);
+    const bitmaps = await readEach(blocks, (block) => file.read(bitmapOffsetOf(level, block), level.bitmapSize), file.container === undefined ? 64 : 16);
+    const ranges = new RangeSet();
+    for (const block of blocks) {
+      const bitmap = bitmaps.get(block);
+      if (bitmap === undefined) continue;
+      const start = block * blockSize;
+      const length = Math.min(blockSize, level.size - start);
+      for (const run of bitRuns(bitmap, Math.ceil(length / 512), 'msb')) {
+        if (run.present) ranges.add(start + run.start * 512, Math.min(run.count * 512, length - run.start * 512));
+      }
+    }
+    return ranges.ranges();
+  } catch (error) {
+    throw withPath(error, level.path);
+  } finally {
+    await file.close();
+  }
 }
 
 async function openVhdx(file: ImageFile, read: (position: number, length: number) => Promise<Uint8Array>, link: ParentLink | undefined, context: OpenContext): Promise<OwnLayout> {

@@ -20,7 +20,6 @@
  */
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
 import { viewOf } from '../../container/binary.js';
-import { bitRuns } from '../../container/disk-layout.js';
 import type { ReadFunction } from '../../container/inspect.js';
 import {
   VHD_BAT_UNUSED,
@@ -35,8 +34,6 @@ import {
   decodeVhdFooter,
   vhdBitmapSize,
 } from '../../container/vhd.js';
-import { type Layout } from '../../extents/extent.js';
-import { LayoutBuilder } from '../../extents/layout-builder.js';
 
 /**
  * The most BAT entries read: a VHD holds at most 2040 GiB ("Virtual Hard Disk Image Format
@@ -165,57 +162,6 @@ function checkNoOverlap(bat: Uint32Array, bitmapSize: number, blockSize: number,
     end = start + bitmapSize + Math.min(blockSize, diskSize - block * blockSize);
     previous = block;
   }
-}
-
-/** The blocks whose sector bitmap the layout needs (every allocated block). */
-export function allocatedBlocks(vhd: UrbackupVhd): number[] {
-  const blocks: number[] = [];
-  for (let block = 0; block < vhd.bat.length; block++) if (vhd.bat[block] !== VHD_BAT_UNUSED) blocks.push(block);
-  return blocks;
-}
-
-/** File offset of the sector bitmap of an allocated block. */
-export function bitmapOffset(vhd: UrbackupVhd, block: number): number {
-  return (vhd.bat[block] ?? 0) * VHD_SECTOR_SIZE;
-}
-
-/**
- * The disk of `vhd` as extents: `file` extents of `ownPath` at offsets in the VHD's bytes for
- * sectors this file holds, `file` extents of `parentPath` at *disk* offsets for sectors that come
- * from the parent (the caller replaces them with the parent's extents), zeros otherwise.
- * `bitmaps` holds the bitmap of every allocated block.
- */
-export function urbackupVhdLayout(
-  vhd: UrbackupVhd,
-  bitmaps: ReadonlyMap<number, Uint8Array>,
-  ownPath: string,
-  parentPath: string | undefined,
-): Layout {
-  const builder = new LayoutBuilder();
-  const absent = (start: number, length: number): void => {
-    if (parentPath === undefined) builder.zero(length, 'zeros: not in this VHD (no parent)');
-    else builder.file(parentPath, start, length, 'the parent VHD');
-  };
-  const { blockSize, size } = vhd;
-  for (let block = 0; block < vhd.bat.length; block++) {
-    const start = block * blockSize;
-    const length = Math.min(blockSize, size - start);
-    const entry = vhd.bat[block] ?? VHD_BAT_UNUSED;
-    if (entry === VHD_BAT_UNUSED) {
-      absent(start, length);
-      continue;
-    }
-    const bitmap = bitmaps.get(block);
-    if (bitmap === undefined) throw new SynthvhdError('E_INTERNAL', `internal error (please report): no bitmap for VHD block ${block}`);
-    const dataOffset = entry * VHD_SECTOR_SIZE + vhd.bitmapSize;
-    for (const run of bitRuns(bitmap, Math.ceil(length / VHD_SECTOR_SIZE), 'msb')) {
-      const runStart = run.start * VHD_SECTOR_SIZE;
-      const runLength = Math.min(run.count * VHD_SECTOR_SIZE, length - runStart);
-      if (run.present) builder.file(ownPath, dataOffset + runStart, runLength, `VHD block ${block}`);
-      else absent(start + runStart, runLength);
-    }
-  }
-  return builder.build(size);
 }
 
 /**
