@@ -46,6 +46,10 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
     const { runVhdzBench } = await import('./vhdz.js');
     return () => runVhdzBench(process.argv.slice(3));
   },
+  'vhdz-scale': async () => {
+    const { runVhdzScaleBench } = await import('./vhdz-scale.js');
+    return () => runVhdzScaleBench(process.argv.slice(3));
+  },
   catalog: async () => {
     const { runCatalogBench } = await import('./catalog.js');
     return () => runCatalogBench(process.argv.slice(3));

@@ -43,11 +43,12 @@ describe.skipIf(skip !== undefined)(`the native read core under sanitizers${skip
     await rm(work, { recursive: true, force: true });
   });
 
-  it('passes its unit tests (the read walk, the block cache, the codec, a record shared by two block lengths)', async () => {
+  it('passes its unit tests (the read walk, the block cache, the codec, a record shared by two block lengths, VHD chains)', async () => {
     const result = await run(join(BUILD, 'unit_tests'), []);
     expect(result.stderr).not.toMatch(REPORT);
     expect(result.stdout).toMatch(/^ok a record shared by a full and a short block: EIO, no over-read$/m);
     expect(result.stdout).not.toMatch(/^FAIL/m);
+    expect(result.stdout).toMatch(/^ok VHD chains: reads equal urBackup's sector rule; a damaged bitmap is EIO naming the block$/m);
     expect(result.stdout).toMatch(/^all passed$/m);
     expect(result.code).toBe(0);
   }, 300_000);

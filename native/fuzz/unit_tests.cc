@@ -268,6 +268,8 @@ void TestReadsMatchTheTruth() {
         truth.insert(truth.end(), blocks[mode].begin() + extent.skip, blocks[mode].begin() + extent.skip + extent.length);
         break;
       }
+      case ExtentKind::kChain:  // not drawn here (random() % 4): TestChainReadsMatchTheOracle
+        break;
     }
     position += extent.length;
     table->extents.push_back(extent);
@@ -347,6 +349,196 @@ void TestValidation() {
   std::printf("ok %s\n", name);
 }
 
+// A VHD chain of three files, the middle one compressed, with random bitmaps and a parent smaller
+// than its child: every read equals a sector-by-sector oracle of urBackup's VHDFile::Read (the
+// first file whose block is allocated and whose bit is set; zeros past a file's disk size; zeros
+// when no file holds the sector). Then the compressed file's record holding a bitmap is damaged:
+// reads of that block answer EIO and the report names the VHD block.
+struct FakeVhd {
+  std::vector<uint8_t> bytes;  // the VHD's bytes (bitmaps and data where the BAT says)
+  ChainLevelShape shape;
+};
+
+FakeVhd MakeFakeVhd(uint64_t size, uint64_t block, std::mt19937* random, uint32_t seed) {
+  FakeVhd vhd;
+  vhd.shape.size = size;
+  vhd.shape.bitmap_size = 512;
+  vhd.bytes.assign(1536, 0);  // stands for the footer copy, header and BAT
+  uint64_t blocks = (size + block - 1) / block;
+  for (uint64_t b = 0; b < blocks; b++) {
+    if ((*random)() % 10 < 4) {
+      vhd.shape.bat.push_back(kBatUnused);
+      continue;
+    }
+    vhd.shape.bat.push_back(static_cast<uint32_t>(vhd.bytes.size() / 512));
+    std::vector<uint8_t> bitmap(512, 0);
+    // Runs of set and clear bits, some whole bytes, some not.
+    for (uint64_t sector = 0; sector < block / 512;) {
+      bool set = (*random)() % 2 == 0;
+      uint64_t run = 1 + (*random)() % 9;
+      for (uint64_t k = 0; k < run && sector < block / 512; k++, sector++) {
+        if (set) bitmap[sector / 8] |= static_cast<uint8_t>(0x80 >> (sector % 8));
+      }
+    }
+    vhd.bytes.insert(vhd.bytes.end(), bitmap.begin(), bitmap.end());
+    std::vector<uint8_t> data = Pattern(block, seed * 1000 + static_cast<uint32_t>(b));
+    vhd.bytes.insert(vhd.bytes.end(), data.begin(), data.end());
+  }
+  vhd.bytes.resize(vhd.bytes.size() + 512, 0);  // the footer
+  return vhd;
+}
+
+// urBackup's rule, one sector at a time.
+uint8_t OracleByte(const std::vector<FakeVhd>& levels, uint64_t block, uint64_t position) {
+  for (const FakeVhd& level : levels) {
+    if (position >= level.shape.size) return 0;
+    uint64_t b = position / block;
+    if (b >= level.shape.bat.size() || level.shape.bat[b] == kBatUnused) continue;
+    uint64_t base = static_cast<uint64_t>(level.shape.bat[b]) * 512;
+    uint64_t in_block = position - b * block;
+    uint64_t sector = in_block / 512;
+    bool set = (level.bytes[base + sector / 8] >> (7 - sector % 8)) & 1;
+    if (set) return level.bytes[base + 512 + in_block];
+  }
+  return 0;
+}
+
+// Compresses `vhd` into a urBackup container of `container_block` blocks (zstd records); the
+// record offsets go into the shape, the container bytes are returned.
+std::vector<uint8_t> Containerize(FakeVhd* vhd, uint64_t container_block) {
+  std::vector<uint8_t> file(64, 'h');
+  uint64_t logical = vhd->bytes.size();
+  vhd->shape.container_block = container_block;
+  vhd->shape.logical_size = logical;
+  for (uint64_t at = 0; at < logical; at += container_block) {
+    uint64_t length = std::min(container_block, logical - at);
+    std::vector<uint8_t> block(vhd->bytes.begin() + at, vhd->bytes.begin() + at + length);
+    vhd->shape.records.push_back(static_cast<int64_t>(file.size()));
+    std::vector<uint8_t> record = Record(2, Zstd(block));
+    file.insert(file.end(), record.begin(), record.end());
+    vhd->shape.last_block_length = length;
+  }
+  return file;
+}
+
+void TestChainReadsMatchTheOracle() {
+  const char* name = "VHD chains: reads equal urBackup's sector rule; a damaged bitmap is EIO naming the block";
+  constexpr uint64_t kVhdBlock = 8 * 1024;
+  constexpr uint64_t kSize = 40 * kVhdBlock;
+  std::mt19937 random(7);
+  std::vector<FakeVhd> levels;
+  levels.push_back(MakeFakeVhd(kSize, kVhdBlock, &random, 1));
+  levels.push_back(MakeFakeVhd(kSize, kVhdBlock, &random, 2));
+  levels.push_back(MakeFakeVhd(30 * kVhdBlock - 3 * 512, kVhdBlock, &random, 3));  // a smaller parent
+  std::vector<uint8_t> middle = Containerize(&levels[1], 16 * 1024);
+  auto shape = std::make_shared<ChainShape>();
+  shape->size = kSize;
+  shape->block_size = kVhdBlock;
+  for (const FakeVhd& level : levels) shape->levels.push_back(level.shape);
+
+  constexpr uint64_t kPrefix = 1000;  // a bytes extent first, so that chain offsets are not file offsets
+  constexpr uint64_t kDiskOffset = 3 * 512;
+  auto make_handle = [&](const std::vector<uint8_t>& middle_file) {
+    auto table = std::make_unique<Table>();
+    table->sources.push_back(MemorySource(levels[0].bytes));
+    table->sources.push_back(MemorySource(middle_file));
+    table->sources.push_back(MemorySource(levels[2].bytes));
+    table->blob = Pattern(kPrefix, 4);
+    table->chains.push_back(TableChain{shape, {0, 1, 2}});
+    Extent prefix{};
+    prefix.kind = ExtentKind::kBytes;
+    prefix.length = kPrefix;
+    Extent chain{};
+    chain.kind = ExtentKind::kChain;
+    chain.start = kPrefix;
+    chain.length = kSize - kDiskOffset;
+    chain.source = 0;
+    chain.offset = kDiskOffset;
+    table->extents = {prefix, chain};
+    table->size = kPrefix + chain.length;
+    auto handle = std::make_shared<Handle>();
+    handle->table = std::move(table);
+    return handle;
+  };
+  std::vector<uint8_t> truth(Pattern(kPrefix, 4));
+  for (uint64_t position = kDiskOffset; position < kSize; position++) truth.push_back(OracleByte(levels, kVhdBlock, position));
+
+  ReadCore core(nullptr, nullptr);
+  core.StartDecodeAhead(nullptr);
+  auto handle = make_handle(middle);
+  uint64_t size = handle->table->size;
+  for (int i = 0; i < 400; i++) {
+    // Sequential reads first (decode-ahead runs), then random ones.
+    uint64_t offset = i < 40 ? static_cast<uint64_t>(i) * 8192 : random() % (size + 100);
+    size_t length = i < 40 ? 8192 : 1 + random() % (i % 2 == 0 ? 70000 : 3000);
+    Collect reply;
+    core.Read(handle, length, offset, &reply);
+    EXPECT(reply.answered && reply.error == 0, name);
+    uint64_t want = offset >= size ? 0 : std::min<uint64_t>(std::min<uint64_t>(length, kMaxReply), size - offset);
+    EXPECT(reply.bytes.size() == want, name);
+    EXPECT(want == 0 || std::memcmp(reply.bytes.data(), truth.data() + offset, want) == 0, name);
+  }
+  core.StopDecodeAhead(false);
+
+  // Damage the record holding the bitmap of the first block the middle file allocates.
+  uint64_t block = 0;
+  while (levels[1].shape.bat[block] == kBatUnused) block++;
+  uint64_t container = static_cast<uint64_t>(levels[1].shape.bat[block]) * 512 / levels[1].shape.container_block;
+  std::vector<uint8_t> damaged = middle;
+  uint64_t record = static_cast<uint64_t>(levels[1].shape.records[container]);
+  for (uint64_t k = record + 8; k < record + 40; k++) damaged[k] = 0xee;
+  Reported reported;
+  ReadCore damaged_core(&Report, &reported);
+  auto damaged_handle = make_handle(damaged);
+  // A read of that block in the disk: the child (level 0) may hold some sectors, never all of a
+  // block whose bitmap has clear bits everywhere the oracle reached the middle file.
+  bool saw_eio = false;
+  for (uint64_t position = block * kVhdBlock; position < (block + 1) * kVhdBlock; position += 512) {
+    if (position < kDiskOffset) continue;
+    Collect reply;
+    damaged_core.Read(damaged_handle, 512, kPrefix + position - kDiskOffset, &reply);
+    if (reply.error == EIO) saw_eio = true;
+  }
+  EXPECT(saw_eio, name);
+  EXPECT(reported.count.load() > 0, name);
+  EXPECT(reported.last.find("VHD block " + std::to_string(block)) != std::string::npos, name);
+  std::printf("ok %s\n", name);
+}
+
+void TestChainShapeValidation() {
+  const char* name = "chain shapes are validated";
+  ChainShape shape;
+  std::string why;
+  std::vector<uint32_t> bat(4, kBatUnused);
+  std::vector<double> records = {64, -1};
+  std::vector<std::pair<const uint32_t*, size_t>> bats = {{bat.data(), bat.size()}};
+  std::vector<std::pair<const double*, size_t>> none = {{nullptr, 0}};
+  std::vector<std::pair<const double*, size_t>> two = {{records.data(), records.size()}};
+  double good[] = {4 * 8192, 8192, 1, 4 * 8192, 512, 0, 0, 0};
+  EXPECT(ValidateChainShape(good, 8, bats, none, &shape, &why), name);
+  double compressed[] = {4 * 8192, 8192, 1, 4 * 8192, 512, 16384, 20000, 3616};
+  EXPECT(ValidateChainShape(compressed, 8, bats, two, &shape, &why), name);
+  double few_records[] = {4 * 8192, 8192, 1, 4 * 8192, 512, 16384, 40000, 3616};
+  EXPECT(!ValidateChainShape(few_records, 8, bats, two, &shape, &why), name);
+  double big_bat_for_disk[] = {2 * 8192, 8192, 1, 2 * 8192, 512, 0, 0, 0};
+  EXPECT(!ValidateChainShape(big_bat_for_disk, 8, bats, none, &shape, &why), name);
+  double small_bitmap[] = {4 * 8192, 1024 * 1024, 1, 4 * 8192, 64, 0, 0, 0};
+  EXPECT(!ValidateChainShape(small_bitmap, 8, bats, none, &shape, &why), name);
+  double odd_block[] = {4 * 8192, 1000, 1, 4 * 8192, 512, 0, 0, 0};
+  EXPECT(!ValidateChainShape(odd_block, 8, bats, none, &shape, &why), name);
+  double nan_size[] = {__builtin_nan(""), 8192, 1, 4 * 8192, 512, 0, 0, 0};
+  EXPECT(!ValidateChainShape(nan_size, 8, bats, none, &shape, &why), name);
+  std::vector<uint64_t> sizes = {4 * 8192};
+  std::vector<Extent> extents;
+  double past_chain[] = {4, 0, 10, 0, 4 * 8192 - 5, 0, 0};
+  EXPECT(!ValidateExtents(past_chain, 7, 10, 0, 0, &extents, &why, sizes), name);
+  double no_chain[] = {4, 0, 10, 1, 0, 0, 0};
+  EXPECT(!ValidateExtents(no_chain, 7, 10, 0, 0, &extents, &why, sizes), name);
+  double fine[] = {4, 0, 10, 0, 100, 0, 0};
+  EXPECT(ValidateExtents(fine, 7, 10, 0, 0, &extents, &why, sizes), name);
+  std::printf("ok %s\n", name);
+}
+
 }  // namespace
 
 int main() {
@@ -356,6 +548,8 @@ int main() {
   TestReadsMatchTheTruth();
   TestCorruptRecordsAnswerEio();
   TestValidation();
+  TestChainReadsMatchTheOracle();
+  TestChainShapeValidation();
   if (g_failures > 0) {
     std::printf("%d failed\n", g_failures);
     return 1;

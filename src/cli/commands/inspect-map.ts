@@ -18,8 +18,11 @@ import { containerStructureMap } from '../../container/structure-map.js';
 import { parseContainerFile } from '../../container/read-container-file.js';
 import type { ComposedDisk } from '../../disk/compose-disk.js';
 import { fileError } from '../../errors/synthvhd-error.js';
-import type { Layout } from '../../extents/extent.js';
-import { type MapRow, describeRow, formatMapRows, mapRowAt, mapRows } from '../../extents/extent-map.js';
+import { type Layout, extentEnd, findExtentIndex, sliceExtent } from '../../extents/extent.js';
+import { type MapRow, describeRow, formatMapRows, mapRow, mapRowAt, mapRows } from '../../extents/extent-map.js';
+import { chainBitmaps } from '../../extents/read-at.js';
+import { SourceFiles } from '../../extents/source-files.js';
+import { resolveChainExtent } from '../../extents/vhd-chain.js';
 import { resolveServedPath } from '../../fuse/served-path.js';
 
 export interface InspectMapOptions {
@@ -53,7 +56,31 @@ export async function inspectMapCommand(target: string, options: InspectMapOptio
     throw fileError('E_USAGE', path, `cannot open: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
   }
   const maps = isBackup ? await backupMaps(path) : await fileMaps(path);
-  process.stdout.write(options.json === true ? `${JSON.stringify(jsonReport(path, maps, offset), null, 2)}\n` : textReport(maps, offset));
+  const sources = new SourceFiles(16);
+  try {
+    const rows = offset === undefined ? undefined : await Promise.all(maps.map(({ layout }) => exactRowAt(layout, offset, sources)));
+    process.stdout.write(options.json === true ? `${JSON.stringify(jsonReport(path, maps, offset, rows), null, 2)}\n` : textReport(maps, offset, rows));
+  } finally {
+    await sources.close();
+  }
+}
+
+/**
+ * The row holding byte `offset`; inside a VHD chain's range, the sector's own origin (which file
+ * and block holds it, read off the chain's sector bitmaps: src/extents/vhd-chain.ts).
+ */
+async function exactRowAt(layout: Layout, offset: number, sources: SourceFiles): Promise<MapRow | undefined> {
+  const row = mapRowAt(layout, offset);
+  if (row?.kind !== 'chain') return row;
+  const extent = layout.extents[findExtentIndex(layout, offset)];
+  if (extent?.kind !== 'chain') return row;
+  const sectorStart = Math.max(extent.start, offset - (offset % 512));
+  const length = Math.min(extentEnd(extent), sectorStart + 512) - sectorStart;
+  const resolved = await resolveChainExtent(extent, sectorStart - extent.start, length, chainBitmaps(extent.chain, sources));
+  const piece = resolved.extents[findExtentIndex(resolved, offset - sectorStart)];
+  if (piece === undefined) return row;
+  const exact = mapRow(sliceExtent(piece, piece.start, piece.length, sectorStart + piece.start));
+  return { ...exact, what: `${exact.what} (in ${row.what})` };
 }
 
 async function backupMaps(path: string): Promise<NamedMap[]> {
@@ -85,21 +112,21 @@ async function fileMaps(path: string): Promise<NamedMap[]> {
   return maps;
 }
 
-function jsonReport(path: string, maps: readonly NamedMap[], offset: number | undefined): unknown {
-  if (offset === undefined) {
+function jsonReport(path: string, maps: readonly NamedMap[], offset: number | undefined, rows: readonly (MapRow | undefined)[] | undefined): unknown {
+  if (offset === undefined || rows === undefined) {
     return { path, maps: maps.map(({ name, title, layout }) => ({ name, title, size: layout.size, extents: mapRows(layout) })) };
   }
-  return { path, offset, maps: maps.map(({ name, title, layout }) => ({ name, title, size: layout.size, extent: mapRowAt(layout, offset) ?? null })) };
+  return { path, offset, maps: maps.map(({ name, title, layout }, index) => ({ name, title, size: layout.size, extent: rows[index] ?? null })) };
 }
 
-function textReport(maps: readonly NamedMap[], offset: number | undefined): string {
+function textReport(maps: readonly NamedMap[], offset: number | undefined, rows: readonly (MapRow | undefined)[] | undefined): string {
   const lines: string[] = [];
-  for (const { name, title, layout, self } of maps) {
-    if (offset === undefined) {
+  for (const [index, { name, title, layout, self }] of maps.entries()) {
+    if (offset === undefined || rows === undefined) {
       lines.push(`${name}: ${title} (${layout.size} bytes, ${layout.extents.length} extents)`, ...formatMapRows(mapRows(layout), self), '');
       continue;
     }
-    const row: MapRow | undefined = mapRowAt(layout, offset);
+    const row: MapRow | undefined = rows[index];
     lines.push(row === undefined
       ? `${name}: byte ${offset} is beyond the end (${layout.size} bytes)`
       : `${name}: byte ${offset} is in [${row.start}, ${row.end}) ${row.kind}: ${describeRow(row, self)}`);
