@@ -115,7 +115,7 @@ async function bigVolume(work: string, volumeBytes: number): Promise<string[]> {
   const lsRaw = await timed(() => sh(process.execPath, [CLI, 'ls', '--json', rawRoot]));
   const tib = (volumeBytes / TiB).toFixed(2);
   return [
-    `A full VHDZ of a ${tib} TiB volume (${written.records} zlib records, ${(written.fileBytes / 1e9).toFixed(2)} GB file, written in ${writing.seconds.toFixed(0)} s) beside a sparse RAW backup of it:`,
+    `A full VHDZ of a ${tib} TiB volume (${written.records} zstd records, ${(written.fileBytes / 1e9).toFixed(2)} GB file, written in ${writing.seconds.toFixed(0)} s) beside a sparse RAW backup of it:`,
     `                                   VHDZ        RAW`,
     `  .disk.vhdx appears after         ${vhdz.appear.toFixed(2).padStart(6)} s    ${rawResult.appear.toFixed(2).padStart(6)} s   (goal < 1 s)`,
     `  its first 4 KiB read             ${(vhdz.firstRead * 1000).toFixed(1).padStart(6)} ms   ${(rawResult.firstRead * 1000).toFixed(1).padStart(6)} ms  (goal < 50 ms; bytes right: ${vhdz.right && rawResult.right})`,
@@ -184,11 +184,23 @@ async function chain(work: string, volumeBytes: number, depth: number): Promise<
       const end = Math.max(...finished.map((text) => Number(text.trim())));
       return { sequential: sequential.seconds, random: (readers * count) / ((end - start) / 1000), bytes: size };
     });
-  const ofChain = await read(chainRoot);
-  const ofFull = await read(fullRoot);
+  // Best of three, alternating, each in a fresh mount (its decoded-block cache empty).
+  const best = (results: { sequential: number; random: number; bytes: number }[]): { sequential: number; random: number; bytes: number } => ({
+    sequential: Math.min(...results.map((result) => result.sequential)),
+    random: Math.max(...results.map((result) => result.random)),
+    bytes: results[0]?.bytes ?? 0,
+  });
+  const chainRuns: { sequential: number; random: number; bytes: number }[] = [];
+  const fullRuns: { sequential: number; random: number; bytes: number }[] = [];
+  for (let run = 0; run < 3; run++) {
+    chainRuns.push(await read(chainRoot));
+    fullRuns.push(await read(fullRoot));
+  }
+  const ofChain = best(chainRuns);
+  const ofFull = best(fullRuns);
   const mbps = (bytes: number, seconds: number): string => (bytes / 1e6 / seconds).toFixed(0);
   return [
-    `A chain of ${depth} incrementals (VHDZ, each 40 runs of 64 KiB rewritten) over a full VHDZ of a ${volumeBytes / MiB} MiB volume, against the final volume as one full VHDZ (fresh mounts, files in the page cache):`,
+    `A chain of ${depth} incrementals (VHDZ, each 40 runs of 64 KiB rewritten) over a full VHDZ of a ${volumeBytes / MiB} MiB volume, against the final volume as one full VHDZ (best of 3 fresh mounts each, files in the page cache):`,
     `                                   chain          full      chain/full (goal >= 0.8)`,
     `  dd bs=1M of .disk.vhdx           ${mbps(ofChain.bytes, ofChain.sequential).padStart(6)} MB/s  ${mbps(ofFull.bytes, ofFull.sequential).padStart(6)} MB/s   ${(ofFull.sequential / ofChain.sequential).toFixed(2)}x`,
     `  8 x 2000 random 4 KiB reads      ${ofChain.random.toFixed(0).padStart(6)} IOPS  ${ofFull.random.toFixed(0).padStart(6)} IOPS   ${(ofChain.random / ofFull.random).toFixed(2)}x`,
@@ -202,7 +214,8 @@ export async function runVhdzScaleBench(args: readonly string[] = []): Promise<v
   try {
     await mkdir(work, { recursive: true });
     const lines: string[] = [];
-    if (!args.includes('--no-big')) lines.push(...(await bigVolume(work, argument(args, '--tib', 1) * TiB)));
+    const bigBytes = Math.floor((argument(args, '--tib', 1) * TiB) / MiB) * MiB;
+    if (!args.includes('--no-big')) lines.push(...(await bigVolume(work, bigBytes)));
     if (!args.includes('--no-chain')) lines.push(...(await chain(work, argument(args, '--mib', 256) * MiB, argument(args, '--depth', 30))));
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {

@@ -146,6 +146,12 @@ describe('README: a .vhdz block record of an unknown mode', () => {
       const logged = mounted.stderr().split('\n').filter((line) => line.includes('cannot be decoded'));
       expect(logged).toHaveLength(1); // once, however many reads failed
       expect(logged[0]).toContain(`${vhdz}: the compressed block at offset ${record} cannot be decoded (unknown mode 7 `);
+      // The record held sector bitmaps too (a 2 MiB record holds those of about four 512 KiB VHD
+      // blocks): the block whose bitmap cannot be read is named, once.
+      const bitmapLines = mounted.stderr().split('\n').filter((line) => line.includes('its sector bitmap at'));
+      expect(bitmapLines.length).toBeGreaterThan(0);
+      expect(bitmapLines[0]).toMatch(new RegExp(`^synthvhd: .*${vhdz.replace(/[.]/g, '\\.')}: VHD block \\d+: its sector bitmap at \\d+ cannot be read; reads of it answer EIO$`));
+      expect(new Set(bitmapLines).size).toBe(bitmapLines.length);
     } finally {
       await mounted.stop();
       await mountpoint.cleanup();

@@ -9,6 +9,9 @@ namespace synthvhd {
 namespace {
 
 constexpr size_t kSpareBlockBytes = 16u << 20;
+// Small blocks (cached sector bitmaps) are not pooled: malloc serves them well, and thousands of
+// them in the pool would make every Take scan them.
+constexpr size_t kSmallestPooled = 64u << 10;
 
 struct Spares {
   std::mutex mu;
@@ -22,6 +25,7 @@ Spares& SparePool() {
 }
 
 char* Take(size_t size) {
+  if (size < kSmallestPooled) return static_cast<char*>(malloc(size > 0 ? size : 1));
   Spares& pool = SparePool();
   {
     std::lock_guard<std::mutex> lock(pool.mu);
@@ -38,6 +42,10 @@ char* Take(size_t size) {
 
 void Give(char* data, size_t size) {
   if (data == nullptr) return;
+  if (size < kSmallestPooled) {
+    free(data);
+    return;
+  }
   Spares& pool = SparePool();
   {
     std::lock_guard<std::mutex> lock(pool.mu);

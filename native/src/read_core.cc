@@ -82,7 +82,12 @@ ssize_t PreadUpTo(int fd, char* into, size_t length, uint64_t offset) {
   return static_cast<ssize_t>(done);
 }
 
-ReadCore::ReadCore(DecodeErrorReporter reporter, void* context) : reporter_(reporter), reporter_context_(context) {}
+// 16 MiB of bitmaps: 32 768 blocks of 512 KiB, 16 GiB of disk per chain file.
+constexpr size_t kBitmapCacheBytes = 16u << 20;
+
+ReadCore::ReadCore(DecodeErrorReporter reporter, void* context) : reporter_(reporter), reporter_context_(context) {
+  bitmaps_.SetLimit(kBitmapCacheBytes);
+}
 
 ReadCore::~ReadCore() { StopDecodeAhead(false); }
 
@@ -334,7 +339,6 @@ int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t di
   thread_local std::vector<Span> pending;
   thread_local std::vector<Span> still;
   thread_local std::vector<BitRun> runs;
-  thread_local std::vector<uint8_t> bitmap;
   auto zero = [&](uint64_t from, uint64_t to) { std::memset(into + (from - disk_offset), 0, to - from); };
   const uint64_t end_all = disk_offset + length;
   for (uint64_t at = disk_offset; at < end_all;) {
@@ -361,8 +365,13 @@ int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t di
       if (pending.empty() || block >= level.bat.size() || level.bat[block] == kBatUnused) continue;
       const Source& source = *table.sources[chain.sources[index]];
       const uint64_t bitmap_at = static_cast<uint64_t>(level.bat[block]) * kSector;
-      bitmap.resize(level.bitmap_size);
-      if (ReadLevelBytes(source, level, bitmap_at, level.bitmap_size, reinterpret_cast<char*>(bitmap.data())) != 0) {
+      std::shared_ptr<const Block> bitmap =
+          bitmaps_.Get(BlockKey{source.dev, source.ino, source.mtime_ns, bitmap_at, level.bitmap_size}, [&]() -> std::shared_ptr<const Block> {
+            auto fresh = std::make_shared<Block>(static_cast<size_t>(level.bitmap_size));
+            if (fresh->data() == nullptr || ReadLevelBytes(source, level, bitmap_at, level.bitmap_size, fresh->data()) != 0) return nullptr;
+            return fresh;
+          });
+      if (bitmap == nullptr) {
         if (reporter_ != nullptr) {
           reporter_(reporter_context_, source.path, bitmap_at,
                     "VHD block " + std::to_string(block) + ": its sector bitmap at " + std::to_string(bitmap_at) + " cannot be read");
@@ -372,7 +381,7 @@ int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t di
       const uint64_t data_at = bitmap_at + level.bitmap_size;
       still.clear();
       for (const Span& span : pending) {
-        SectorRuns(bitmap.data(), level.bitmap_size, span.first - block_start, span.second - block_start, &runs);
+        SectorRuns(reinterpret_cast<const uint8_t*>(bitmap->data()), level.bitmap_size, span.first - block_start, span.second - block_start, &runs);
         for (const BitRun& run : runs) {
           if (!run.present) {
             still.push_back(Span{block_start + run.from, block_start + run.to});
@@ -390,8 +399,9 @@ int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t di
 }
 
 // Decode-ahead for a chain: the container blocks holding the next blocks' bitmaps and data, in
-// every compressed file that allocates them (a sequential reader of a chain reads its base the
-// most, its children where they changed something).
+// every compressed file that allocates them, nearest first (a sequential reader of a chain reads
+// its base the most and its children where they changed something: all of them are needed in
+// disk order, whichever file they are in).
 void ReadCore::QueueChainAhead(const std::shared_ptr<Handle>& handle, size_t chain_index, uint64_t disk_end) {
   if (!ahead_running_.load(std::memory_order_relaxed)) return;
   const Table& table = *handle->table;
@@ -400,23 +410,27 @@ void ReadCore::QueueChainAhead(const std::shared_ptr<Handle>& handle, size_t cha
   std::lock_guard<std::mutex> lock(ahead_mu_);
   if (ahead_stop_) return;
   unsigned queued = 0;
-  for (size_t index = 0; index < shape.levels.size() && queued < ahead_depth_; index++) {
-    const ChainLevelShape& level = shape.levels[index];
-    if (level.container_block == 0) continue;
-    const Source& source = *table.sources[chain.sources[index]];
-    uint64_t previous = UINT64_MAX;
-    // Look as far ahead as ahead_depth_ container blocks of disk, a VHD block at a time.
-    uint64_t horizon = disk_end + static_cast<uint64_t>(ahead_depth_) * level.container_block;
-    for (uint64_t at = disk_end; at < horizon && at < level.size && queued < ahead_depth_; at += shape.block_size) {
-      uint64_t block = at / shape.block_size;
-      if (block >= level.bat.size() || level.bat[block] == kBatUnused) continue;
+  // As far ahead as ahead_depth_ container blocks of disk (urBackup's are 2 MiB, 4 VHD blocks).
+  uint64_t horizon = disk_end + static_cast<uint64_t>(ahead_depth_) * 2 * 1024 * 1024;
+  std::vector<std::pair<size_t, uint64_t>> seen;  // (file, container block) queued or cached now
+  for (uint64_t at = disk_end; at < horizon && at < shape.size && queued < ahead_depth_; at += shape.block_size) {
+    uint64_t block = at / shape.block_size;
+    for (size_t index = 0; index < shape.levels.size() && queued < ahead_depth_; index++) {
+      const ChainLevelShape& level = shape.levels[index];
+      if (at >= level.size) break;  // past this file's disk: nothing below is read either
+      if (block >= level.bat.size() || level.bat[block] == kBatUnused || level.container_block == 0) continue;
+      const Source& source = *table.sources[chain.sources[index]];
       uint64_t first = static_cast<uint64_t>(level.bat[block]) * kSector;
       uint64_t last = first + level.bitmap_size + shape.block_size - 1;
       for (uint64_t position : {first, last}) {
-        if (position >= level.logical_size) continue;
+        if (position >= level.logical_size || queued >= ahead_depth_) continue;
         uint64_t container = position / level.container_block;
-        if (container == previous || level.records[container] < 0) continue;
-        previous = container;
+        if (level.records[container] < 0) continue;
+        std::pair<size_t, uint64_t> id{index, container};
+        bool known = false;
+        for (const auto& each : seen) known = known || each == id;
+        if (known) continue;
+        seen.push_back(id);
         if (cache_.Has(KeyOf(source, ContainerBlock(level, container)))) continue;
         AheadTask task{handle, 0};
         task.chain = chain_index;

@@ -121,6 +121,10 @@ class ReadCore {
   DecodeErrorReporter reporter_;
   void* reporter_context_;
   BlockCache cache_;
+  // Sector bitmaps of VHD chain files, by file identity and offset (a few hundred bytes each):
+  // a read resolves each block through the chain without re-reading bitmaps it has seen, and
+  // a .vhdz's bitmaps outlive the 2 MiB blocks they were decoded from.
+  BlockCache bitmaps_;
 
   std::mutex ahead_mu_;
   std::condition_variable ahead_cv_;
