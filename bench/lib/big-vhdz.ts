@@ -30,7 +30,7 @@ function checksum(bytes: Uint8Array): number {
   return ~sum >>> 0;
 }
 
-function footer(diskSize: number): Uint8Array {
+function footer(diskSize: number, type: 3 | 4, uniqueId: Uint8Array): Uint8Array {
   const bytes = new Uint8Array(512);
   const view = new DataView(bytes.buffer);
   bytes.set(new TextEncoder().encode('conectix'), 0);
@@ -42,21 +42,27 @@ function footer(diskSize: number): Uint8Array {
   view.setBigUint64(40, BigInt(diskSize), false); // original size
   view.setBigUint64(48, BigInt(diskSize), false); // current size
   view.setUint32(56, 0xffff10ff, false); // geometry (as for a disk past 127 GiB)
-  view.setUint32(60, 3, false); // dynamic
-  for (let index = 0; index < 16; index++) bytes[68 + index] = (index * 37 + 11) & 0xff;
+  view.setUint32(60, type, false); // 3 dynamic, 4 differencing
+  bytes.set(uniqueId, 68);
   view.setUint32(64, checksum(bytes), false);
   return bytes;
 }
 
-function dynamicHeader(entries: number): Uint8Array {
+function dynamicHeader(entries: number, batOffset: number, parent: BigVhdzParent | undefined): Uint8Array {
   const bytes = new Uint8Array(1024);
   const view = new DataView(bytes.buffer);
   bytes.set(new TextEncoder().encode('cxsparse'), 0);
   view.setBigUint64(8, 0xffffffffffffffffn, false);
-  view.setBigUint64(16, BigInt(BAT_OFFSET), false);
+  view.setBigUint64(16, BigInt(batOffset), false);
   view.setUint32(24, 0x00010000, false);
   view.setUint32(28, entries, false);
   view.setUint32(32, VHD_BLOCK, false);
+  if (parent !== undefined) {
+    bytes.set(parent.uniqueId, 40);
+    view.setUint32(56, PARENT_TIME_STAMP, false);
+    // parent_unicodename, UTF-16BE, as urBackup writes it: ../<parent folder>/<parent file>
+    for (let index = 0; index < parent.unicodeName.length && index < 255; index++) view.setUint16(64 + index * 2, parent.unicodeName.charCodeAt(index), false);
+  }
   view.setUint32(36, checksum(bytes), false);
   return bytes;
 }
@@ -70,7 +76,24 @@ function syntheticMbr(volumeBytes: number): Uint8Array {
   return sector;
 }
 
+const PARENT_TIME_STAMP = 0x2e000000;
+
+export interface BigVhdzParent {
+  readonly uniqueId: Uint8Array;
+  /** `../<parent folder>/<parent file>`, resolved against the child's folder. */
+  readonly unicodeName: string;
+}
+
+export interface BigVhdzOptions {
+  /** A differencing child of this parent; it allocates block 0 and `changed`. */
+  readonly parent?: BigVhdzParent;
+  readonly changed?: readonly number[];
+  /** Seeds the pattern and the Unique Id. */
+  readonly seed?: number;
+}
+
 export interface BigVhdz {
+  readonly uniqueId: Uint8Array;
   readonly fileBytes: number;
   readonly logicalBytes: number;
   readonly records: number;
@@ -78,23 +101,35 @@ export interface BigVhdz {
   readonly pattern: Uint8Array;
 }
 
-/** Writes the VHDZ of a `volumeBytes` volume (a multiple of 512 KiB) to `path`. */
-export async function writeBigVhdz(path: string, volumeBytes: number): Promise<BigVhdz> {
+/**
+ * Writes the VHDZ of a `volumeBytes` volume (a multiple of 512 KiB) to `path`: a full image, or
+ * with `parent` a differencing one that allocates block 0 and `changed` (their data a pattern of
+ * its own: every sector of them differs from the parent).
+ */
+export async function writeBigVhdz(path: string, volumeBytes: number, options: BigVhdzOptions = {}): Promise<BigVhdz> {
   const diskSize = volumeBytes + VOLUME_OFFSET;
   const entries = diskSize / VHD_BLOCK;
-  let firstBlock = BAT_OFFSET + entries * 4;
+  const parent = options.parent;
+  const seed = options.seed ?? 1;
+  // Blocks in file order: a full image allocates every block in disk order, a child block 0 first.
+  const allocated = parent === undefined ? undefined : [0, ...[...new Set(options.changed ?? [])].filter((block) => block > 0 && block < entries).sort((a, b) => a - b)];
+  const allocatedCount = allocated?.length ?? entries;
+  const batOffset = parent === undefined ? BAT_OFFSET : 2048; // a child's BAT leaves room for its locator
+  let firstBlock = batOffset + entries * 4;
   firstBlock += SECTOR - (firstBlock % SECTOR);
-  const footerAt = firstBlock + entries * STRIDE;
+  const footerAt = firstBlock + allocatedCount * STRIDE;
   const logicalSize = footerAt + SECTOR;
-  const words = 'urbackup image backup of the system volume, windows, users, program files; ';
+  const words = `urbackup image backup ${seed} of the system volume, windows, users, program files; `;
   const pattern = new Uint8Array(4096).map((_, index) => words.charCodeAt(index % words.length));
   const mbr = syntheticMbr(volumeBytes);
+  const uniqueId = new Uint8Array(16).map((_, index) => (index * 37 + 11 * seed) & 0xff);
   const head = new Uint8Array(firstBlock);
-  const foot = footer(diskSize);
+  const foot = footer(diskSize, parent === undefined ? 3 : 4, uniqueId);
   head.set(foot, 0);
-  head.set(dynamicHeader(entries), 512);
-  const bat = new DataView(head.buffer, BAT_OFFSET, entries * 4);
-  for (let block = 0; block < entries; block++) bat.setUint32(block * 4, (firstBlock + block * STRIDE) / SECTOR, false);
+  head.set(dynamicHeader(entries, batOffset, parent), 512);
+  const bat = new DataView(head.buffer, batOffset, entries * 4);
+  for (let block = 0; block < entries; block++) bat.setUint32(block * 4, 0xffffffff, false);
+  for (let index = 0; index < allocatedCount; index++) bat.setUint32((allocated?.[index] ?? index) * 4, (firstBlock + index * STRIDE) / SECTOR, false);
 
   /** Logical bytes [at, at + into.length) of the VHD. */
   const fill = (at: number, into: Uint8Array): void => {
@@ -126,7 +161,7 @@ export async function writeBigVhdz(path: string, volumeBytes: number): Promise<B
       const inData = inStride - BITMAP;
       if (inData < VHD_BLOCK) {
         const count = Math.min(VHD_BLOCK - inData, blockEnd - position);
-        if (block === 0) {
+        if ((allocated?.[block] ?? block) === 0) {
           if (inData < SECTOR) into.set(mbr.subarray(inData, Math.min(SECTOR, inData + count)), out);
         } else {
           for (let index = 0; index < count; ) {
@@ -192,7 +227,7 @@ export async function writeBigVhdz(path: string, volumeBytes: number): Promise<B
     view.setBigInt64(37, BigInt(logicalSize), true);
     view.setUint32(45, CONTAINER_BLOCK, true);
     await handle.write(header, 0, 50, 0);
-    return { fileBytes: indexOffset + blocks * 8, logicalBytes: logicalSize, records: blocks, pattern };
+    return { uniqueId, fileBytes: indexOffset + blocks * 8, logicalBytes: logicalSize, records: blocks, pattern };
   } finally {
     await handle.close();
   }
