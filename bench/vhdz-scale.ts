@@ -11,12 +11,12 @@
  *    fresh mount with the files in the page cache. Prints chain/full ratios (goal >= 0.8).
  * Quiet machine only: the load average is printed and a warning given above 1.
  */
-import { spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
 import { type BigVhdz, writeBigVhdz } from './lib/big-vhdz.js';
+import { withMount } from './lib/mount.js';
 import { makeRawBackup } from './lib/raw-backup.js';
 import { CLI, MiB, REPO_ROOT, sh, timed } from './lib/shell.js';
 
@@ -33,31 +33,6 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 0) / 1024;
 }
 
-/** Mounts `root`; `work` gets the mount point and the daemon's pid, and the ms since it was live. */
-async function withMount<T>(root: string, work: (mountpoint: string, pid: number, live: number) => Promise<T>): Promise<T> {
-  const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-scale-mnt-'));
-  const child = spawn(process.execPath, [CLI, 'mount', root, mountpoint], { stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    await new Promise<void>((resolvePromise, reject) => {
-      let out = '';
-      child.stdout.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        if (/mounted .* \(read-only\)/.test(out)) resolvePromise();
-      });
-      child.once('exit', (code) => {
-        reject(new Error(`synthvhd mount exited ${code} before it was ready`));
-      });
-    });
-    if (child.pid === undefined) throw new Error('no pid');
-    return await work(mountpoint, child.pid, performance.now());
-  } finally {
-    const exited = new Promise((resolvePromise) => child.once('exit', resolvePromise));
-    child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((resolvePromise) => setTimeout(resolvePromise, 10_000))]);
-    await sh('fusermount', ['-u', '-z', mountpoint]).catch(() => undefined);
-    await rm(mountpoint, { recursive: true, force: true });
-  }
-}
 
 /** Waits for `file` to appear; seconds since `since` (performance.now()). */
 async function appears(file: string, since: number): Promise<number> {

@@ -19,7 +19,6 @@
  * Prints times, MB/s and the ratio floor time / our time; the aim is >= 50 % on 2 cores. Run as
  * root (mount, drop_caches).
  */
-import { spawn } from 'node:child_process';
 import { copyFile, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,33 +30,10 @@ import { resolveLayoutChains } from '../src/extents/vhd-chain.js';
 import { ImageBytes } from '../src/urbackup/images/image-bytes.js';
 import { volumeLayout } from '../src/urbackup/images/image-volume.js';
 import { openImageDisk } from '../src/urbackup/images/open-image-backup.js';
+import { withMount } from './lib/mount.js';
 import { makeRawBackup } from './lib/raw-backup.js';
-import { CLI, MiB, sh, timed } from './lib/shell.js';
+import { MiB, sh, timed } from './lib/shell.js';
 
-/** Mounts `root` with the CLI, runs `work` on the mount point, unmounts. */
-async function withMount<T>(root: string, work: (mountpoint: string) => Promise<T>): Promise<T> {
-  const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-vhdz-mnt-'));
-  const child = spawn(process.execPath, [CLI, 'mount', root, mountpoint], { stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    await new Promise<void>((resolvePromise, reject) => {
-      let out = '';
-      child.stdout.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        if (/mounted .* \(read-only\)/.test(out)) resolvePromise();
-      });
-      child.once('exit', (code) => {
-        reject(new Error(`synthvhd mount exited ${code} before it was ready`));
-      });
-    });
-    return await work(mountpoint);
-  } finally {
-    const exited = new Promise((resolvePromise) => child.once('exit', resolvePromise));
-    child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((resolvePromise) => setTimeout(resolvePromise, 10_000))]);
-    await sh('fusermount', ['-u', '-z', mountpoint]).catch(() => undefined);
-    await rm(mountpoint, { recursive: true, force: true });
-  }
-}
 
 type Cache = 'cold' | 'warm';
 
