@@ -21,6 +21,7 @@ const TARGETS: readonly (readonly [string, number])[] = [
   ['fuzz_read_walk', 10_000],
   ['fuzz_extent_table', 20_000],
   ['fuzz_record_codec', 1_500],
+  ['fuzz_chain_read', 5_000],
 ];
 
 const clang = spawnSync('clang++-14', ['--version']).status === 0;

@@ -524,6 +524,8 @@ void TestChainShapeValidation() {
   EXPECT(!ValidateChainShape(big_bat_for_disk, 8, bats, none, &shape, &why), name);
   double small_bitmap[] = {4 * 8192, 1024 * 1024, 1, 4 * 8192, 64, 0, 0, 0};
   EXPECT(!ValidateChainShape(small_bitmap, 8, bats, none, &shape, &why), name);
+  double big_bitmap[] = {4 * 8192, 8192, 1, 4 * 8192, 8192, 0, 0, 0};
+  EXPECT(!ValidateChainShape(big_bitmap, 8, bats, none, &shape, &why), name);
   double odd_block[] = {4 * 8192, 1000, 1, 4 * 8192, 512, 0, 0, 0};
   EXPECT(!ValidateChainShape(odd_block, 8, bats, none, &shape, &why), name);
   double nan_size[] = {__builtin_nan(""), 8192, 1, 4 * 8192, 512, 0, 0, 0};

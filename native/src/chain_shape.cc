@@ -44,8 +44,10 @@ bool ValidateChainShape(const double* numbers, size_t count, const std::vector<s
   out->size = size;
   out->block_size = block_size;
   out->levels.resize(levels);
-  // The bitmap holds one bit per sector of a block, rounded up to whole sectors.
-  uint64_t min_bitmap = (block_size / kSector + 7) / 8;
+  // The bitmap holds one bit per sector of a block, rounded up to whole sectors ("Virtual Hard
+  // Disk Image Format Specification", Block Bitmap): exactly that, so no hostile size can make a
+  // cached bitmap larger than 64 KiB (for 256 MiB blocks).
+  uint64_t bitmap_bytes = ((block_size / kSector + 7) / 8 + kSector - 1) / kSector * kSector;
   for (size_t i = 0; i < levels; i++) {
     const double* v = numbers + kChainHeadNumbers + i * kChainLevelNumbers;
     ChainLevelShape& level = out->levels[i];
@@ -56,7 +58,7 @@ bool ValidateChainShape(const double* numbers, size_t count, const std::vector<s
     level.last_block_length = static_cast<uint64_t>(v[4]);
     std::string at = "chain file " + std::to_string(i) + ": ";
     if (level.size == 0) return Fail(why, at + "empty disk");
-    if (level.bitmap_size < min_bitmap || level.bitmap_size > block_size) return Fail(why, at + "bad bitmap size");
+    if (level.bitmap_size != bitmap_bytes) return Fail(why, at + "bad bitmap size");
     // At most one BAT entry per block of the disk, and the disk fits the entries (< 2^32 blocks).
     uint64_t blocks = (level.size + block_size - 1) / block_size;
     if (bats[i].second > blocks) return Fail(why, at + "more BAT entries than blocks");

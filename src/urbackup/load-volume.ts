@@ -97,9 +97,8 @@ export interface LoadOptions {
   /**
    * Find the holes of the `.raw` (SEEK_DATA/SEEK_HOLE, default true). Without, the whole volume
    * counts as data: the disk's size, table and placement are the same, its layout just has no
-   * zero extents for the holes. `ls` and `doctor` need no more. For a VHD/VHDZ/VHDX(Z) backup it
-   * loads a summary (src/urbackup/images/load-image-volume.ts): every check, the table and the
-   * boot sector, without decoding the whole image; such a volume must not be served.
+   * zero extents for the holes. `ls` and `doctor` need no more. A VHD/VHDZ/VHDX(Z) backup is
+   * loaded the same either way (headers and BATs: src/urbackup/images/load-image-volume.ts).
    */
   readonly holes?: boolean;
 }
@@ -121,8 +120,7 @@ export async function loadVolume(backup: VolumeBackup, fs: BackupFs = nodeBackup
   if (backup.format !== undefined && backup.format !== 'raw') {
     // Every file of the chain is opened through the confined open (parents too).
     const opener = (path: string, role: string): ReturnType<typeof openSourceFile> => openSourceFile(path, confinement, { role });
-    // `holes: false` is ls and doctor: a summary, which does not decode a whole .vhdz.
-    const loaded = await loadImageVolume(backup.rawPath, parsed.kind === 'whole-disk', opener, { summary: options.holes === false });
+    const loaded = await loadImageVolume(backup.rawPath, parsed.kind === 'whole-disk', opener);
     const layout = loaded.volume;
     const ranges: DataRange[] = [];
     for (const extent of layout.extents) {

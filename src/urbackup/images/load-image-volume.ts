@@ -33,8 +33,6 @@ export interface LoadedImageVolume {
   /** Newest mtime of the chain's files. */
   readonly mtimeMs: number;
   readonly chain: readonly ChainFile[];
-  /** Loaded for a summary (ls, doctor): nothing of it is served. Its layout is whole all the same. */
-  readonly summary: boolean;
   /** The opened disk (for changedSince). */
   readonly disk: OpenedImageDisk;
   readonly warnings: readonly string[];
@@ -44,7 +42,7 @@ export interface LoadedImageVolume {
  * Loads the image at `imagePath`. `wholeDisk`: its `.mbr` is version 100 (the image is the disk,
  * no synthetic MBR).
  */
-export async function loadImageVolume(imagePath: string, wholeDisk: boolean, opener: SourceOpener, options: { summary?: boolean } = {}): Promise<LoadedImageVolume> {
+export async function loadImageVolume(imagePath: string, wholeDisk: boolean, opener: SourceOpener): Promise<LoadedImageVolume> {
   // Headers and BATs only (a VHD chain's sector bitmaps are read with its blocks): ls, doctor and
   // the mount open alike; reading the synthetic MBR and the boot sector decodes the first blocks.
   const disk = await openImageDisk(imagePath, opener);
@@ -64,7 +62,6 @@ export async function loadImageVolume(imagePath: string, wholeDisk: boolean, ope
       bootSector,
       mtimeMs: Math.max(...disk.chain.map((file) => file.mtimeMs)),
       chain: disk.chain,
-      summary: options.summary === true,
       disk,
       warnings: disk.warnings,
     };
