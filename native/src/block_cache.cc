@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "block_cache.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <vector>
 
@@ -12,6 +14,19 @@ constexpr size_t kSpareBlockBytes = 16u << 20;
 // Small blocks (cached sector bitmaps) are not pooled: malloc serves them well, and thousands of
 // them in the pool would make every Take scan them.
 constexpr size_t kSmallestPooled = 64u << 10;
+// A block of at least this much gets memory aligned to it and asks for transparent huge pages
+// (madvise: Debian's default mode): its first touch is one fault instead of 512 (perf showed
+// zstd's page faults on fresh blocks among the daemon's largest costs, each a trap to the kernel).
+constexpr size_t kHugePage = 2u << 20;
+
+char* Allocate(size_t size) {
+  if (size < kHugePage) return static_cast<char*>(malloc(size > 0 ? size : 1));
+  size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
+  void* data = nullptr;
+  if (posix_memalign(&data, kHugePage, rounded) != 0) return nullptr;
+  madvise(data, rounded, MADV_HUGEPAGE);  // advice only: without THP the block works the same
+  return static_cast<char*>(data);
+}
 
 struct Spares {
   std::mutex mu;
@@ -37,7 +52,7 @@ char* Take(size_t size) {
       return data;
     }
   }
-  return static_cast<char*>(malloc(size > 0 ? size : 1));  // nullptr: the decode fails with "out of memory"
+  return Allocate(size);  // nullptr: the decode fails with "out of memory"
 }
 
 void Give(char* data, size_t size) {

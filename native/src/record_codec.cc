@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 
 #include <unistd.h>
@@ -122,8 +123,11 @@ struct Decoder::State {
     if (size <= payload_capacity) return payload;
     std::free(payload);
     payload_capacity = 0;
-    payload = static_cast<uint8_t*>(std::malloc(size > 0 ? size : 1));
-    if (payload != nullptr) payload_capacity = size;
+    // Records of one file differ in size: grow with headroom (up to what is kept), so that a
+    // stream of slightly larger records does not get a fresh, page-faulting buffer each time.
+    size_t capacity = size <= kKeptPayloadBytes ? std::min(kKeptPayloadBytes, std::max(size, size + size / 4)) : size;
+    payload = static_cast<uint8_t*>(std::malloc(capacity > 0 ? capacity : 1));
+    if (payload != nullptr) payload_capacity = capacity;
     return payload;
   }
 
