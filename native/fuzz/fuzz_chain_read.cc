@@ -26,22 +26,11 @@
 #include "../src/extent_table.h"
 #include "../src/read_core.h"
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 
 using namespace synthvhd;
 
 namespace {
-
-struct Input {
-  const uint8_t* data;
-  size_t size;
-  size_t at = 0;
-  bool Take(void* out, size_t n) {
-    if (size - at < n) return false;
-    std::memcpy(out, data + at, n);
-    at += n;
-    return true;
-  }
-};
 
 class Collect : public ReplySink {
  public:
@@ -110,7 +99,7 @@ int OracleByte(const std::vector<Level>& levels, uint64_t block_size, uint64_t b
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  Input in{data, size};
+  FuzzInput in{data, size};
   uint8_t shift = 0, count = 0, flags = 0;
   if (!in.Take(&shift, 1) || !in.Take(&count, 1) || !in.Take(&flags, 1)) return 0;
   const uint64_t block_size = 512ull << (shift % 6);

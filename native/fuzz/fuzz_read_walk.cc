@@ -15,29 +15,14 @@
 
 #include "../src/read_walk.h"
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 
 using synthvhd::Extent;
 using synthvhd::ExtentKind;
 using synthvhd::Piece;
 
-namespace {
-
-struct Input {
-  const uint8_t* data;
-  size_t size;
-  size_t at = 0;
-  bool Take(void* out, size_t n) {
-    if (size - at < n) return false;
-    std::memcpy(out, data + at, n);
-    at += n;
-    return true;
-  }
-};
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  Input in{data, size};
+  FuzzInput in{data, size};
   uint16_t count = 0;
   if (!in.Take(&count, 2) || count == 0) return 0;
   std::vector<Extent> extents;
