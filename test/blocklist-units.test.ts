@@ -15,7 +15,7 @@ import { dataBlockFlags, hashDisk } from '../src/blocklist/hash.js';
 import type { DiskImage } from '../src/disk/disk-image.js';
 import { makeLayout, type Extent } from '../src/extents/extent.js';
 import type { VolumeBackup } from '../src/urbackup/backup-tree.js';
-import { bitRuns } from '../src/container/disk-layout.js';
+import { bitRuns } from '../src/util/bit-runs.js';
 import { punchHoles } from '../src/extents/holes.js';
 import { LayoutBuilder } from '../src/extents/layout-builder.js';
 import { independentList } from './helpers/blocklist.js';

@@ -11,6 +11,7 @@
  * [MS-VHDX] v20180912 for VHDX. Section names are cited where each rule is applied. Block order
  * in the file does not matter: the BAT is a map (MS-VHDX 2.5), and so is the VHD BAT.
  */
+import { bitRuns } from '../util/bit-runs.js';
 import { basename } from 'node:path';
 import { SynthvhdError, internalError } from '../errors/synthvhd-error.js';
 import { type Layout, sliceLayout } from '../extents/extent.js';
@@ -98,50 +99,6 @@ class DiskBuilder {
   }
 }
 
-/** One run of equal bits in a sector bitmap: sectors [start, start + count). */
-interface BitRun {
-  readonly present: boolean;
-  readonly start: number;
-  readonly count: number;
-}
-
-/**
- * Runs of equal bits over the first `count` bits of `bits`. VHD bitmaps are MSB-first ("Data
- * Block": bit 7 of byte 0 is sector 0); VHDX bitmaps LSB-first (MS-VHDX 2.4: "bit 0 of byte 0 is
- * the entry for the first virtual sector").
- */
-export function bitRuns(bits: Uint8Array, count: number, order: 'msb' | 'lsb'): BitRun[] {
-  const runs: BitRun[] = [];
-  let runStart = 0;
-  let runValue: boolean | undefined;
-  const close = (at: number): void => {
-    if (runValue !== undefined && at > runStart) runs.push({ present: runValue, start: runStart, count: at - runStart });
-  };
-  for (let sector = 0; sector < count; ) {
-    const byte = bits[sector >>> 3] ?? 0;
-    // Whole bytes of equal bits are the common case (a bitmap of all ones or all zeros).
-    if ((sector & 7) === 0 && sector + 8 <= count && (byte === 0 || byte === 0xff)) {
-      const value = byte === 0xff;
-      if (value !== runValue) {
-        close(sector);
-        runStart = sector;
-        runValue = value;
-      }
-      sector += 8;
-      continue;
-    }
-    const bit = order === 'msb' ? (byte >> (7 - (sector & 7))) & 1 : (byte >> (sector & 7)) & 1;
-    const value = bit === 1;
-    if (value !== runValue) {
-      close(sector);
-      runStart = sector;
-      runValue = value;
-    }
-    sector++;
-  }
-  close(count);
-  return runs;
-}
 
 /** Reads up to `concurrency` bitmaps at once: a differencing disk can have many allocated blocks. */
 async function readAll<T>(items: readonly T[], read: (item: T) => Promise<Uint8Array>, concurrency = 64): Promise<Uint8Array[]> {

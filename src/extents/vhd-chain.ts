@@ -15,22 +15,12 @@
 import { internalError } from '../errors/synthvhd-error.js';
 import type { ChainExtent, Layout } from './extent.js';
 import { LayoutBuilder } from './layout-builder.js';
+import { type CompressedIndex, mapCompressedRange } from './compressed-index.js';
+import { bitRuns } from '../util/bit-runs.js';
 
 /** "Virtual Hard Disk Image Format Specification", BAT: an unused entry. */
 export const CHAIN_BAT_UNUSED = 0xffffffff;
 const SECTOR = 512;
-
-/** The index of a urBackup compressed container (docs/urbackup-image-formats.md §2). */
-export interface CompressedIndex {
-  /** Decoded bytes per container block (2 MiB as urBackup writes). */
-  readonly blockSize: number;
-  /** Bytes of the wrapped VHD. */
-  readonly logicalSize: number;
-  /** What the last container block decodes to. */
-  readonly lastBlockLength: number;
-  /** The record offset of each container block; -1 for a block never written (zeros). */
-  readonly offsets: readonly number[];
-}
 
 /** One VHD of a chain: what reading it needs, and nothing of its data. */
 export interface VhdChainLevel {
@@ -71,24 +61,8 @@ function fileName(path: string): string {
  * block never written).
  */
 export function levelExtents(level: VhdChainLevel, offset: number, length: number, to: LayoutBuilder, what: string): void {
-  const index = level.compressed;
-  if (index === undefined) {
-    to.file(level.path, offset, length, what);
-    return;
-  }
-  if (offset < 0 || offset + length > index.logicalSize) {
-    throw internalError(`${level.path}: range ${offset} (+${length}) past the wrapped file (${index.logicalSize} bytes)`);
-  }
-  const count = index.offsets.length;
-  for (let at = offset; at < offset + length; ) {
-    const block = Math.floor(at / index.blockSize);
-    const skip = at - block * index.blockSize;
-    const piece = Math.min(offset + length - at, index.blockSize - skip);
-    const record = index.offsets[block] ?? -1;
-    if (record === -1) to.zero(piece, `zeros: ${what} (an all-zero block of the compressed file)`);
-    else to.compressed(level.path, record, block === count - 1 ? index.lastBlockLength : index.blockSize, skip, piece, what);
-    at += piece;
-  }
+  if (level.compressed === undefined) to.file(level.path, offset, length, what);
+  else mapCompressedRange(level.path, level.compressed, offset, length, to, what);
 }
 
 /** Where block `block`'s bitmap lies in level `level`'s VHD bytes. */
@@ -173,23 +147,23 @@ export async function resolveChainRange(chain: VhdChain, diskOffset: number, len
       const dataAt = entry * SECTOR + level.bitmapSize;
       const what = `${fileName(level.path)} VHD block ${block}`;
       const still: [number, number][] = [];
+      const runs = bitRuns(bitmap, blockSize / SECTOR, 'msb');
       for (const [from, to] of pending) {
-        for (let sector = Math.floor((from - blockStart) / SECTOR); sector * SECTOR + blockStart < to; ) {
-          const present = ((bitmap[sector >>> 3] ?? 0) >> (7 - (sector & 7))) & 1;
-          let last = sector + 1;
-          while (last * SECTOR + blockStart < to && (((bitmap[last >>> 3] ?? 0) >> (7 - (last & 7))) & 1) === present) last++;
-          const runFrom = Math.max(from, blockStart + sector * SECTOR);
-          const runTo = Math.min(to, blockStart + last * SECTOR);
-          if (present === 1) {
-            const offset = dataAt + (runFrom - blockStart);
-            pieces.push({ at: runFrom, add: (builder) => {
-                levelExtents(level, offset, runTo - runFrom, builder, what);
-              },
-            });
-          } else {
+        for (const run of runs) {
+          const runFrom = Math.max(from, blockStart + run.start * SECTOR);
+          const runTo = Math.min(to, blockStart + (run.start + run.count) * SECTOR);
+          if (runFrom >= runTo) continue;
+          if (!run.present) {
             still.push([runFrom, runTo]);
+            continue;
           }
-          sector = last;
+          const offset = dataAt + (runFrom - blockStart);
+          pieces.push({
+            at: runFrom,
+            add: (builder) => {
+              levelExtents(level, offset, runTo - runFrom, builder, what);
+            },
+          });
         }
       }
       pending = still;

@@ -17,6 +17,7 @@
  *   says which record is current. The header's version does not name the codec.
  * - fillCache accepts a decoded block shorter than blockSize only for the last block.
  */
+import { type CompressedIndex, type CompressedSink, ZERO_BLOCK, mapCompressedRange } from '../../extents/compressed-index.js';
 import { SynthvhdError } from '../../errors/synthvhd-error.js';
 import { getAscii, viewOf } from '../../container/binary.js';
 
@@ -30,7 +31,6 @@ export { MODE_STORED, MODE_ZLIB, MODE_ZSTD, RECORD_HEADER_SIZE, parseRecordHeade
 const INDEX_OFFSET_AT = 29;
 const LOGICAL_SIZE_AT = 37;
 const BLOCK_SIZE_AT = 45;
-const ZERO_BLOCK = -1;
 
 export interface CompressedHeader {
   readonly version: '1.0' | '1.1';
@@ -141,18 +141,10 @@ export interface CompressedContainer {
   readonly lastBlockLength: number;
 }
 
-/**
- * The decoded length of block `block`: blockSize, except the last one (see lastBlockLength). A
- * decoder must produce exactly this many bytes, or the block is corrupt.
- */
-export function decodedBlockLength(container: CompressedContainer, block: number): number {
-  return block === blockCount(container.header) - 1 ? container.lastBlockLength : container.header.blockSize;
-}
-
-/** Receives the pieces of a logical range: a range of one decoded block, or zeros. */
-export interface CompressedSink {
-  compressed(path: string, record: number, blockLength: number, skip: number, length: number, what: string): unknown;
-  zero(length: number, what: string): unknown;
+/** The container's index in the form the extent readers use (src/extents/compressed-index.ts). */
+export function indexOf(container: CompressedContainer): CompressedIndex {
+  const { blockSize, logicalSize } = container.header;
+  return { blockSize, logicalSize, lastBlockLength: container.lastBlockLength, offsets: container.offsets };
 }
 
 /**
@@ -160,19 +152,5 @@ export interface CompressedSink {
  * container block touched (an extent never spans two blocks), zeros for -1 index entries.
  */
 export function mapLogicalRange(container: CompressedContainer, offset: number, length: number, to: CompressedSink, what: string): void {
-  const { blockSize, logicalSize } = container.header;
-  if (offset < 0 || offset + length > logicalSize) {
-    throw new SynthvhdError('E_CONTAINER', `${container.path}: range ${offset} (+${length}) is past the end of the wrapped file (${logicalSize} bytes)`);
-  }
-  let at = offset;
-  const end = offset + length;
-  while (at < end) {
-    const block = Math.floor(at / blockSize);
-    const skip = at - block * blockSize;
-    const count = Math.min(end - at, blockSize - skip);
-    const record = container.offsets[block] ?? ZERO_BLOCK;
-    if (record === ZERO_BLOCK) to.zero(count, `zeros: ${what} (an all-zero block of the compressed file)`);
-    else to.compressed(container.path, record, decodedBlockLength(container, block), skip, count, what);
-    at += count;
-  }
+  mapCompressedRange(container.path, indexOf(container), offset, length, to, what);
 }

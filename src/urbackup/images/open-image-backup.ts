@@ -10,7 +10,8 @@
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SynthvhdError, fileError, isSynthvhdError } from '../../errors/synthvhd-error.js';
-import { bitRuns, containerDiskLayout } from '../../container/disk-layout.js';
+import { containerDiskLayout } from '../../container/disk-layout.js';
+import { bitRuns } from '../../util/bit-runs.js';
 import { guidEquals, guidFromString, guidToString, isZeroGuid } from '../../container/guid.js';
 import { type ParsedVhdx, parseContainer } from '../../container/inspect.js';
 import { readVhdxHeaders } from '../../container/parse-vhdx.js';
@@ -20,7 +21,7 @@ import type { Layout } from '../../extents/extent.js';
 import { LayoutBuilder } from '../../extents/layout-builder.js';
 import { type Range, RangeSet } from '../../util/range-set.js';
 import { CHAIN_BAT_UNUSED, type VhdChain, type VhdChainLevel, bitmapOffsetOf, vhdChainDiskLayout } from '../../extents/vhd-chain.js';
-import { mapLogicalRange } from './compressed-file.js';
+import { indexOf, mapLogicalRange } from './compressed-file.js';
 import { type FileId, ImageFile, type SourceOpener } from './image-file.js';
 import { type ImageLayout, ImageLayoutBuilder, sliceImageLayout } from './image-extent.js';
 import { parseUrbackupVhd, readUrbackupVhdFooter, urbackupVhdParentCandidates } from './urbackup-vhd.js';
@@ -155,11 +156,10 @@ function resolveChain(levels: readonly OpenedLevel[]): OpenedImageDisk {
 function resolveVhdChain(levels: readonly OpenedLevel[], own: readonly VhdOwn[]): OpenedImageDisk {
   const top = own[0];
   if (top === undefined) throw new SynthvhdError('E_INTERNAL', 'internal error (please report): an empty chain');
-  for (const [index, level] of own.entries()) {
+  for (const level of own) {
     if (level.blockSize !== top.blockSize) {
       throw fileError('E_CONTAINER', level.level.path, `VHD Block Size ${level.blockSize} differs from the ${top.blockSize} of ${top.level.path} in the same chain (urBackup writes one block size)`);
     }
-    if (index > 0 && levels[index - 1]?.type !== 'differencing') throw new SynthvhdError('E_INTERNAL', 'internal error (please report): a parent below a dynamic VHD');
   }
   const chain: VhdChain = { levels: own.map((level) => level.level), size: top.level.size, blockSize: top.blockSize };
   const disk = vhdChainDiskLayout(chain, levels.length === 1 ? 'VHD blocks' : `VHD blocks of a chain of ${levels.length} files`);
@@ -363,10 +363,7 @@ async function openVhd(file: ImageFile, read: (position: number, length: number)
     size: vhd.size,
     bat: vhd.bat,
     bitmapSize: vhd.bitmapSize,
-    compressed:
-      container === undefined
-        ? undefined
-        : { blockSize: container.header.blockSize, logicalSize: container.header.logicalSize, lastBlockLength: container.lastBlockLength, offsets: container.offsets },
+    compressed: container === undefined ? undefined : indexOf(container),
   };
   const own: VhdOwn = { level, blockSize: vhd.blockSize };
   let next: NextLevel | undefined;
