@@ -49,6 +49,9 @@ struct Handle {
   struct stat attr {};
   // Where the last read ended: a read starting there is sequential (decode-ahead follows it).
   std::atomic<uint64_t> next_offset{0};
+  // The mount path whose backing id this open holds (a passthrough open: the kernel reads `fd`'s
+  // file itself), empty otherwise. Set before the open is answered, on the main thread.
+  std::string passthrough_path;
   Handle() = default;
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
@@ -95,9 +98,19 @@ class ReadCore {
   // thread has in flight, or decoded now; nullptr if it cannot be decoded (reported once).
   std::shared_ptr<const Block> DecodedBlock(const Source& source, const Extent& extent);
 
-  // Fills `into` with bytes [disk_offset, disk_offset + length) of the disk of `chain` (one of
-  // `table`'s), resolving each sector through the chain's bitmaps (chain_read.cc). 0 or an errno.
-  int ReadChain(const Table& table, const TableChain& chain, uint64_t disk_offset, uint64_t length, char* into);
+  // One piece of a chain read: `length` bytes of the disk at `at`, found at `from` (inside a
+  // decoded block that `hold` keeps alive, in the zero page, or pread into the reply buffer).
+  struct ChainPiece {
+    uint64_t at;
+    const char* from;
+    uint64_t length;
+    std::shared_ptr<const Block> hold;
+  };
+  // Resolves bytes [disk_offset, disk_offset + length) of the disk of `chain` (one of `table`'s)
+  // through the chain's bitmaps (docs/urbackup-image-formats.md §9) into `pieces`, sorted by
+  // disk offset and tiling the range. Plain files are pread into `into` (the range's place in
+  // the reply buffer); decoded blocks are pointed at, not copied. 0 or an errno.
+  int ReadChain(const Table& table, const TableChain& chain, uint64_t disk_offset, uint64_t length, char* into, std::vector<ChainPiece>* pieces);
 
  private:
   struct AheadTask {
@@ -108,9 +121,12 @@ class ReadCore {
     size_t level = 0;
     uint64_t container_block = 0;
   };
-  // Bytes [position, position + length) of the VHD a chain file stores (plain: pread; compressed:
-  // from its decoded container blocks). 0 or an errno.
-  int ReadLevelBytes(const Source& source, const ChainLevelShape& level, uint64_t position, uint64_t length, char* into);
+  // Bytes [position, position + length) of the VHD a chain file stores (plain: pread into `into`;
+  // compressed: from its decoded container blocks), copied into `into`, or, with `pieces`,
+  // appended there as pieces starting at disk offset `at` (decoded bytes are not copied).
+  // 0 or an errno.
+  int ReadLevelBytes(const Source& source, const ChainLevelShape& level, uint64_t position, uint64_t length, char* into,
+                     std::vector<ChainPiece>* pieces = nullptr, uint64_t at = 0);
   // The extent naming container block `block` of a compressed chain file (for DecodedBlock).
   static Extent ContainerBlock(const ChainLevelShape& level, uint64_t block);
   // After a sequential read of a chain ending at `disk_end`: the next container blocks it will need.
