@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 /**
- * `npm run bench -- fuse [--quick] [--no-tuning]`: read throughput of the virtual disks served by
- * `synthvhd mount`, against the same bytes read straight from the `.raw` and against its peers,
- * all in one run over one `.raw` of random data:
+ * `npm run bench -- fuse [--quick] [--no-tuning] [--fs btrfs|xfs|here]`: read throughput of the
+ * virtual disks served by `synthvhd mount`, against the same bytes read straight from the `.raw`
+ * and against its peers, all in one run over one `.raw` of random data, on a file system of the
+ * kind urBackup keeps RAW images on (`--fs`, default btrfs: a loop file system made for the run
+ * and removed after it, the fixture copied in; `here`: where the fixture is kept):
  *   - xmount's VHD of the `.raw` (`xmount --in raw <raw> --out vhd <dir>`, FUSE, libfuse 2);
  *   - nbdkit's partitioning plugin over the `.raw`, read by nbdcopy (`nbdkit -U SOCK
  *     partitioning <raw>`, `nbdcopy nbd+unix:///?socket=SOCK null:`): NBD, no FUSE, no page cache.
+ * synthvhd twice: the daemon reading every request, and with `--clone-cache` (the disk served
+ * from a reflinked copy that the kernel reads itself: FUSE passthrough). The clone is measured
+ * twice: with what the kernel reads from warm (the clone), as every target is, and with the .raw
+ * warm and the clone's pages dropped (page caches are per file: a clone's are not the .raw's).
  * Each figure is the median of three runs:
  *   - first read: dd bs=1M of the whole file with the source in the page cache but not the
  *     served file (its pages dropped with `dd iflag=nocache count=0`, posix_fadvise DONTNEED):
@@ -22,12 +28,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { MountTuning } from '../src/fuse/mount.js';
 import { findMount } from '../src/fuse/mountinfo.js';
-import { buildBenchFixture } from './fixture.js';
+import { withLoopFs } from '../test/helpers/loop-fs.js';
+import { buildBenchFixture, type BenchFixture } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -49,6 +56,8 @@ interface Target {
   readonly file: string;
   /** Warms what the target reads from: the .raw, never the served file. */
   readonly source: string;
+  /** Files whose pages are the served file's (a clone read through passthrough): dropped with it. */
+  readonly servedFrom?: () => Promise<readonly string[]>;
 }
 
 async function dropCaches(): Promise<void> {
@@ -92,9 +101,14 @@ async function measure(target: Target, randomCount: number): Promise<Result> {
   const cold: number[] = [];
   const rand: number[] = [];
   const direct = target.file === target.source;
+  const dropServed = async (): Promise<void> => {
+    if (direct) return;
+    await dropFile(target.file);
+    for (const file of (await target.servedFrom?.()) ?? []) await dropFile(file);
+  };
   for (let run = 0; run < REPEAT; run++) {
     await sequential(target.source);
-    if (!direct) await dropFile(target.file);
+    await dropServed();
     first.push(await sequential(target.file));
     repeat.push(Math.max(await sequential(target.file), await sequential(target.file)));
   }
@@ -104,7 +118,7 @@ async function measure(target: Target, randomCount: number): Promise<Result> {
   }
   for (let run = 0; run < REPEAT; run++) {
     await sequential(target.source);
-    if (!direct) await dropFile(target.file);
+    await dropServed();
     rand.push(await random(target.file, randomCount));
   }
   return { firstMBs: median(first), repeatMBs: median(repeat), coldMBs: median(cold), randIops: median(rand) };
@@ -144,9 +158,16 @@ async function rssMiB(pid: number | undefined): Promise<number> {
 }
 
 /** Mounts with `tuning` (bench/mount-child.js), runs `work` on the mount point and the daemon's pid, unmounts. */
-async function withSynthvhd<T>(root: string, tuning: Partial<MountTuning>, env: NodeJS.ProcessEnv, work: (mountpoint: string, pid: number | undefined) => Promise<T>): Promise<T> {
+async function withSynthvhd<T>(
+  root: string,
+  tuning: Partial<MountTuning>,
+  env: NodeJS.ProcessEnv,
+  work: (mountpoint: string, pid: number | undefined) => Promise<T>,
+  cloneCache?: string,
+): Promise<T> {
   const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-mnt-'));
-  const child = spawn(process.execPath, [join(HERE, 'mount-child.js'), root, mountpoint, JSON.stringify(tuning)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const childArgs = [join(HERE, 'mount-child.js'), root, mountpoint, JSON.stringify(tuning), ...(cloneCache === undefined ? [] : [cloneCache])];
+  const child = spawn(process.execPath, childArgs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   try {
     await waitForLine(child, /^ready$/m, 'the synthvhd mount');
     return await work(mountpoint, child.pid);
@@ -211,58 +232,123 @@ function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
+/** The clones a mount made in `cloneCache` (its private synthvhd-clones-* folder). */
+async function clonesIn(cloneCache: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const folder of await readdir(cloneCache)) {
+    for (const name of await readdir(join(cloneCache, folder)).catch(() => [])) files.push(join(cloneCache, folder, name));
+  }
+  return files;
+}
+
+type BenchFs = 'btrfs' | 'xfs' | 'here';
+
+/**
+ * Runs `body` on the fixture's backup root on file system `kind`: a loop file system made for
+ * the run (the root copied in, a clone cache folder beside it) and removed after it, or `here`.
+ */
+async function onFileSystem<T>(kind: BenchFs, fixture: BenchFixture, body: (backupRoot: string, rawPath: string, cloneCache: string) => Promise<T>): Promise<T> {
+  if (kind === 'here') {
+    const cloneCache = join(dirname(fixture.backupRoot), 'clones');
+    await mkdir(cloneCache, { recursive: true });
+    return body(fixture.backupRoot, fixture.rawPath, cloneCache);
+  }
+  return withLoopFs(kind, fixture.volumeBytes * 2 + 1024 * MiB, async (mountDir) => {
+    const backupRoot = join(mountDir, 'backups');
+    await execFileAsync('cp', ['-a', fixture.backupRoot, backupRoot]);
+    const cloneCache = join(mountDir, 'clones');
+    await mkdir(cloneCache);
+    await execFileAsync('sync');
+    return body(backupRoot, join(backupRoot, relative(fixture.backupRoot, fixture.rawPath)), cloneCache);
+  });
+}
+
 export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
   const quick = args.includes('--quick');
+  const fsIndex = args.indexOf('--fs');
+  const fsKind = (fsIndex >= 0 ? args[fsIndex + 1] : 'btrfs') as BenchFs;
+  if (!['btrfs', 'xfs', 'here'].includes(fsKind)) throw new Error(`--fs ${fsKind}: btrfs, xfs or here`);
   const directory = process.env.SYNTHVHD_BENCH_DIR ?? '/var/tmp/synthvhd-bench';
   await mkdir(directory, { recursive: true });
   process.stdout.write(`building/reusing the bench fixture in ${directory} …\n`);
   const fixture = await buildBenchFixture(directory, (quick ? 256 : 1024) * MiB);
   const randomCount = quick ? 500 : 2000;
   const vhdRelative = fixture.vhdxRelative.replace(/\.vhdx$/, '.vhd');
-  process.stdout.write(`C: volume ${fixture.volumeBytes / MiB} MiB of random data; ${READERS} random readers × ${randomCount} reads\n\n${HEADER}\n`);
+  await onFileSystem(fsKind, fixture, async (backupRoot, raw, cloneCache) => {
+    const kind = fsKind === 'here' ? `${directory} (as it is)` : `a ${fsKind} loop file system`;
+    process.stdout.write(`C: volume ${fixture.volumeBytes / MiB} MiB of random data on ${kind}; ${READERS} random readers × ${randomCount} reads\n\n${HEADER}\n`);
+    const direct = await measure({ name: 'direct', file: raw, source: raw }, randomCount);
+    process.stdout.write(`${row('direct .raw', direct)}\n`);
+    const xmount = await withXmount(raw, (file) => measure({ name: 'xmount', file, source: raw }, randomCount));
+    process.stdout.write(`${row('xmount --out vhd', xmount)}\n`);
+    const nbdkit = await nbdkitFirstRead(raw);
+    process.stdout.write(`${'nbdkit partitioning + nbdcopy'.padEnd(34)}${nbdkit.toFixed(0).padStart(10)}\n`);
+    const ours = await withSynthvhd(backupRoot, {}, {}, async (mountpoint, pid) => {
+      const rssBefore = await rssMiB(pid);
+      const vhd = await measure({ name: 'synthvhd .vhd', file: join(mountpoint, vhdRelative), source: raw }, randomCount);
+      process.stdout.write(`${row('synthvhd .disk.vhd', vhd)}\n`);
+      const vhdx = await measure({ name: 'synthvhd .vhdx', file: join(mountpoint, fixture.vhdxRelative), source: raw }, randomCount);
+      process.stdout.write(`${row('synthvhd .disk.vhdx', vhdx)}\n`);
+      return { vhd, vhdx, rssBefore, rssAfter: await rssMiB(pid) };
+    });
+    const cloned = await withSynthvhd(
+      backupRoot,
+      {},
+      {},
+      async (mountpoint) => {
+        // The first open makes the clone: timed from a fresh mount, to the first 4 KiB read.
+        const started = performance.now();
+        await execFileAsync('dd', [`if=${join(mountpoint, vhdRelative)}`, 'of=/dev/null', 'bs=4k', 'count=1']);
+        const firstOpenMs = performance.now() - started;
+        // Two ways to count: what the kernel reads from (the clone) warm and the served file's
+        // own pages dropped, as for every other target; and the .raw warm with the clone's
+        // pages dropped (a clone's page cache is its own, not the .raw's).
+        const [clone] = await clonesIn(cloneCache);
+        if (clone === undefined) throw new Error(`no clone was made in ${cloneCache}`);
+        const file = join(mountpoint, vhdRelative);
+        const vhd = await measure({ name: 'clone', file, source: clone }, randomCount);
+        process.stdout.write(`${row('synthvhd .disk.vhd --clone-cache', vhd)}\n`);
+        const rawWarm = await measure({ name: 'clone', file, source: raw, servedFrom: () => clonesIn(cloneCache) }, randomCount);
+        process.stdout.write(`${row('  … .raw warm, clone not', rawWarm)}\n`);
+        return { vhd, rawWarm, firstOpenMs };
+      },
+      cloneCache,
+    );
+    const { vhd } = ours;
+    const clone = cloned.vhd;
+    // measure() reads its file whole 4 × REPEAT times (first, two repeats, cold), for two files.
+    const readGiB = (2 * 4 * REPEAT * fixture.volumeBytes) / 1024 ** 3;
+    const ratios = (name: string, of: Result): string[] => [
+      `${name} / xmount:  first read ${ratio(of.firstMBs, xmount.firstMBs)} (target ≥ 1.5×), 4K random ${ratio(of.randIops, xmount.randIops)} (target ≥ 2×), repeat ${ratio(of.repeatMBs, xmount.repeatMBs)}, cold ${ratio(of.coldMBs, xmount.coldMBs)}`,
+      `${name} / nbdkit:  first read ${ratio(of.firstMBs, nbdkit)} (target ≥ 1×)`,
+      `${name} / direct:  repeat read ${ratio(of.repeatMBs, direct.repeatMBs)} (target ≥ 0.7×), first read ${ratio(of.firstMBs, direct.firstMBs)}, 4K random ${ratio(of.randIops, direct.randIops)}`,
+    ];
+    process.stdout.write(
+      [
+        '',
+        ...ratios('synthvhd .vhd (daemon)', vhd),
+        ...ratios('synthvhd .vhd (--clone-cache)', clone),
+        ...ratios('synthvhd .vhd (--clone-cache, .raw warm, clone not)', cloned.rawWarm),
+        `--clone-cache: first open of a fresh mount (clone made) to its first 4 KiB: ${cloned.firstOpenMs.toFixed(0)} ms`,
+        `synthvhd daemon RSS: ${ours.rssBefore.toFixed(0)} MiB mounted, ${ours.rssAfter.toFixed(0)} MiB after ${readGiB.toFixed(0)} GiB of whole-file reads of its files`,
+        '',
+      ].join('\n'),
+    );
 
-  const raw = fixture.rawPath;
-  const direct = await measure({ name: 'direct', file: raw, source: raw }, randomCount);
-  process.stdout.write(`${row('direct .raw', direct)}\n`);
-  const xmount = await withXmount(raw, (file) => measure({ name: 'xmount', file, source: raw }, randomCount));
-  process.stdout.write(`${row('xmount --out vhd', xmount)}\n`);
-  const nbdkit = await nbdkitFirstRead(raw);
-  process.stdout.write(`${'nbdkit partitioning + nbdcopy'.padEnd(34)}${nbdkit.toFixed(0).padStart(10)}\n`);
-  const ours = await withSynthvhd(fixture.backupRoot, {}, {}, async (mountpoint, pid) => {
-    const rssBefore = await rssMiB(pid);
-    const vhd = await measure({ name: 'synthvhd .vhd', file: join(mountpoint, vhdRelative), source: raw }, randomCount);
-    process.stdout.write(`${row('synthvhd .disk.vhd', vhd)}\n`);
-    const vhdx = await measure({ name: 'synthvhd .vhdx', file: join(mountpoint, fixture.vhdxRelative), source: raw }, randomCount);
-    process.stdout.write(`${row('synthvhd .disk.vhdx', vhdx)}\n`);
-    return { vhd, vhdx, rssBefore, rssAfter: await rssMiB(pid) };
+    if (args.includes('--no-tuning')) return;
+    process.stdout.write(`mount tunings (synthvhd .disk.vhd):\n${HEADER}\n`);
+    const variants: { name: string; tuning: Partial<MountTuning>; env?: NodeJS.ProcessEnv }[] = [
+      { name: 'readahead 128 KiB (kernel default)', tuning: { readAheadKb: 128 } },
+      { name: 'readahead 4 MiB', tuning: { readAheadKb: 4096 } },
+      { name: 'max_read 128 KiB (libfuse 2)', tuning: { maxRead: 128 * 1024 } },
+      { name: '4 worker threads', tuning: { threads: 4 } },
+      { name: 'clone_fd', tuning: { cloneFd: true } },
+      { name: 'max_background 32', tuning: { maxBackground: 32 } },
+      { name: 'no page cache across opens', tuning: { pageCache: 'none' } },
+    ];
+    for (const variant of variants) {
+      const result = await withSynthvhd(backupRoot, variant.tuning, variant.env ?? {}, (mountpoint) => measure({ name: variant.name, file: join(mountpoint, vhdRelative), source: raw }, randomCount));
+      process.stdout.write(`${row(variant.name, result)}\n`);
+    }
   });
-  const { vhd } = ours;
-  // measure() reads its file whole 4 × REPEAT times (first, two repeats, cold), for two files.
-  const readGiB = (2 * 4 * REPEAT * fixture.volumeBytes) / 1024 ** 3;
-  process.stdout.write(
-    [
-      '',
-      `synthvhd .vhd / xmount:  first read ${ratio(vhd.firstMBs, xmount.firstMBs)} (target ≥ 1.5×), 4K random ${ratio(vhd.randIops, xmount.randIops)} (target ≥ 2×), repeat ${ratio(vhd.repeatMBs, xmount.repeatMBs)}, cold ${ratio(vhd.coldMBs, xmount.coldMBs)}`,
-      `synthvhd .vhd / nbdkit:  first read ${ratio(vhd.firstMBs, nbdkit)} (target ≥ 1×)`,
-      `synthvhd .vhd / direct:  repeat read ${ratio(vhd.repeatMBs, direct.repeatMBs)} (target ≥ 0.7×, issue #22), first read ${ratio(vhd.firstMBs, direct.firstMBs)}, 4K random ${ratio(vhd.randIops, direct.randIops)}`,
-      `synthvhd daemon RSS: ${ours.rssBefore.toFixed(0)} MiB mounted, ${ours.rssAfter.toFixed(0)} MiB after ${readGiB.toFixed(0)} GiB of whole-file reads of its files`,
-      '',
-    ].join('\n'),
-  );
-
-  if (args.includes('--no-tuning')) return;
-  process.stdout.write(`mount tunings (synthvhd .disk.vhd):\n${HEADER}\n`);
-  const variants: { name: string; tuning: Partial<MountTuning>; env?: NodeJS.ProcessEnv }[] = [
-    { name: 'readahead 128 KiB (kernel default)', tuning: { readAheadKb: 128 } },
-    { name: 'readahead 4 MiB', tuning: { readAheadKb: 4096 } },
-    { name: 'max_read 128 KiB (libfuse 2)', tuning: { maxRead: 128 * 1024 } },
-    { name: '4 worker threads', tuning: { threads: 4 } },
-    { name: 'clone_fd', tuning: { cloneFd: true } },
-    { name: 'max_background 32', tuning: { maxBackground: 32 } },
-    { name: 'no page cache across opens', tuning: { pageCache: 'none' } },
-  ];
-  for (const variant of variants) {
-    const result = await withSynthvhd(fixture.backupRoot, variant.tuning, variant.env ?? {}, (mountpoint) => measure({ name: variant.name, file: join(mountpoint, vhdRelative), source: raw }, randomCount));
-    process.stdout.write(`${row(variant.name, result)}\n`);
-  }
 }

@@ -36,6 +36,7 @@
       "sources": [
         "src/napi_bridge.cc",
         "src/session.cc",
+        "src/passthrough.cc",
         "src/fuse_ops.cc",
         "src/inode_table.cc",
         "src/read_core.cc",

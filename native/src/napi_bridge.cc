@@ -29,7 +29,9 @@
 //   session.mount(mountpoint, fuseArgs[], config)   fuse_session_new + fuse_session_mount, then
 //                                  the multi-threaded loop on its own thread. Throws on failure,
 //                                  and once the session has ended (a session mounts once).
-//   session.openFd(fd) -> fh       a pass-through handle: reads pread() a dup of fd.
+//   session.openFd(fd) -> fh       a handle of a real file: reads pread() a dup of fd, or, opened
+//                                  with replyOpen(..., passthrough = true) on a connection that
+//                                  has FUSE passthrough, the kernel reads that file itself.
 //   session.openLayout(size, extents Float64Array, blob Uint8Array, fds Int32Array, paths[]) -> fh
 //   session.replyErr/Entry/Attr/Readlink/Statfs/Open(id, ...) -> boolean (false: the request is
 //                                  gone, e.g. the session ended)
@@ -38,7 +40,8 @@
 //   session.detach() -> Promise<number>  lazy unmount (umount2 MNT_DETACH as root, else
 //                                  `fusermount3 -u -z`); resolves with 0 or an errno. The loop ends
 //                                  once the kernel drops the connection (last open file closed).
-//   session.stats() -> { nodes, handles, dirs, pending, cacheBytes, cacheBlocks }
+//   session.stats() -> { nodes, handles, dirs, pending, cacheBytes, cacheBlocks, passthrough (the
+//                                  kernel took FUSE passthrough), backingFiles (ids registered) }
 //
 // Built without C++ exceptions like synthvhd_native.cc: argument errors throw JS exceptions and
 // return at once; nothing on a FUSE worker thread may throw or crash: every failure is an errno.
@@ -223,6 +226,7 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     config.threads = static_cast<unsigned>(number("threads", 10));
     if (config.threads < 1) config.threads = 1;
     config.clone_fd = boolean("cloneFd");
+    config.passthrough = boolean("passthrough");
     config.cache_bytes = static_cast<size_t>(number("cacheBytes", 64.0 * 1024 * 1024));
 
     auto* finalize = new FinalizeData{session_, this};
@@ -415,23 +419,28 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     return Napi::Boolean::New(env, true);
   }
 
-  // replyOpen(id, fh, keepCache, directIo): fh from openFd/openLayout. When the request is gone
-  // or the kernel did not take the reply, the handle is released here.
+  // replyOpen(id, fh, keepCache, directIo, passthrough): fh from openFd/openLayout. With
+  // `passthrough`, an openFd handle becomes a passthrough file when the connection has it
+  // (passthrough.h): the kernel then reads the handle's file itself. When the request is gone or
+  // the kernel did not take the reply, the handle is released here.
   Napi::Value ReplyOpen(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[1].IsNumber()) {
-      Napi::TypeError::New(env, "replyOpen(id, fh, keepCache, directIo)").ThrowAsJavaScriptException();
+      Napi::TypeError::New(env, "replyOpen(id, fh, keepCache, directIo, passthrough)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     uint64_t fh = static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue());
-    bool keep_cache = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
-    bool direct_io = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+    auto flag = [&](size_t index) { return info.Length() > index && info[index].IsBoolean() && info[index].As<Napi::Boolean>().Value(); };
+    bool keep_cache = flag(2);
+    bool direct_io = flag(3);
+    bool passthrough = flag(4);
     Pending pending;
     if (!TakeRequest(info, &pending)) {
       session_->ReleaseHandle(fh);
       return Napi::Boolean::New(env, false);
     }
-    if (pending.op != Op::kOpen || session_->FindHandle(fh) == nullptr) {
+    std::shared_ptr<Handle> handle = session_->FindHandle(fh);
+    if (pending.op != Op::kOpen || handle == nullptr) {
       session_->ReleaseHandle(fh);
       fuse_reply_err(pending.req, EIO);
       return Napi::Boolean::New(env, false);
@@ -440,6 +449,30 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     // getattr before this open), so its later getattrs need not wait for JavaScript.
     struct stat attr;
     if (session_->nodes().LastAttr(pending.path, &attr)) session_->RememberAttr(fh, attr);
+    if (passthrough && handle->table == nullptr && handle->fd >= 0 && !direct_io) {
+      int backing = session_->passthrough().Acquire(pending.path, handle->fd);
+      if (backing == -EBUSY) {
+        // Another file serves this path's open files: the kernel would refuse the open anyway.
+        session_->ReleaseHandle(fh);
+        fuse_reply_err(pending.req, EBUSY);
+        return Napi::Boolean::New(env, false);
+      }
+      if (backing >= 0) {
+        handle->passthrough_path = pending.path;
+        // struct fuse_open_out (7.40): fh, open_flags (FOPEN_PASSTHROUGH = 1 << 7), backing_id.
+        struct {
+          uint64_t fh;
+          uint32_t open_flags;
+          int32_t backing_id;
+        } out{fh, 1u << 7, backing};
+        if (fuse_reply_buf(pending.req, reinterpret_cast<const char*>(&out), sizeof out) != 0) {
+          session_->ReleaseHandle(fh);
+          return Napi::Boolean::New(env, false);
+        }
+        return Napi::Boolean::New(env, true);
+      }
+      // Not offered by this kernel, or the ioctl was refused: a plain open, read by us.
+    }
     struct fuse_file_info fi;
     std::memset(&fi, 0, sizeof fi);
     fi.fh = fh;
@@ -537,6 +570,8 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     result.Set("pending", Napi::Number::New(env, static_cast<double>(pending)));
     result.Set("cacheBytes", Napi::Number::New(env, static_cast<double>(cache_bytes)));
     result.Set("cacheBlocks", Napi::Number::New(env, static_cast<double>(cache_blocks)));
+    result.Set("passthrough", Napi::Boolean::New(env, session_->passthrough().enabled()));
+    result.Set("backingFiles", Napi::Number::New(env, static_cast<double>(session_->passthrough().Size())));
     return result;
   }
 

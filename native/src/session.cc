@@ -119,6 +119,18 @@ bool Session::Mount(Napi::Env env, Napi::Function dispatch, const std::string& m
     *error = "libfuse could not mount (its reason is on stderr)";
     return false;
   }
+  if (config.passthrough) {
+    // The same /dev/fuse descriptor, with I/O functions that watch INIT go by (passthrough.h).
+    int fd = fuse_session_fd(se_);
+    passthrough_.Request(fd);
+    if (fuse_session_custom_io(se_, Passthrough::Io(), fd) != 0) {
+      fuse_session_unmount(se_);
+      fuse_session_destroy(se_);
+      se_ = nullptr;
+      *error = "libfuse refused the passthrough I/O functions";
+      return false;
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(tsfn_mu_);
     tsfn_ = Tsfn::New(env, dispatch, "synthvhd.fuse", 0, 1, this, finalize, finalize_data);
@@ -230,6 +242,7 @@ void Session::ReleaseHandle(uint64_t fh) {
     handle = std::move(found->second);
     handles_.erase(found);
   }
+  if (!handle->passthrough_path.empty()) passthrough_.Release(handle->passthrough_path);
   // The fds close here (or when the last read in flight drops its reference).
 }
 

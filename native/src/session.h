@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "inode_table.h"
+#include "passthrough.h"
 #include "read_core.h"
 
 namespace synthvhd {
@@ -76,6 +77,8 @@ struct MountConfig {
   unsigned threads = 10;
   bool clone_fd = false;
   size_t cache_bytes = 64u << 20;
+  // Accept FUSE passthrough when the kernel offers it (passthrough.h).
+  bool passthrough = false;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -105,6 +108,7 @@ class Session : public std::enable_shared_from_this<Session> {
   InodeTable& nodes() { return nodes_; }
   void Stats(size_t* nodes, size_t* handles, size_t* dirs, size_t* pending, size_t* cache_bytes, size_t* cache_blocks);
   const MountConfig& config() const { return config_; }
+  Passthrough& passthrough() { return passthrough_; }
 
   // ----- worker threads ----------------------------------------------------------------------
   void Post(Message* message);
@@ -156,6 +160,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t next_fh_ = 1;
 
   ReadCore read_core_;
+  Passthrough passthrough_;
 };
 
 // libfuse's low-level operations (fuse_ops.cc); userdata is the Session.

@@ -31,6 +31,7 @@ import { openSourceFile } from '../extents/confined-open.js';
 import { SynthvhdError } from '../errors/synthvhd-error.js';
 import { systemError } from './errno.js';
 import { realInode, virtualInode } from './inode.js';
+import type { CloneCache } from './clone-cache.js';
 import { packLayout, type DirEntryInfo, type NodeStat, type NodeStatfs, type OpenAnswer } from './native-session.js';
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
@@ -62,7 +63,8 @@ type Served =
   | { readonly kind: 'file'; readonly list: CachedBlocklist; readonly access: VirtualAccess };
 
 /** An open file, by the native session's handle: what it depends on. */
-type Handle = { readonly kind: 'real' } | { readonly kind: 'virtual'; readonly disks: readonly ServedDisk[] };
+/** `cloned`: the served path whose clone (src/fuse/clone-cache.ts) the kernel reads for this handle. */
+type Handle = { readonly kind: 'real' } | { readonly kind: 'virtual'; readonly disks: readonly ServedDisk[]; readonly cloned?: string };
 
 export interface BackupFsOptions extends ServedDisksOptions {
   /** Where "not served" reasons go (one line each). */
@@ -80,6 +82,8 @@ export interface BackupFsOptions extends ServedDisksOptions {
   readonly precomputeBlocklists?: boolean;
   /** The mount point as Windows reaches it, checked (src/container/windows-path.ts). */
   readonly windowsPath?: string;
+  /** Serve disks that can be cloned from reflinked copies, read by the kernel (FUSE passthrough). */
+  readonly cloneCache?: CloneCache;
 }
 
 export class BackupFs {
@@ -91,6 +95,9 @@ export class BackupFs {
   /** Client requests (getattr, readdir, open): background diff work waits for a quiet moment. */
   private readonly activity = new ForegroundActivity();
   private readonly handles = new Map<number, Handle>();
+  private readonly cloneCache: CloneCache | undefined;
+  /** Re-checks the backups of cloned open files, whose reads never reach us (no touch). */
+  private readonly cloneWatch: NodeJS.Timeout | undefined;
 
   /** `root`: absolute, resolved path of the backup root; `rootDev`: its st_dev. */
   constructor(
@@ -126,6 +133,15 @@ export class BackupFs {
       },
     });
     this.diffs = new ServedDiffs(this.disks, root, options.mountpoint ?? root, options, this.activity);
+    this.cloneCache = options.cloneCache;
+    if (this.cloneCache !== undefined) {
+      this.cloneWatch = setInterval(() => {
+        for (const handle of this.handles.values()) {
+          if (handle.kind === 'virtual' && handle.cloned !== undefined) for (const disk of handle.disks) this.disks.revalidate(disk);
+        }
+      }, 500);
+      this.cloneWatch.unref();
+    }
   }
 
   /** Number of open file handles (tests and the bench look at it). */
@@ -299,6 +315,17 @@ export class BackupFs {
         if (disk.stale) throw new SynthvhdError('E_IO', `${path}: the backup changed or was deleted`, { path });
         this.disks.revalidate(disk);
       }
+      const clone = await this.cloneCache?.backingFor(path, found.layout, disks);
+      if (clone !== undefined) {
+        return {
+          file: { kind: 'fd', fd: clone },
+          passthrough: true,
+          onOpen: (fh) => {
+            this.handles.set(fh, { kind: 'virtual', disks, cloned: path });
+            this.cloneCache?.opened(path);
+          },
+        };
+      }
       const layout = packLayout(found.layout);
       const files = await Promise.all(layout.paths.map((source) => this.sources.get(source)));
       return {
@@ -340,6 +367,7 @@ export class BackupFs {
   onHandleStale: ((fh: number) => void) | undefined;
 
   private retired(disk: ServedDisk): void {
+    this.cloneCache?.retire(disk);
     for (const [fh, handle] of this.handles) {
       if (handle.kind === 'virtual' && handle.disks.includes(disk)) this.onHandleStale?.(fh);
     }
@@ -347,6 +375,8 @@ export class BackupFs {
 
   /** The kernel closed handle `fh`. */
   release(fh: number): void {
+    const handle = this.handles.get(fh);
+    if (handle?.kind === 'virtual' && handle.cloned !== undefined) this.cloneCache?.released(handle.cloned);
     this.handles.delete(fh);
   }
 
@@ -382,8 +412,11 @@ export class BackupFs {
   async close(): Promise<void> {
     // First: a list being hashed stops after its current chunk and is not written.
     await this.precomputer?.close();
-    // Open handles keep reading from the session's own copies of the fds.
+    // Open handles keep reading from the session's own copies of the fds (and the kernel, from
+    // the clones it holds).
+    clearInterval(this.cloneWatch);
     this.handles.clear();
     await this.sources.close();
+    await this.cloneCache?.close();
   }
 }

@@ -37,6 +37,7 @@ import { checkCacheDir } from '../blocklist/cache.js';
 import { SynthvhdError, fileError, systemErrorCode } from '../errors/synthvhd-error.js';
 import { isInsideDirectory } from '../extents/confined-open.js';
 import { BackupFs } from './backup-fs.js';
+import { CloneCache } from './clone-cache.js';
 import { parseWindowsFolder } from '../container/windows-path.js';
 import { findMount } from './mountinfo.js';
 import { NativeFuseSession } from './native-session.js';
@@ -60,6 +61,8 @@ export interface MountTuning {
   readonly maxBackground: number;
   /** How often (ms) a handle being read re-checks its backups (EIO once one changed or vanished). */
   readonly touchIntervalMs: number;
+  /** FUSE passthrough for real files and clones when the kernel offers it (docs/fuse-passthrough.md). */
+  readonly passthrough: boolean;
 }
 
 export const DEFAULT_TUNING: MountTuning = {
@@ -72,6 +75,7 @@ export const DEFAULT_TUNING: MountTuning = {
   cloneFd: false,
   maxBackground: 0,
   touchIntervalMs: 250,
+  passthrough: true,
 };
 
 export interface MountOptions {
@@ -90,6 +94,12 @@ export interface MountOptions {
   readonly blocklistCache?: string;
   /** Compute missing lists into `blocklistCache` in the background (needs `blocklistCache`). */
   readonly precomputeBlocklists?: boolean;
+  /**
+   * A directory on the backup's file system, outside the root and the mount point: disks that
+   * can be are served from reflinked copies made there, read by the kernel itself (FUSE
+   * passthrough; src/fuse/clone-cache.ts). Must exist.
+   */
+  readonly cloneCache?: string;
   /**
    * The mount point as Windows reaches it (`\\server\share`): served diffs name their parent
    * there in `absolute_win32_path` (src/container/windows-path.ts). Default: `\\<host name>\<the
@@ -180,31 +190,37 @@ async function checkMountpoint(mountpoint: string, root: string): Promise<string
  * into the backup tree) nor inside the mount point (the mount would then serve, and wait on,
  * its own files).
  */
-async function checkBlocklistCache(cacheDir: string, root: string, mountpoint: string, create: boolean): Promise<string> {
+/**
+ * A cache directory given as `option` (`--blocklist-cache`, `--clone-cache`): outside the backup
+ * root (`what` is never written into the backup tree) and outside the mount point; created when
+ * `create`, else it must exist.
+ */
+async function checkCacheFolder(option: string, what: string, cacheDir: string, root: string, mountpoint: string, create: boolean): Promise<string> {
   let dir: string;
   try {
     dir = await checkCacheDir(cacheDir, root);
   } catch (error) {
     if (!(error instanceof SynthvhdError) || error.code !== 'E_USAGE') throw error;
-    throw fileError('E_USAGE', resolve(cacheDir), `is inside the backup root ${root}: blocklists are never written into the backup tree; choose a --blocklist-cache outside it`, error);
+    throw fileError('E_USAGE', resolve(cacheDir), `is inside the backup root ${root}: ${what} are never written into the backup tree; choose a ${option} outside it`, error);
   }
-  if (isInsideDirectory(mountpoint, dir)) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  if (isInsideDirectory(mountpoint, dir)) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a ${option} outside it`);
   if (create) {
     try {
       await mkdir(dir, { recursive: true });
     } catch (error) {
-      throw fileError('E_IO', dir, `cannot create the blocklist cache directory (${systemErrorCode(error)})`, error);
+      throw fileError('E_IO', dir, `cannot create the ${option} directory (${systemErrorCode(error)})`, error);
     }
   }
   let info;
   try {
     info = await stat(dir);
   } catch (error) {
-    throw fileError('E_USAGE', dir, `blocklist cache directory does not exist (${systemErrorCode(error)}); \`synthvhd blocklist create --cache-dir\` makes it, or add --blocklists`, error);
+    const hint = option === '--blocklist-cache' ? '; `synthvhd blocklist create --cache-dir` makes it, or add --blocklists' : '';
+    throw fileError('E_USAGE', dir, `${option} directory does not exist (${systemErrorCode(error)})${hint}`, error);
   }
-  if (!info.isDirectory()) throw fileError('E_USAGE', dir, 'blocklist cache is not a directory');
+  if (!info.isDirectory()) throw fileError('E_USAGE', dir, `${option} is not a directory`);
   // Again through symlinks, now that it exists.
-  if (isInsideDirectory(mountpoint, await realpath(dir))) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a --blocklist-cache outside it`);
+  if (isInsideDirectory(mountpoint, await realpath(dir))) throw fileError('E_USAGE', dir, `is inside the mount point ${mountpoint}: choose a ${option} outside it`);
   return dir;
 }
 
@@ -223,13 +239,17 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   const mountpoint = await checkMountpoint(mountpointArgument, root.path);
   const precompute = options.precomputeBlocklists ?? false;
   if (precompute && options.blocklistCache === undefined) throw new SynthvhdError('E_USAGE', '--blocklists needs --blocklist-cache DIR (where the lists are written)');
-  const blocklistCache = options.blocklistCache === undefined ? undefined : await checkBlocklistCache(options.blocklistCache, root.path, mountpoint, precompute);
+  const blocklistCache =
+    options.blocklistCache === undefined ? undefined : await checkCacheFolder('--blocklist-cache', 'blocklists', options.blocklistCache, root.path, mountpoint, precompute);
+  const cloneDir = options.cloneCache === undefined ? undefined : await checkCacheFolder('--clone-cache', 'clones', options.cloneCache, root.path, mountpoint, false);
   // The same checks `synthvhd doctor` reports; the first failing one stops us with its line.
   await requireMountable({ allowOther });
+  const cloneCache = cloneDir === undefined ? undefined : await CloneCache.create(cloneDir, root.path, log);
 
   const fs = new BackupFs(root.path, root.dev, {
     log,
     mountpoint,
+    ...(cloneCache === undefined ? {} : { cloneCache }),
     ...(blocklistCache === undefined ? {} : { blocklistCache, precomputeBlocklists: precompute }),
     ...windowsPathOption(options.windowsPath, mountpoint),
   });
@@ -249,6 +269,7 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
       maxBackground: tuning.maxBackground,
       touchIntervalMs: tuning.touchIntervalMs,
       keepCache: tuning.pageCache === 'keep',
+      passthrough: tuning.passthrough,
     });
   } catch (error) {
     await fs.close();

@@ -107,6 +107,12 @@ export interface OpenAnswer {
    * mtime or size (libfuse 2's auto_cache, done by the kernel). Default true.
    */
   readonly keepCache?: boolean;
+  /**
+   * An `fd` file the kernel may read itself (FUSE passthrough, docs/fuse-passthrough.md) when the
+   * connection has it: every byte of the open file is that file's. Default: the session's
+   * `passthrough` option. A `layout` is always read by the session.
+   */
+  readonly passthrough?: boolean;
   /** Called with the handle once the kernel has it (for `invalidate` later). */
   readonly onOpen?: (fh: number) => void;
   /** Called once the addon has its own copies of the fds (or the open failed): close yours here. */
@@ -155,6 +161,12 @@ export interface NativeMountOptions {
   readonly touchIntervalMs?: number;
   /** FOPEN_KEEP_CACHE for opens whose answer does not say (default true). */
   readonly keepCache?: boolean;
+  /**
+   * Accept FUSE passthrough when the kernel offers it (Linux >= 6.9), and open real files (`fd`
+   * answers) as passthrough files unless the answer says otherwise (default true). Needs
+   * CAP_SYS_ADMIN; without it every open is read by the session as before.
+   */
+  readonly passthrough?: boolean;
 }
 
 export interface SessionStats {
@@ -164,6 +176,10 @@ export interface SessionStats {
   readonly pending: number;
   readonly cacheBytes: number;
   readonly cacheBlocks: number;
+  /** The kernel took FUSE passthrough on this connection. */
+  readonly passthrough: boolean;
+  /** Backing files registered with the kernel now (one per path open in passthrough). */
+  readonly backingFiles: number;
 }
 
 /** The addon's class, as native/src/napi_bridge.cc defines it. */
@@ -184,7 +200,7 @@ interface NativeSession {
   replyAttr(id: number, stat: readonly number[]): boolean;
   replyReadlink(id: number, target: string): boolean;
   replyStatfs(id: number, fields: readonly number[]): boolean;
-  replyOpen(id: number, fh: number, keepCache: boolean, directIo: boolean): boolean;
+  replyOpen(id: number, fh: number, keepCache: boolean, directIo: boolean, passthrough: boolean): boolean;
   replyOpendir(id: number, names: readonly string[], inos: readonly number[], modes: readonly number[], stats: Float64Array): boolean;
   invalidate(fh: number): boolean;
   detach(): Promise<number>;
@@ -371,6 +387,7 @@ export class NativeFuseSession {
   private detaching: Promise<void> | undefined;
   private readonly decodeErrors = new Set<string>();
   private keepCache = true;
+  private passthrough = true;
 
   private constructor(
     readonly mountpoint: string,
@@ -405,6 +422,7 @@ export class NativeFuseSession {
     });
     const session = new NativeFuseSession(mountpoint, handlers, (dispatch) => new fuse.FuseSession(dispatch), initialized, closedWith, closed);
     session.keepCache = options.keepCache ?? true;
+    session.passthrough = options.passthrough ?? true;
     const args = ['-o', fuseMountOptions(maxRead, options.allowOther === true).join(',')];
     if (options.debug === true) args.push('-d');
     try {
@@ -417,6 +435,7 @@ export class NativeFuseSession {
         maxBackground: options.maxBackground ?? 0,
         cacheBytes: options.cacheBytes ?? 64 * 1024 * 1024,
         touchIntervalMs: options.touchIntervalMs ?? 1000,
+        passthrough: session.passthrough,
       });
     } catch (error) {
       throw new SynthvhdError('E_IO', `${mountpoint}: cannot mount: ${error instanceof Error ? error.message : String(error)}`, { path: mountpoint, cause: error });
@@ -559,8 +578,8 @@ export class NativeFuseSession {
 
   private replyOpen(id: number, answer: OpenAnswer): void {
     let fh: number;
+    const { file } = answer;
     try {
-      const { file } = answer;
       if (file.kind === 'fd') {
         fh = this.native.openFd(file.fd);
       } else {
@@ -583,6 +602,7 @@ export class NativeFuseSession {
     } finally {
       void Promise.resolve(answer.dispose?.()).catch(() => undefined);
     }
-    if (this.native.replyOpen(id, fh, answer.keepCache ?? this.keepCache, false)) answer.onOpen?.(fh);
+    const passthrough = file.kind === 'fd' && (answer.passthrough ?? this.passthrough);
+    if (this.native.replyOpen(id, fh, answer.keepCache ?? this.keepCache, false, passthrough)) answer.onOpen?.(fh);
   }
 }

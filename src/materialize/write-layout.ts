@@ -59,6 +59,11 @@ export interface WriteOptions {
   readonly onProgress?: (done: number, total: number) => void;
   /** The backup root the layout's sources must stay in (src/extents/confined-open.ts). */
   readonly confinement?: Confinement;
+  /**
+   * fsync before the rename (default true). A cache that is rebuilt after a crash anyway (the
+   * mount's clones) need not wait for the disk.
+   */
+  readonly durable?: boolean;
 }
 
 function isZero(buffer: Uint8Array): boolean {
@@ -332,7 +337,7 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
       }
     }
     await testHold('SYNTHVHD_TEST_HOLD_WRITE');
-    await handle.sync();
+    if (options.durable ?? true) await handle.sync();
     await handle.close();
     handle = undefined;
     await refuseExisting(path, force);

@@ -19,6 +19,8 @@ export interface MountCommandOptions {
   readonly blocklistCache?: string;
   /** `--blocklists`: compute missing lists into the cache in the background. */
   readonly blocklists?: boolean;
+  /** `--clone-cache DIR`: serve disks that can be from reflinked copies made there (passthrough). */
+  readonly cloneCache?: string;
   /** `--windows-path \\server\share`: the mount point as Windows reaches it. */
   readonly windowsPath?: string;
 }
@@ -62,6 +64,7 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
       debug: options.debug ?? false,
       ...(options.blocklistCache === undefined ? {} : { blocklistCache: options.blocklistCache }),
       precomputeBlocklists: options.blocklists ?? false,
+      ...(options.cloneCache === undefined ? {} : { cloneCache: options.cloneCache }),
       ...(windowsPath === undefined ? {} : { windowsPath }),
     });
     // A bug that escapes every handler must not leave a dead mount ("Transport endpoint is not
