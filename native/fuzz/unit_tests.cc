@@ -66,12 +66,14 @@ class Collect : public ReplySink {
 struct Reported {
   std::atomic<int> count{0};
   std::string last;
+  ReadCore::Fault last_fault = ReadCore::Fault::kRecord;
 };
 
-void Report(void* context, const std::string& /*path*/, uint64_t /*record*/, const std::string& why) {
+void Report(void* context, ReadCore::Fault fault, const std::string& /*path*/, uint64_t /*offset*/, const std::string& why) {
   auto* reported = static_cast<Reported*>(context);
   reported->count++;
   reported->last = why;
+  reported->last_fault = fault;
 }
 
 std::vector<uint8_t> Record(uint32_t mode, const std::vector<uint8_t>& payload) {
@@ -502,6 +504,7 @@ void TestChainReadsMatchTheOracle() {
   EXPECT(saw_eio, name);
   EXPECT(reported.count.load() > 0, name);
   EXPECT(reported.last.find("VHD block " + std::to_string(block)) != std::string::npos, name);
+  EXPECT(reported.last_fault == ReadCore::Fault::kBitmap, name);
   std::printf("ok %s\n", name);
 }
 

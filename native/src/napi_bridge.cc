@@ -25,6 +25,8 @@
 //                                  op 'init' | 'release' (arg = fh) | 'touch' (arg = fh, a read
 //                                     happened; at most once per touch interval per handle) |
 //                                  'decode-error' (path, arg = record, text = reason) |
+//                                  'bitmap-error' (path, arg = the bitmap's offset, text = the
+//                                     VHD block and reason) |
 //                                  'closed' (arg = the loop's return code): events, no answer.
 //   session.mount(mountpoint, fuseArgs[], config)   fuse_session_new + fuse_session_mount, then
 //                                  the multi-threaded loop on its own thread. Throws on failure,

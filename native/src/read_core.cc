@@ -91,7 +91,7 @@ ssize_t PreadUpTo(int fd, char* into, size_t length, uint64_t offset) {
 // 16 MiB of bitmaps: 32 768 blocks of 512 KiB, 16 GiB of disk per chain file.
 constexpr size_t kBitmapCacheBytes = 16u << 20;
 
-ReadCore::ReadCore(DecodeErrorReporter reporter, void* context) : reporter_(reporter), reporter_context_(context) {
+ReadCore::ReadCore(FaultReporter reporter, void* context) : reporter_(reporter), reporter_context_(context) {
   bitmaps_.SetLimit(kBitmapCacheBytes);
 }
 
@@ -106,7 +106,7 @@ std::shared_ptr<const Block> ReadCore::DecodedBlock(const Source& source, const 
                  : t_decoder.DecodeFromFd(source.fd, extent.offset, reinterpret_cast<uint8_t*>(fresh->data()), extent.block_length, &why);
     if (rc != 0) {
       if (fresh->data() == nullptr) why = "out of memory for a block of " + std::to_string(extent.block_length);
-      if (reporter_ != nullptr) reporter_(reporter_context_, source.path, extent.offset, why);
+      if (reporter_ != nullptr) reporter_(reporter_context_, Fault::kRecord, source.path, extent.offset, why);
       return nullptr;
     }
     return fresh;
@@ -417,7 +417,7 @@ int ReadCore::ReadChain(const Table& table, const TableChain& chain, uint64_t di
           });
       if (bitmap == nullptr) {
         if (reporter_ != nullptr) {
-          reporter_(reporter_context_, source.path, bitmap_at,
+          reporter_(reporter_context_, Fault::kBitmap, source.path, bitmap_at,
                     "VHD block " + std::to_string(block) + ": its sector bitmap at " + std::to_string(bitmap_at) + " cannot be read");
         }
         return EIO;

@@ -75,9 +75,12 @@ ssize_t PreadUpTo(int fd, char* into, size_t length, uint64_t offset);
 
 class ReadCore {
  public:
-  // Called (on the decoding thread) once per failed decode, not per waiting reader.
-  using DecodeErrorReporter = void (*)(void* context, const std::string& path, uint64_t record, const std::string& why);
-  ReadCore(DecodeErrorReporter reporter, void* context);
+  // What failed: a compressed record that cannot be decoded (`offset`: the record's), or a VHD
+  // chain block whose sector bitmap cannot be read (`offset`: the bitmap's; `why` names the block).
+  enum class Fault { kRecord, kBitmap };
+  // Called (on the reading or decoding thread) once per failure, not per waiting reader.
+  using FaultReporter = void (*)(void* context, Fault fault, const std::string& path, uint64_t offset, const std::string& why);
+  ReadCore(FaultReporter reporter, void* context);
   ~ReadCore();
   ReadCore(const ReadCore&) = delete;
   ReadCore& operator=(const ReadCore&) = delete;
@@ -134,7 +137,7 @@ class ReadCore {
   void AheadMain();
   void QueueDecodeAhead(const std::shared_ptr<Handle>& handle, size_t last);
 
-  DecodeErrorReporter reporter_;
+  FaultReporter reporter_;
   void* reporter_context_;
   BlockCache cache_;
   // Sector bitmaps of VHD chain files, by file identity and offset (a few hundred bytes each):

@@ -66,7 +66,7 @@ int LazyUnmount(const std::string& mountpoint) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EIO;
 }
 
-Session::Session() : read_core_(&Session::ReportDecodeError, this) {}
+Session::Session() : read_core_(&Session::ReportReadFault, this) {}
 
 Session::~Session() {
   // Reached once every thread let go (the loop ended, or it never ran).
@@ -82,8 +82,9 @@ Session::~Session() {
   }
 }
 
-void Session::ReportDecodeError(void* context, const std::string& path, uint64_t record, const std::string& why) {
-  static_cast<Session*>(context)->Post(new Message{"decode-error", 0, path, static_cast<double>(record), why});
+void Session::ReportReadFault(void* context, ReadCore::Fault fault, const std::string& path, uint64_t offset, const std::string& why) {
+  const char* op = fault == ReadCore::Fault::kBitmap ? "bitmap-error" : "decode-error";
+  static_cast<Session*>(context)->Post(new Message{op, 0, path, static_cast<double>(offset), why});
 }
 
 // ----- lifecycle (main thread) -------------------------------------------------------------------

@@ -130,7 +130,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   enum class State { kNew, kMounted, kEnded };
-  static void ReportDecodeError(void* context, const std::string& path, uint64_t record, const std::string& why);
+  static void ReportReadFault(void* context, ReadCore::Fault fault, const std::string& path, uint64_t offset, const std::string& why);
   void LoopMain();
   void Touch(uint64_t fh, Handle* handle);
   char* StartListing(fuse_req_t req, uint64_t fh, off_t off, size_t* size, std::shared_ptr<Dir>* dir);

@@ -385,7 +385,8 @@ export class NativeFuseSession {
   readonly closed: Promise<number>;
   private readonly native: NativeSession;
   private detaching: Promise<void> | undefined;
-  private readonly decodeErrors = new Set<string>();
+  /** Faults already logged, by file and offset: each is reported once, not once per read. */
+  private readonly reportedFaults = new Set<string>();
   private keepCache = true;
   private passthrough = true;
 
@@ -508,16 +509,13 @@ export class NativeFuseSession {
           this.handlers.touched?.(arg);
           return;
         case 'decode-error': {
-          const key = `${path}\0${arg}`;
-          if (this.decodeErrors.has(key)) return;
-          if (this.decodeErrors.size > 10_000) this.decodeErrors.clear();
-          this.decodeErrors.add(key);
-          // A chain's unreadable sector bitmap names its VHD block; anything else is a record.
-          this.handlers.log(
-            text.startsWith('VHD block ')
-              ? `${path}: ${text}; reads of it answer EIO`
-              : `${path}: the compressed block at offset ${arg} cannot be decoded (${text}); reads of it answer EIO`,
-          );
+          if (!this.firstReport(path, arg)) return;
+          this.handlers.log(`${path}: the compressed block at offset ${arg} cannot be decoded (${text}); reads of it answer EIO`);
+          return;
+        }
+        case 'bitmap-error': {
+          // A chain block's unreadable sector bitmap: the text names the VHD block.
+          if (this.firstReport(path, arg)) this.handlers.log(`${path}: ${text}; reads of it answer EIO`);
           return;
         }
         case 'closed':
@@ -553,6 +551,15 @@ export class NativeFuseSession {
         fail(error);
       }
     }, fail);
+  }
+
+  /** True the first time the fault at `offset` of `path` is seen. */
+  private firstReport(path: string, offset: number): boolean {
+    const key = `${path}\0${offset}`;
+    if (this.reportedFaults.has(key)) return false;
+    if (this.reportedFaults.size > 10_000) this.reportedFaults.clear();
+    this.reportedFaults.add(key);
+    return true;
   }
 
   private replyOpendir(id: number, entries: readonly (string | DirEntryInfo)[]): void {
