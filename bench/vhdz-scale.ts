@@ -210,6 +210,7 @@ export async function runVhdzScaleBench(args: readonly string[] = []): Promise<v
     if (!args.includes('--no-chain')) lines.push(...(await chain(work, argument(args, '--mib', 256) * MiB, argument(args, '--depth', 30))));
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
-    await rm(work, { recursive: true, force: true });
+    if (args.includes('--keep')) process.stdout.write(`kept ${work} (chain/, chain-full/: backup roots to mount)\n`);
+    else await rm(work, { recursive: true, force: true });
   }
 }

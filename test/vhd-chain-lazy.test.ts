@@ -17,7 +17,7 @@ import { makeRawBackup } from '../bench/lib/raw-backup.js';
 import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
 import type { Layout } from '../src/extents/extent.js';
 import { CHAIN_BAT_UNUSED, type VhdChain, type VhdChainLevel, resolveChainRange } from '../src/extents/vhd-chain.js';
-import { processIo } from './helpers/io-witness.js';
+import { processIo, synthvhdWitnessed } from './helpers/io-witness.js';
 import { startMount, tempMountpoint } from './helpers/fuse-mount.js';
 import { synthvhd } from './helpers/run.js';
 
@@ -215,4 +215,51 @@ describe('a full VHDZ through the mount', () => {
     expect(line).toContain(`Image_C_${timestamp}.vhdz VHD block ${vhdBlock} (in VHD blocks)`);
     expect(line).toMatch(new RegExp(`@ block record \\d+ \\+ \\d+  \\(${vhdzPath.replace(/[.]/g, '\\.')}\\)$`));
   }, 60_000);
+});
+
+describe('the backups of one client, sharing their parents', () => {
+  it('parses each chain file once for all the disks that use it: ls of 12 chained backups reads the full image\'s blocks once, not 12 times (kernel-counted)', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'synthvhd-shared-chain-'));
+    try {
+      // A full VHDZ of incompressible data (each of its 2 MiB blocks is about 2 MiB on disk) and
+      // 11 incrementals, each rewriting 64 KiB far from the volume's start.
+      const volumeBytes = 24 * MIB;
+      const random = seededRandom(22);
+      const volume = Uint8Array.from({ length: volumeBytes }, () => Math.floor(random() * 256));
+      const root = join(work, 'root');
+      const stamp = (hour: number): string => `261203-${String(hour).padStart(2, '0')}00`;
+      const place = async (hour: number, bytes: Uint8Array): Promise<string> => {
+        const backup = await makeRawBackup(root, 'client', stamp(hour), volumeBytes);
+        const path = join(backup.folder, `Image_C_${stamp(hour)}.vhdz`);
+        await writeFile(path, bytes);
+        await copyFile(`${backup.raw}.mbr`, `${path}.mbr`);
+        await rm(`${backup.raw}.mbr`);
+        await rm(`${backup.raw}.sync`);
+        await rm(backup.raw, { force: true });
+        await writeFile(`${path}.sync`, '');
+        return path;
+      };
+      let image = writeUrbackupImage(volume, Array.from({ length: volumeBytes / 4096 }, (_, block) => block), { random, compressed: { codec: 'zstd' } });
+      let parentPath = await place(0, image.bytes);
+      const fullSize = (await stat(parentPath)).size;
+      for (let hour = 1; hour <= 11; hour++) {
+        const first = 4096 + hour * 64;
+        const changed = Array.from({ length: 16 }, (_, index) => first + index);
+        for (const block of changed) volume.fill(hour, block * 4096, (block + 1) * 4096);
+        const parent = { path: parentPath, uniqueId: image.uniqueId, timeStamp: image.timeStamp, size: image.diskSize };
+        image = writeUrbackupImage(volume, changed, { random, compressed: { codec: 'zstd' }, parent });
+        parentPath = await place(hour, image.bytes);
+      }
+      const listed = await synthvhdWitnessed(['ls', root]);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(listed.stdout.match(/\.disk\.vhdx/g)).toHaveLength(12);
+      expect(fullSize).toBeGreaterThan(volumeBytes);
+      // Each of the 12 disks reads its first sectors (a block of the full image, about 2 MiB):
+      // 25 MiB in all, measured. Parsing the full image (its first and last blocks) again for
+      // each disk that uses it measured 45 MiB.
+      expect(listed.io.rchar).toBeLessThan(34 * MIB);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -56,14 +56,15 @@ export function parseRecordHeader(bytes: Uint8Array): RecordHeader {
  * Reads and decodes the block record at `record` of compressed file `path` (open as `handle`,
  * which must stay open until this settles) to exactly `blockLength` bytes, or, with `atLeast`, to
  * any length in [atLeast, blockLength] (a file's last block: the result is as long as it decoded).
- * Errors are E_IO and name the file and the record.
+ * Decodes into `into` when given (at least `blockLength` bytes; the result is a view of it),
+ * else into a new buffer. Errors are E_IO and name the file and the record.
  */
-export async function readCompressedRecord(handle: FileHandle, path: string, record: number, blockLength: number, atLeast?: number): Promise<Uint8Array> {
+export async function readCompressedRecord(handle: FileHandle, path: string, record: number, blockLength: number, atLeast?: number, into?: Uint8Array): Promise<Uint8Array> {
   if (!Number.isSafeInteger(blockLength) || blockLength < 0 || blockLength > MAX_DECODED_BYTES) {
     throw fileError('E_IO', path, `block record at ${record}: a block of ${blockLength} bytes is larger than the ${MAX_DECODED_BYTES}-byte bound`);
   }
   // Not zero-filled: the codec writes every byte it reports, and only those are returned.
-  const block = Buffer.allocUnsafeSlow(blockLength);
+  const block = into !== undefined && into.length >= blockLength ? into : Buffer.allocUnsafeSlow(blockLength);
   let length: number;
   try {
     length = await decodeRecordUpTo(handle.fd, record, atLeast ?? blockLength, blockLength, block);

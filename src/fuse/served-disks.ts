@@ -33,6 +33,7 @@ import { BACKUP_FOLDER_PATTERN, isVolumeBackup, readBackupFolder, timestampMinut
 import { diskIdentityKey, RUN_WINDOW_MINUTES } from '../urbackup/group-disks.js';
 import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 import { type SourceObject, type VirtualAccess, virtualAccess } from './reader-access.js';
+import { createLimiter } from '../util/limit.js';
 import { testHold } from '../util/test-hold.js';
 
 /** docs/urbackup-formats.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
@@ -370,6 +371,8 @@ export interface ServedDisksOptions {
 export class ServedDisks {
   private readonly entries: LRUCache<string, Entry>;
   private readonly probes = new Map<string, Promise<Probe>>();
+  /** Image backups composed in the background, at most two at a time (see compose). */
+  private readonly backgroundSlots = createLimiter(2);
   private readonly logged = new Set<string>();
   readonly revalidateMs: number;
   private readonly onComposed: ((disk: ServedDisk) => void) | undefined;
@@ -462,7 +465,10 @@ export class ServedDisks {
     if (background) this.logOnce(probe.key, `${folder}: composing its disk in the background (an image backup's headers and BATs are read first); its .disk files appear when it is ready`);
     try {
       if (background) await testHold('SYNTHVHD_TEST_HOLD_BACKGROUND');
-      const composed = await composeDiskFor(anchor, probe.siblings);
+      // At most two at once (one per core here): each opens its chain file after file, decoding
+      // a .vhdz's header and last blocks; a listing of a client with 30 incrementals starts 31
+      // of them, which all at once held 1 GB of decoded blocks waiting for the collector.
+      const composed = background ? await this.backgroundSlots(() => composeDiskFor(anchor, probe.siblings)) : await composeDiskFor(anchor, probe.siblings);
       const disk = withSettledIdentity(composed.disk);
       const loaded = composed.loaded;
       if (background) this.logOnce(probe.key, `${folder}: disk ready after ${((performance.now() - started) / 1000).toFixed(1)} s`);
