@@ -16,12 +16,16 @@
  *    TypeScript path (each record read and decoded by the native codec on the libuv pool,
  *    src/extents/compressed-record.ts, into the bytes-bounded cache): what materialize and
  *    blocklists use.
+ * 5. Random 4 KiB reads (8 readers) inside a 32 MiB working set of the served disk, read once
+ *    before so that it is in the decoded-block cache, against the same reads of the RAW backup's
+ *    served disk (issue 21: "at RAW speed").
  * Prints times, MB/s and the ratio floor time / our time; the aim is >= 50 % on 2 cores. Run as
  * root (mount, drop_caches).
  */
 import { copyFile, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { seededRandom, writeUrbackupImage } from '../fixtures/urbackup-images.js';
 import { readCompressedRecord } from '../src/extents/compressed-record.js';
 import { DecodedBlocks } from '../src/extents/decoded-blocks.js';
@@ -38,6 +42,40 @@ import { MiB, sh, timed } from './lib/shell.js';
 type Cache = 'cold' | 'warm';
 
 /** Empties the page cache (written pages are synced first, or they would stay). */
+const WORKING_SET = 32 * MiB;
+const RANDOM_READERS = 8;
+const RANDOM_COUNT = 2000;
+const READER = join(dirname(fileURLToPath(import.meta.url)), 'random-reader.js');
+
+/**
+ * Random 4 KiB reads of the served disk inside a working set that fits the decoded-block cache
+ * (issue 21: "at RAW speed"): the set is read once in a fresh mount, the served file's own page
+ * cache is dropped (so every read reaches the daemon), then RANDOM_READERS processes read it at
+ * random aligned offsets. Reads per second.
+ */
+async function randomInWorkingSet(root: string, timestamp: string): Promise<number> {
+  return withMount(root, async (mountpoint) => {
+    const file = join(mountpoint, 'client', `${timestamp}_Image_C`, `Image_C_${timestamp}.disk.vhdx`);
+    await sh('sh', ['-c', `cat '${join(root, 'client', `${timestamp}_Image_C`)}'/* > /dev/null`]);
+    for (let tries = 0; !(await stat(file).then(() => true, () => false)); tries++) {
+      if (tries > 30_000) throw new Error(`${file} did not appear`);
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
+    }
+    // In the volume, past the disk's first MiB (generated headers and the partition table).
+    const from = 64 * MiB;
+    await sh('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M', `skip=${from / MiB}`, `count=${WORKING_SET / MiB}`, 'status=none']);
+    await sh('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+    const start = Date.now() + 300;
+    const finished = await Promise.all(
+      Array.from({ length: RANDOM_READERS }, (_, index) =>
+        sh(process.execPath, [READER, file, String(RANDOM_COUNT), String(index + 1), String(start), '4096', String(from), String(WORKING_SET)]),
+      ),
+    );
+    const end = Math.max(...finished.map((text) => Number(text.trim())));
+    return (RANDOM_READERS * RANDOM_COUNT) / ((end - start) / 1000);
+  });
+}
+
 async function dropCaches(): Promise<void> {
   await sh('sync', []);
   await writeFile('/proc/sys/vm/drop_caches', '3').catch(() => undefined);
@@ -182,6 +220,8 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
     const servedRaw = await readServed(rawRoot, timestamp, 'warm');
     const coldVhdz = await readServed(vhdzRoot, timestamp, 'cold');
     const coldRaw = await readServed(rawRoot, timestamp, 'cold');
+    const randomVhdz = await randomInWorkingSet(vhdzRoot, timestamp);
+    const randomRaw = await randomInWorkingSet(rawRoot, timestamp);
     const ofFloor = (floorSeconds: number, seconds: number): string => `${((floorSeconds / seconds) * 100).toFixed(0)} % of the floor's speed`;
     const lines = [
       `VHDZ sequential read, ${volumeBytes / MiB} MiB volume, ${records.length} zstd blocks of 2 MiB, ${availableParallelism()} cores.`,
@@ -197,6 +237,8 @@ export async function runVhdzBench(args: readonly string[] = []): Promise<void> 
       `  mount: served .disk.vhdx of the RAW    ${coldRaw.seconds.toFixed(2)} s  (${mbps(coldRaw.bytes, coldRaw.seconds)} MB/s)`,
       `Until the served .disk.vhdx appears (composed in the background from headers and BATs):`,
       `  VHDZ ${servedVhdz.composeSeconds.toFixed(2)} s (page cache), ${coldVhdz.composeSeconds.toFixed(2)} s (cold); RAW ${servedRaw.composeSeconds.toFixed(2)} s`,
+      `Random 4 KiB reads inside a ${WORKING_SET / MiB} MiB working set read once before (it fits the 64 MiB decoded-block cache; the served file's pages dropped), ${RANDOM_READERS} readers × ${RANDOM_COUNT}:`,
+      `  served .disk.vhdx of the VHDZ ${randomVhdz.toFixed(0).padStart(8)} reads/s, of the RAW ${randomRaw.toFixed(0).padStart(8)} reads/s: ${(randomVhdz / randomRaw).toFixed(2)}× RAW`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
