@@ -28,7 +28,7 @@ import { fsBlockSize } from '../native/native.js';
 
 /** Bytes a copy may take beyond shared blocks (generated headers and BAT, unaligned ends). */
 const MAX_WRITTEN_BYTES = 64 * 1024 * 1024;
-/** Copies kept at most; the oldest one no file has open goes first. */
+/** Copies kept at most by default; the oldest one no file has open goes first. */
 const MAX_COPIES = 256;
 const FOLDER_PREFIX = 'synthvhd-clones-';
 
@@ -75,10 +75,11 @@ export class CloneCache {
     private readonly blockSize: number,
     private readonly confinement: Confinement,
     private readonly log: (line: string) => void,
+    private readonly maxCopies: number,
   ) {}
 
   /** Makes this mount's folder in `dir` (checked by the caller), removing ones dead mounts left. */
-  static async create(dir: string, root: string, log: (line: string) => void): Promise<CloneCache> {
+  static async create(dir: string, root: string, log: (line: string) => void, maxCopies = MAX_COPIES): Promise<CloneCache> {
     for (const name of await readdir(dir)) {
       const pid = Number(/^synthvhd-clones-(\d+)-/.exec(name)?.[1] ?? NaN);
       if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) await rm(join(dir, name), { recursive: true, force: true });
@@ -92,7 +93,7 @@ export class CloneCache {
     } finally {
       await probe.close();
     }
-    return new CloneCache(folder, blockSize, { root }, log);
+    return new CloneCache(folder, blockSize, { root }, log, maxCopies);
   }
 
   /**
@@ -116,7 +117,7 @@ export class CloneCache {
       const file = join(this.folder, `${++this.made}.img`);
       copy = { disks, file, opens: 0, ready: this.makeCopy(servedPath, layout, file, disks) };
       this.copies.set(servedPath, copy);
-      this.evict();
+      this.evict(copy);
     }
     const handle = await copy.ready;
     return handle?.fd;
@@ -161,29 +162,31 @@ export class CloneCache {
     for (const [servedPath, copy] of this.copies) if (copy.disks.includes(disk)) this.drop(servedPath, copy);
   }
 
-  private drop(servedPath: string, copy: Copy): void {
+  /**
+   * Stops keeping `copy`: its descriptor closed, its file removed. `empty` truncates it first (a
+   * retired disk: open passthrough files keep the inode, and emptied it reads end of file).
+   */
+  private discard(servedPath: string, copy: Copy, empty: boolean): void {
     this.copies.delete(servedPath);
     void copy.ready
       .then(async (handle) => {
         if (handle === undefined) return;
-        // Open passthrough files keep the inode: emptied, they cannot read the old bytes.
-        await handle.truncate(0).catch(() => undefined);
+        if (empty) await handle.truncate(0).catch(() => undefined);
         await handle.close();
       })
       .finally(() => rm(copy.file, { force: true }))
       .catch(() => undefined);
   }
 
-  private evict(): void {
-    if (this.copies.size <= MAX_COPIES) return;
+  private drop(servedPath: string, copy: Copy): void {
+    this.discard(servedPath, copy, true);
+  }
+
+  /** Over maxCopies: the oldest copies no file has open go, never `keep` (the one being made). */
+  private evict(keep: Copy): void {
     for (const [servedPath, copy] of this.copies) {
-      if (copy.opens > 0) continue;
-      this.copies.delete(servedPath);
-      void copy.ready
-        .then((handle) => handle?.close())
-        .finally(() => rm(copy.file, { force: true }))
-        .catch(() => undefined);
-      if (this.copies.size <= MAX_COPIES) return;
+      if (this.copies.size <= this.maxCopies) return;
+      if (copy.opens === 0 && copy !== keep) this.discard(servedPath, copy, false);
     }
   }
 
