@@ -42,8 +42,7 @@
 //   session.detach() -> Promise<number>  lazy unmount (umount2 MNT_DETACH as root, else
 //                                  `fusermount3 -u -z`); resolves with 0 or an errno. The loop ends
 //                                  once the kernel drops the connection (last open file closed).
-//   session.stats() -> { nodes, handles, dirs, pending, cacheBytes, cacheBlocks, passthrough (the
-//                                  kernel took FUSE passthrough), backingFiles (ids registered) }
+//   session.stats() -> { nodes, handles, dirs, pending, cacheBytes, cacheBlocks }
 //
 // Built without C++ exceptions like synthvhd_native.cc: argument errors throw JS exceptions and
 // return at once; nothing on a FUSE worker thread may throw or crash: every failure is an errno.
@@ -572,8 +571,6 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     result.Set("pending", Napi::Number::New(env, static_cast<double>(pending)));
     result.Set("cacheBytes", Napi::Number::New(env, static_cast<double>(cache_bytes)));
     result.Set("cacheBlocks", Napi::Number::New(env, static_cast<double>(cache_blocks)));
-    result.Set("passthrough", Napi::Boolean::New(env, session_->passthrough().enabled()));
-    result.Set("backingFiles", Napi::Number::New(env, static_cast<double>(session_->passthrough().Size())));
     return result;
   }
 

@@ -126,9 +126,4 @@ void Passthrough::Release(const std::string& path) {
   backings_.erase(found);
 }
 
-size_t Passthrough::Size() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return backings_.size();
-}
-
 }  // namespace synthvhd

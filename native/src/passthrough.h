@@ -47,7 +47,6 @@ class Passthrough {
   int Acquire(const std::string& path, int fd);
   // One open of `path` ended; the last one closes its backing id.
   void Release(const std::string& path);
-  size_t Size();
 
   // Called by the I/O hooks (any FUSE worker thread).
   void SawRequest(const char* data, size_t length);

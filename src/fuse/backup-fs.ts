@@ -136,9 +136,8 @@ export class BackupFs {
     this.cloneCache = options.cloneCache;
     if (this.cloneCache !== undefined) {
       this.cloneWatch = setInterval(() => {
-        for (const handle of this.handles.values()) {
-          if (handle.kind === 'virtual' && handle.cloned !== undefined) for (const disk of handle.disks) this.disks.revalidate(disk);
-        }
+        // What a read's touch does for a handle the daemon reads (a stale disk retires its clone).
+        for (const [fh, handle] of this.handles) if (handle.kind === 'virtual' && handle.cloned !== undefined) this.touched(fh);
       }, 500);
       this.cloneWatch.unref();
     }

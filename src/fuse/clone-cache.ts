@@ -105,7 +105,7 @@ export class CloneCache {
     if (refusedFor !== undefined && sameDisks(refusedFor, disks)) return undefined;
     let copy = this.copies.get(servedPath);
     if (copy !== undefined && !sameDisks(copy.disks, disks)) {
-      this.drop(servedPath, copy);
+      this.discard(servedPath, copy, true);
       copy = undefined;
     }
     if (copy === undefined) {
@@ -131,7 +131,7 @@ export class CloneCache {
         this.refuse(servedPath, disks, `${report.copiedBytes} of its bytes were copied, not shared`);
         return undefined;
       }
-      // Writable: a retired clone is emptied through this descriptor (`drop`).
+      // Writable: a retired clone is emptied through this descriptor (`discard`).
       return await open(file, 'r+');
     } catch (error) {
       this.refuse(servedPath, disks, error instanceof Error ? error.message : String(error));
@@ -159,7 +159,7 @@ export class CloneCache {
 
   /** `disk` changed or vanished: copies made from it read as empty from now on, and go. */
   retire(disk: object): void {
-    for (const [servedPath, copy] of this.copies) if (copy.disks.includes(disk)) this.drop(servedPath, copy);
+    for (const [servedPath, copy] of this.copies) if (copy.disks.includes(disk)) this.discard(servedPath, copy, true);
   }
 
   /**
@@ -176,10 +176,6 @@ export class CloneCache {
       })
       .finally(() => rm(copy.file, { force: true }))
       .catch(() => undefined);
-  }
-
-  private drop(servedPath: string, copy: Copy): void {
-    this.discard(servedPath, copy, true);
   }
 
   /** Over maxCopies: the oldest copies no file has open go, never `keep` (the one being made). */

@@ -176,10 +176,6 @@ export interface SessionStats {
   readonly pending: number;
   readonly cacheBytes: number;
   readonly cacheBlocks: number;
-  /** The kernel took FUSE passthrough on this connection. */
-  readonly passthrough: boolean;
-  /** Backing files registered with the kernel now (one per path open in passthrough). */
-  readonly backingFiles: number;
 }
 
 /** The addon's class, as native/src/napi_bridge.cc defines it. */
