@@ -5,7 +5,8 @@
  * synthvhd mount (--allow-other) of a backup tree whose clients have different owners and modes
  * (helpers/permission-tree.ts). Anonymous and guest sessions are refused; an authenticated SMB3
  * session that requires signing (what current Windows does) downloads a virtual .vhdx with the
- * same SHA-256 as a local read, not flagged sparse; a Samba user without rights to a client
+ * same SHA-256 as a local read, not flagged sparse, and a mirrored .raw (passthrough) with the
+ * backup file's; a Samba user without rights to a client
  * folder neither sees nor reads it; writes fail.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -174,6 +175,18 @@ describe('the mount shared by Samba (contrib/smb.conf.example)', () => {
     expect(attributes, result.stdout).not.toBeNull();
     expect(Number.parseInt(attributes?.[1] ?? '0', 16) & ATTRIBUTE_SPARSE).toBe(0);
     expect(result.stdout).toMatch(/stream: \[::\$DATA\], (\d+) bytes/);
+  });
+
+  it('a mirrored .raw (read by the kernel from the backup file: FUSE passthrough) downloads with the backup file\'s SHA-256; a user without rights gets none of it', async () => {
+    const rawName = tree.vhdxName.replace(/\.disk\.vhdx$/, '.raw');
+    const downloaded = join(stateDir, 'mirrored.raw');
+    const result = await smbclient(as(tree.alice), `cd "${folderOf('pc-open')}"; get "${rawName}" "${downloaded}"`);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(await sha256File(downloaded)).toBe(await sha256File(join(tree.root, 'pc-open', tree.anchorFolder, rawName)));
+    const stolen = join(stateDir, 'stolen.raw');
+    const refused = await smbclient(as(tree.bob), `get "${folderOf('pc-private')}\\${rawName}" "${stolen}"`);
+    expect(`${refused.stdout}${refused.stderr}`).toMatch(/NT_STATUS_(ACCESS_DENIED|OBJECT_NAME_NOT_FOUND|OBJECT_PATH_NOT_FOUND|NO_SUCH_FILE)/);
+    await expect(readFile(stolen)).rejects.toThrow(/ENOENT/);
   });
 
   it('each Samba user sees only the clients the backup tree lets that Linux user read', async () => {
