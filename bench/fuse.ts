@@ -8,8 +8,9 @@
  *   - xmount's VHD of the `.raw` (`xmount --in raw <raw> --out vhd <dir>`, FUSE, libfuse 2);
  *   - nbdkit's partitioning plugin over the `.raw`, read by nbdcopy (`nbdkit -U SOCK
  *     partitioning <raw>`, `nbdcopy nbd+unix:///?socket=SOCK null:`): NBD, no FUSE, no page cache.
- * synthvhd twice: the daemon reading every request, and with `--clone-cache` (the disk served
- * from a reflinked copy that the kernel reads itself: FUSE passthrough). The clone is measured
+ * synthvhd twice: as it mounts by default (the disk served from an unnamed reflinked clone
+ * beside the backup, which the kernel reads itself: FUSE passthrough), and with `--no-clones`
+ * (the daemon reading every request, as for compressed backups). The clone is measured
  * twice: with what the kernel reads from warm (the clone), as every target is, and with the .raw
  * warm and the clone's pages dropped (page caches are per file: a clone's are not the .raw's).
  * Each figure is the median of three runs:
@@ -26,7 +27,7 @@
  * backup) is kept in $SYNTHVHD_BENCH_DIR (default /var/tmp/synthvhd-bench) and reused.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -163,10 +164,10 @@ async function withSynthvhd<T>(
   tuning: Partial<MountTuning>,
   env: NodeJS.ProcessEnv,
   work: (mountpoint: string, pid: number | undefined) => Promise<T>,
-  cloneCache?: string,
+  clones: 'off' | 'beside' = 'off',
 ): Promise<T> {
   const mountpoint = await mkdtemp(join(tmpdir(), 'synthvhd-bench-mnt-'));
-  const childArgs = [join(HERE, 'mount-child.js'), root, mountpoint, JSON.stringify(tuning), ...(cloneCache === undefined ? [] : [cloneCache])];
+  const childArgs = [join(HERE, 'mount-child.js'), root, mountpoint, JSON.stringify(tuning), clones];
   const child = spawn(process.execPath, childArgs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   try {
     await waitForLine(child, /^ready$/m, 'the synthvhd mount');
@@ -232,11 +233,16 @@ function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
-/** The clones a mount made in `cloneCache` (its private synthvhd-clones-* folder). */
-async function clonesIn(cloneCache: string): Promise<string[]> {
+/**
+ * The clones daemon `pid` holds open: unnamed (O_TMPFILE) files, which /proc/<pid>/fd shows as
+ * "<folder>/#<inode> (deleted)"; opening that link reaches the file (root), to warm or drop it.
+ */
+async function clonesOf(pid: number | undefined): Promise<string[]> {
   const files: string[] = [];
-  for (const folder of await readdir(cloneCache)) {
-    for (const name of await readdir(join(cloneCache, folder)).catch(() => [])) files.push(join(cloneCache, folder, name));
+  const fds = `/proc/${pid ?? 0}/fd`;
+  for (const fd of await readdir(fds).catch(() => [])) {
+    const target = await readlink(join(fds, fd)).catch(() => '');
+    if (/\/#\d+ \(deleted\)$/.test(target)) files.push(join(fds, fd));
   }
   return files;
 }
@@ -245,21 +251,15 @@ type BenchFs = 'btrfs' | 'xfs' | 'here';
 
 /**
  * Runs `body` on the fixture's backup root on file system `kind`: a loop file system made for
- * the run (the root copied in, a clone cache folder beside it) and removed after it, or `here`.
+ * the run (the root copied in) and removed after it, or `here`.
  */
-async function onFileSystem<T>(kind: BenchFs, fixture: BenchFixture, body: (backupRoot: string, rawPath: string, cloneCache: string) => Promise<T>): Promise<T> {
-  if (kind === 'here') {
-    const cloneCache = join(dirname(fixture.backupRoot), 'clones');
-    await mkdir(cloneCache, { recursive: true });
-    return body(fixture.backupRoot, fixture.rawPath, cloneCache);
-  }
+async function onFileSystem<T>(kind: BenchFs, fixture: BenchFixture, body: (backupRoot: string, rawPath: string) => Promise<T>): Promise<T> {
+  if (kind === 'here') return body(fixture.backupRoot, fixture.rawPath);
   return withLoopFs(kind, fixture.volumeBytes * 2 + 1024 * MiB, async (mountDir) => {
     const backupRoot = join(mountDir, 'backups');
     await execFileAsync('cp', ['-a', fixture.backupRoot, backupRoot]);
-    const cloneCache = join(mountDir, 'clones');
-    await mkdir(cloneCache);
     await execFileAsync('sync');
-    return body(backupRoot, join(backupRoot, relative(fixture.backupRoot, fixture.rawPath)), cloneCache);
+    return body(backupRoot, join(backupRoot, relative(fixture.backupRoot, fixture.rawPath)));
   });
 }
 
@@ -274,7 +274,7 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
   const fixture = await buildBenchFixture(directory, (quick ? 256 : 1024) * MiB);
   const randomCount = quick ? 500 : 2000;
   const vhdRelative = fixture.vhdxRelative.replace(/\.vhdx$/, '.vhd');
-  await onFileSystem(fsKind, fixture, async (backupRoot, raw, cloneCache) => {
+  await onFileSystem(fsKind, fixture, async (backupRoot, raw) => {
     const kind = fsKind === 'here' ? `${directory} (as it is)` : `a ${fsKind} loop file system`;
     process.stdout.write(`C: volume ${fixture.volumeBytes / MiB} MiB of random data on ${kind}; ${READERS} random readers × ${randomCount} reads\n\n${HEADER}\n`);
     const direct = await measure({ name: 'direct', file: raw, source: raw }, randomCount);
@@ -286,16 +286,16 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
     const ours = await withSynthvhd(backupRoot, {}, {}, async (mountpoint, pid) => {
       const rssBefore = await rssMiB(pid);
       const vhd = await measure({ name: 'synthvhd .vhd', file: join(mountpoint, vhdRelative), source: raw }, randomCount);
-      process.stdout.write(`${row('synthvhd .disk.vhd', vhd)}\n`);
+      process.stdout.write(`${row('synthvhd .disk.vhd --no-clones', vhd)}\n`);
       const vhdx = await measure({ name: 'synthvhd .vhdx', file: join(mountpoint, fixture.vhdxRelative), source: raw }, randomCount);
-      process.stdout.write(`${row('synthvhd .disk.vhdx', vhdx)}\n`);
+      process.stdout.write(`${row('synthvhd .disk.vhdx --no-clones', vhdx)}\n`);
       return { vhd, vhdx, rssBefore, rssAfter: await rssMiB(pid) };
     });
     const cloned = await withSynthvhd(
       backupRoot,
       {},
       {},
-      async (mountpoint) => {
+      async (mountpoint, pid) => {
         // The first open makes the clone: timed from a fresh mount, to the first 4 KiB read.
         const started = performance.now();
         await execFileAsync('dd', [`if=${join(mountpoint, vhdRelative)}`, 'of=/dev/null', 'bs=4k', 'count=1']);
@@ -303,16 +303,16 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
         // Two ways to count: what the kernel reads from (the clone) warm and the served file's
         // own pages dropped, as for every other target; and the .raw warm with the clone's
         // pages dropped (a clone's page cache is its own, not the .raw's).
-        const [clone] = await clonesIn(cloneCache);
-        if (clone === undefined) throw new Error(`no clone was made in ${cloneCache}`);
+        const [clone] = await clonesOf(pid);
+        if (clone === undefined) throw new Error(`the daemon holds no clone open (is ${backupRoot} on btrfs or XFS?)`);
         const file = join(mountpoint, vhdRelative);
         const vhd = await measure({ name: 'clone', file, source: clone }, randomCount);
-        process.stdout.write(`${row('synthvhd .disk.vhd --clone-cache', vhd)}\n`);
-        const rawWarm = await measure({ name: 'clone', file, source: raw, servedFrom: () => clonesIn(cloneCache) }, randomCount);
+        process.stdout.write(`${row('synthvhd .disk.vhd (clone)', vhd)}\n`);
+        const rawWarm = await measure({ name: 'clone', file, source: raw, servedFrom: () => clonesOf(pid) }, randomCount);
         process.stdout.write(`${row('  … .raw warm, clone not', rawWarm)}\n`);
         return { vhd, rawWarm, firstOpenMs };
       },
-      cloneCache,
+      'beside',
     );
     const { vhd } = ours;
     const clone = cloned.vhd;
@@ -326,17 +326,17 @@ export async function runFuseBenchmark(args: readonly string[]): Promise<void> {
     process.stdout.write(
       [
         '',
-        ...ratios('synthvhd .vhd (daemon)', vhd),
-        ...ratios('synthvhd .vhd (--clone-cache)', clone),
-        ...ratios('synthvhd .vhd (--clone-cache, .raw warm, clone not)', cloned.rawWarm),
-        `--clone-cache: first open of a fresh mount (clone made) to its first 4 KiB: ${cloned.firstOpenMs.toFixed(0)} ms`,
+        ...ratios('synthvhd .vhd (default: clone)', clone),
+        ...ratios('synthvhd .vhd (default: clone, .raw warm, clone not)', cloned.rawWarm),
+        ...ratios('synthvhd .vhd (--no-clones: daemon)', vhd),
+        `clone: first open of a fresh mount (clone made) to its first 4 KiB: ${cloned.firstOpenMs.toFixed(0)} ms`,
         `synthvhd daemon RSS: ${ours.rssBefore.toFixed(0)} MiB mounted, ${ours.rssAfter.toFixed(0)} MiB after ${readGiB.toFixed(0)} GiB of whole-file reads of its files`,
         '',
       ].join('\n'),
     );
 
     if (args.includes('--no-tuning')) return;
-    process.stdout.write(`mount tunings (synthvhd .disk.vhd):\n${HEADER}\n`);
+    process.stdout.write(`mount tunings (synthvhd .disk.vhd, --no-clones):\n${HEADER}\n`);
     const variants: { name: string; tuning: Partial<MountTuning>; env?: NodeJS.ProcessEnv }[] = [
       { name: 'readahead 128 KiB (kernel default)', tuning: { readAheadKb: 128 } },
       { name: 'readahead 4 MiB', tuning: { readAheadKb: 4096 } },

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /**
  * A synthvhd mount with explicit tuning, for the benchmark (the CLI always uses DEFAULT_TUNING):
- * `node dist/bench/mount-child.js ROOT MOUNTPOINT '{"pageCache":"none"}' [CLONE_CACHE]`. Prints "ready" once
+ * `node dist/bench/mount-child.js ROOT MOUNTPOINT '{"pageCache":"none"}' [off|beside|CLONE_CACHE_DIR]` (clones: `--no-clones`, the default, `--clone-cache DIR`). Prints "ready" once
  * mounted, unmounts on SIGTERM/SIGINT. It never reads its own mount (that would deadlock).
  */
 import { mountBackupRoot, type MountTuning } from '../src/fuse/mount.js';
 
-const [root, mountpoint, tuningJson, cloneCache] = process.argv.slice(2);
+const [root, mountpoint, tuningJson, clones = 'beside'] = process.argv.slice(2);
 if (root === undefined || mountpoint === undefined) {
-  process.stderr.write('usage: mount-child ROOT MOUNTPOINT [TUNING_JSON]\n');
+  process.stderr.write('usage: mount-child ROOT MOUNTPOINT [TUNING_JSON [off|beside|CLONE_CACHE_DIR]]\n');
   process.exit(2);
 }
 const tuning = JSON.parse(tuningJson ?? '{}') as Partial<MountTuning>;
@@ -24,7 +24,7 @@ const stop = (mounted: { unmount(): Promise<void> }): void => {
     },
   );
 };
-const mounted = await mountBackupRoot(root, mountpoint, { tuning, allowOther: true, ...(cloneCache === undefined ? {} : { cloneCache }) });
+const mounted = await mountBackupRoot(root, mountpoint, { tuning, allowOther: true, ...(clones === 'off' ? { clones: false } : clones === 'beside' ? {} : { cloneCache: clones }) });
 process.on('SIGTERM', () => { stop(mounted); });
 process.on('SIGINT', () => { stop(mounted); });
 process.stdout.write('ready\n');

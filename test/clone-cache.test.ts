@@ -6,7 +6,7 @@
  * goes, never one that is open nor the one being made; a compressed layout is refused once, with
  * its reason; close() removes the mount's folder.
  */
-import { readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -44,6 +44,7 @@ describe('the clone cache', () => {
       await writeFile(source, data);
       const lines: string[] = [];
       const cache = await CloneCache.create(fsDir, root, (line) => lines.push(line), 2);
+      const folder = cache.folder ?? '';
       try {
         const stateA = [{}];
         const fd = await cache.backingFor('/a.vhd', layoutOf(source, 1), stateA);
@@ -53,27 +54,27 @@ describe('the clone cache', () => {
         expect(bytesOf(fd, 4096, MIB).equals(data.subarray(0, 4096))).toBe(true);
         // The same state: the same clone.
         expect(await cache.backingFor('/a.vhd', layoutOf(source, 1), stateA)).toBe(fd);
-        expect(await readdir(cache.folder)).toHaveLength(1);
+        expect(await readdir(folder)).toHaveLength(1);
 
         // A new state of /a.vhd: a new clone; the old one is emptied (an open passthrough file
         // of it reads end of file) and removed.
-        const [oldFile] = await readdir(cache.folder);
-        const oldPath = join(cache.folder, oldFile ?? '');
+        const [oldFile] = await readdir(folder);
+        const oldPath = join(folder, oldFile ?? '');
         const oldHandle = await open(oldPath, 'r');
         const fdB = await cache.backingFor('/a.vhd', layoutOf(source, 2), [{}]);
         expect(fdB).toBeDefined();
         for (let tries = 0; tries < 100 && (await oldHandle.stat()).size !== 0; tries++) await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
         expect((await oldHandle.stat()).size).toBe(0);
         await oldHandle.close();
-        expect(await readdir(cache.folder)).toHaveLength(1);
+        expect(await readdir(folder)).toHaveLength(1);
 
         // Limit 2: /a.vhd is open, /b.vhd is not; a third disk evicts /b.vhd, not /a.vhd nor itself.
         cache.opened('/a.vhd');
         await cache.backingFor('/b.vhd', layoutOf(source, 3), [{}]);
-        expect(await readdir(cache.folder)).toHaveLength(2);
+        expect(await readdir(folder)).toHaveLength(2);
         await cache.backingFor('/c.vhd', layoutOf(source, 4), [{}]);
-        for (let tries = 0; tries < 100 && (await readdir(cache.folder)).length !== 2; tries++) await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
-        const kept = await Promise.all((await readdir(cache.folder)).map(async (name) => (await readFile(join(cache.folder, name))).subarray(0, 1)[0]));
+        for (let tries = 0; tries < 100 && (await readdir(folder)).length !== 2; tries++) await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
+        const kept = await Promise.all((await readdir(folder)).map(async (name) => (await readFile(join(folder, name))).subarray(0, 1)[0]));
         expect(kept.sort()).toEqual([2, 4]);
         // Every copy open: the next one is kept too (over the limit), and its clone is usable.
         cache.opened('/c.vhd');
@@ -81,7 +82,7 @@ describe('the clone cache', () => {
         expect(fdD).toBeDefined();
         if (fdD === undefined) return;
         expect(bytesOf(fdD, 16, 0).every((byte) => byte === 5)).toBe(true);
-        expect(await readdir(cache.folder)).toHaveLength(3);
+        expect(await readdir(folder)).toHaveLength(3);
 
         // A compressed layout is not cloned, and said once.
         const compressed: Layout = {
@@ -98,6 +99,73 @@ describe('the clone cache', () => {
         await cache.close();
       }
       expect((await readdir(fsDir)).filter((name) => name.startsWith('synthvhd-clones-'))).toEqual([]);
+    });
+  });
+
+  it('beside the backups: an unnamed file on the backup\'s file system; the backup folder, its files and their times unchanged; emptied when retired', async () => {
+    for (const kind of ['btrfs', 'xfs'] as const) {
+      await withLoopFs(kind, 512 * MIB, async (fsDir) => {
+        const root = join(fsDir, 'backups');
+        const client = join(root, 'client', '231203-1200_Image_C');
+        await mkdir(client, { recursive: true });
+        const source = join(client, 'Image_C.raw');
+        const data = Buffer.alloc(MIB, 0x3c);
+        await writeFile(source, data);
+        const before = await Promise.all([stat(client), stat(source)]);
+        const names = await readdir(client);
+        const lines: string[] = [];
+        const cache = CloneCache.besideBackups(root, (line) => lines.push(line));
+        let reopened: Awaited<ReturnType<typeof open>> | undefined;
+        try {
+          const disk = {};
+          const fd = await cache.backingFor('/client/disk.vhd', layoutOf(source, 7), [disk]);
+          expect(fd, `${kind}: ${lines.join('; ')}`).toBeDefined();
+          if (fd === undefined) return;
+          expect(bytesOf(fd, 16, 0).every((byte) => byte === 7)).toBe(true);
+          expect(bytesOf(fd, MIB, MIB).equals(data)).toBe(true);
+          // Unnamed (O_TMPFILE: no link), on the backup's file system, writable only by us.
+          const clone = fstatSync(fd);
+          expect(clone.nlink).toBe(0);
+          expect(clone.dev).toBe(before[1].dev);
+          expect(clone.mode & 0o777).toBe(0o600);
+          const after = await Promise.all([stat(client), stat(source)]);
+          expect(await readdir(client)).toEqual(names);
+          for (const [index, entry] of after.entries()) {
+            expect(entry.mtimeMs).toBe(before[index]?.mtimeMs);
+            expect(entry.ctimeMs).toBe(before[index]?.ctimeMs);
+          }
+          // A second descriptor on the clone, as an open passthrough file holds: it reads end of
+          // file once the disk is retired.
+          reopened = await open(`/proc/self/fd/${fd}`, 'r');
+          cache.retire(disk);
+          for (let tries = 0; tries < 100 && (await reopened.stat()).size !== 0; tries++) await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
+          expect((await reopened.stat()).size).toBe(0);
+          expect(lines).toEqual([]);
+        } finally {
+          await reopened?.close();
+          await cache.close();
+        }
+        expect(await readFile(source)).toEqual(data);
+      });
+    }
+  });
+
+  it('beside the backups on a file system that cannot share blocks: served by the daemon, silently, nothing left in the folder', async () => {
+    await withLoopFs('ext4', 256 * MIB, async (fsDir) => {
+      const root = join(fsDir, 'backups');
+      await mkdir(root);
+      const source = join(root, 'volume.raw');
+      await writeFile(source, Buffer.alloc(MIB, 0x11));
+      const lines: string[] = [];
+      const cache = CloneCache.besideBackups(root, (line) => lines.push(line));
+      try {
+        expect(await cache.backingFor('/a.vhd', layoutOf(source, 1), [{}])).toBeUndefined();
+        expect(await cache.backingFor('/b.vhd', layoutOf(source, 2), [{}])).toBeUndefined();
+        expect(lines).toEqual([]);
+      } finally {
+        await cache.close();
+      }
+      expect(await readdir(root)).toEqual(['volume.raw']);
     });
   });
 });

@@ -97,13 +97,15 @@ describe('passthrough of mirrored files', () => {
 });
 
 /**
- * The fixture disk's backups copied onto a fresh `kind` file system, mounted with
- * `--clone-cache` (a folder on that file system) and `extra`; `body` gets the mount and the file
- * system's folder, `afterUnmount` the clone folder once the mount has ended (the file system is
- * still there). Unmounted and removed whatever happens.
+ * The fixture disk's backups copied onto a fresh `kind` file system and mounted with `extra`:
+ * clones beside the backups (the default), or with `folder` in a `--clone-cache` folder on that
+ * file system; `body` gets the mount and the file system's folder, `afterUnmount` the clone
+ * folder once the mount has ended (the file system is still there). Unmounted and removed
+ * whatever happens.
  */
 async function withCloneMount(
   kind: LoopFsKind,
+  where: 'beside' | 'folder',
   extra: readonly string[],
   body: (mount: MountedChild, fsDir: string) => Promise<void>,
   afterUnmount?: (cloneDir: string) => Promise<void>,
@@ -115,7 +117,7 @@ async function withCloneMount(
     const mountpoint = await tempMountpoint();
     let mount: MountedChild | undefined;
     try {
-      mount = await startMount(join(fsDir, 'backups'), mountpoint.path, ['--clone-cache', cloneDir, ...extra]);
+      mount = await startMount(join(fsDir, 'backups'), mountpoint.path, [...(where === 'folder' ? ['--clone-cache', cloneDir] : []), ...extra]);
       await body(mount, fsDir);
     } finally {
       await mount?.stop();
@@ -125,11 +127,92 @@ async function withCloneMount(
   });
 }
 
+/** Every name under `dir` with its size and times (ns): what writing anything there would change. */
+async function treeState(dir: string): Promise<string[]> {
+  const state: string[] = [];
+  for (const name of await readdir(dir, { recursive: true })) {
+    const entry = await stat(join(dir, name), { bigint: true });
+    state.push(`${name} ${entry.size} ${entry.mtimeNs} ${entry.ctimeNs} ${entry.mode}`);
+  }
+  const top = await stat(dir, { bigint: true });
+  return [...state.sort(), `. ${top.mtimeNs} ${top.ctimeNs}`];
+}
+
+describe.each<LoopFsKind>(['btrfs', 'xfs'])('clones beside the backups (the default) on %s', (kind) => {
+  it('serves whole disks from unnamed clones the kernel reads: identical to the assembled disk, the daemon reads almost nothing, the backup tree untouched', async () => {
+    let before: string[] = [];
+    let backups = '';
+    let checked = false;
+    await withCloneMount(kind, 'beside', [], async (mount, fsDir) => {
+      backups = join(fsDir, 'backups');
+      before = await treeState(backups);
+      const vhd = servedDisk(mount.mountpoint, 'vhd');
+      const vhdx = servedDisk(mount.mountpoint, 'vhdx');
+      const size = (await stat(vhd)).size;
+      const served = await readCounted(mount, vhd);
+      expect(served.bytes).toBe(size);
+      expect(served.daemonRead).toBeLessThan(size / 16);
+      await expectIdentical(vhd, 'vpc');
+      await expectIdentical(vhdx, 'vhdx');
+      // Nothing named, changed or touched in the backup tree (nor the clone folder made).
+      expect(await treeState(backups)).toEqual(before);
+      expect(await readdir(fsDir)).toEqual(['backups', 'clones']);
+      expect(mount.stderr()).toBe('');
+    }, async () => {
+      expect(await treeState(backups)).toEqual(before);
+      checked = true;
+    });
+    expect(checked).toBe(true);
+  });
+
+  it('--no-clones: the same disk read through the daemon (the kernel counts its reads)', async () => {
+    await withCloneMount(kind, 'beside', ['--no-clones'], async (mount) => {
+      const vhd = servedDisk(mount.mountpoint, 'vhd');
+      const served = await readCounted(mount, vhd);
+      await expectIdentical(vhd, 'vpc');
+      // The partitions' bytes pass through the daemon's pread: at least the C: volume.
+      expect(served.daemonRead).toBeGreaterThan((await stat(disk.anchor.rawPath)).size / 2);
+    });
+  });
+
+  it('a backup deleted under an open clone reads as end-of-file, never as its old bytes', async () => {
+    await expectEmptiedAfterDelete(kind, 'beside');
+  });
+});
+
+/** Opens the served .vhd, deletes its backups, and waits for the open file to read end of file. */
+async function expectEmptiedAfterDelete(kind: LoopFsKind, where: 'beside' | 'folder'): Promise<void> {
+  await withCloneMount(kind, where, [], async (mount, fsDir) => {
+    const handle = await open(servedDisk(mount.mountpoint, 'vhd'), 'r');
+    try {
+      // A range inside the C: partition, read once while the backup is there.
+      const at = disk.anchor.partitionOffset + 4 * 1024 * 1024;
+      const before = Buffer.alloc(64 * 1024);
+      expect((await handle.read(before, 0, before.length, at)).bytesRead).toBe(before.length);
+      for (const volume of disk.volumes) await rm(join(fsDir, 'backups', disk.client, basename(volume.backupDir)), { recursive: true });
+      const deadline = Date.now() + 20_000;
+      let emptied = false;
+      while (!emptied && Date.now() < deadline) {
+        const now = Buffer.alloc(before.length);
+        const { bytesRead } = await handle.read(now, 0, now.length, at);
+        if (bytesRead === 0) emptied = true;
+        else expect(now.subarray(0, bytesRead).equals(before.subarray(0, bytesRead))).toBe(true);
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+      }
+      expect(emptied, 'the open clone still read bytes 20 s after its backup was deleted').toBe(true);
+    } finally {
+      await handle.close();
+    }
+    expect(mount.child.exitCode).toBeNull();
+  });
+}
+
 describe.each<LoopFsKind>(['btrfs', 'xfs'])('--clone-cache on %s', (kind) => {
   it('serves whole disks from reflinked clones the kernel reads: identical to the assembled disk, the daemon reads almost nothing, the clone folder is private and removed at unmount', async () => {
     let checkedFolder = false;
     await withCloneMount(
       kind,
+      'folder',
       ['--allow-other'],
       async (mount, fsDir) => {
         const vhd = servedDisk(mount.mountpoint, 'vhd');
@@ -171,29 +254,7 @@ describe.each<LoopFsKind>(['btrfs', 'xfs'])('--clone-cache on %s', (kind) => {
   });
 
   it('a backup deleted under an open clone reads as end-of-file, never as its old bytes', async () => {
-    await withCloneMount(kind, [], async (mount, fsDir) => {
-      const handle = await open(servedDisk(mount.mountpoint, 'vhd'), 'r');
-      try {
-        // A range inside the C: partition, read once while the backup is there.
-        const at = disk.anchor.partitionOffset + 4 * 1024 * 1024;
-        const before = Buffer.alloc(64 * 1024);
-        expect((await handle.read(before, 0, before.length, at)).bytesRead).toBe(before.length);
-        for (const volume of disk.volumes) await rm(join(fsDir, 'backups', disk.client, basename(volume.backupDir)), { recursive: true });
-        const deadline = Date.now() + 20_000;
-        let emptied = false;
-        while (!emptied && Date.now() < deadline) {
-          const now = Buffer.alloc(before.length);
-          const { bytesRead } = await handle.read(now, 0, now.length, at);
-          if (bytesRead === 0) emptied = true;
-          else expect(now.subarray(0, bytesRead).equals(before.subarray(0, bytesRead))).toBe(true);
-          await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
-        }
-        expect(emptied, 'the open clone still read bytes 20 s after its backup was deleted').toBe(true);
-      } finally {
-        await handle.close();
-      }
-      expect(mount.child.exitCode).toBeNull();
-    });
+    await expectEmptiedAfterDelete(kind, 'folder');
   });
 });
 

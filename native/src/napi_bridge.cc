@@ -102,6 +102,7 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
                            InstanceMethod<&FuseSession::Invalidate>("invalidate"),
                            InstanceMethod<&FuseSession::Detach>("detach"),
                            InstanceMethod<&FuseSession::Stats>("stats"),
+                           InstanceMethod<&FuseSession::PassthroughEnabled>("passthroughEnabled"),
                        });
   }
 
@@ -558,6 +559,12 @@ class FuseSession : public Napi::ObjectWrap<FuseSession> {
     if (handle == nullptr) return Napi::Boolean::New(env, false);
     handle->stale.store(true);
     return Napi::Boolean::New(env, true);
+  }
+
+  // passthroughEnabled(): whether the kernel offered FUSE passthrough and our INIT reply took it
+  // (passthrough.h); false before INIT and on kernels without it.
+  Napi::Value PassthroughEnabled(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), session_ != nullptr && session_->passthrough().enabled());
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

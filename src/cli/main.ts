@@ -107,7 +107,8 @@ export function buildProgram(): Command {
     .option('--debug', "libfuse's debug output on stderr")
     .option('--blocklist-cache <dir>', 'serve the blocklists in this cache dir (made by `blocklist create --cache-dir`) as Image_<L>_<ts>.disk.vhdx.blocklist.bin beside each disk; outside the backup root')
     .option('--blocklists', 'compute missing blocklists into --blocklist-cache in the background, for each backup folder when it is first looked at')
-    .option('--clone-cache <dir>', 'a directory on the backup\'s file system (btrfs, XFS, ZFS), outside the backup root: each disk that can be is served from a reflinked copy made there (kilobytes), which the kernel reads itself (FUSE passthrough); removed at unmount')
+    .option('--clone-cache <dir>', 'make the clones (below) as named files in a folder of this directory instead, on the backup\'s file system and outside the backup root; removed at unmount')
+    .option('--no-clones', 'serve every disk through the daemon; by default, on btrfs, XFS or ZFS, each disk of uncompressed backups is served from an unnamed reflinked copy (kilobytes, gone at unmount) that the kernel reads itself (FUSE passthrough)')
     .option('--windows-path <share>', 'the mount point as Windows reaches it (\\\\server\\vdisks): served .disk_diff.vhdx files then name their parent there in absolute_win32_path (otherwise only relative_path)')
     .addHelpText('after', '\nExample:\n  synthvhd mount --allow-other /srv/urbackup /srv/vdisks\n  (then share /srv/vdisks read-only with Samba: see contrib/smb.conf.example)')
     .action(lazy(() => import('./commands/mount.js'), (module) => module.mountCommand));

@@ -1,42 +1,60 @@
 // SPDX-License-Identifier: MIT
 /**
- * `synthvhd mount --clone-cache DIR` (docs/fuse-passthrough.md §3): a served disk whose bytes are
- * all headers, zeros and block-aligned ranges of its backup's files is written once into DIR as a
- * real file that shares those ranges with the backup (FICLONERANGE: kilobytes of metadata, no
- * data copied; the materializer's writeLayout, the same extent map the mount serves), and opened
- * as a FUSE passthrough file: the kernel then reads the copy itself, with no request to the
- * daemon, from its own page cache.
+ * Clones of served disks (docs/fuse-passthrough.md §3): a served disk whose bytes are all
+ * headers, zeros and block-aligned ranges of its backup's files is written once as a real file
+ * that shares those ranges with the backup (FICLONERANGE: kilobytes of metadata, no data copied;
+ * the materializer's fillLayout, from the same extent map the mount serves), and opened as a FUSE
+ * passthrough file: the kernel then reads the copy itself, with no request to the daemon, from
+ * its own page cache.
  *
- * - DIR must be on the backup's file system (btrfs, XFS with reflink, ZFS with block cloning) and
- *   outside the backup root and the mount point; each mount works in a private `synthvhd-clones-
- *   <pid>-*` folder (mode 0700) inside it, removed at unmount; ones left by a dead process are
- *   removed at the next mount.
+ * Where the copies live:
+ * - By default (`CloneCache.besideBackups`), each is an anonymous file (open(2) O_TMPFILE) made in
+ *   the folder of the disk's first backup file, so on its file system: it has no name, nothing
+ *   in the backup tree changes (not even the folder's mtime), no one else can open it, and the
+ *   file system frees it when the daemon closes it or dies (a crash leaves nothing behind). A
+ *   file system that cannot share blocks (ext4, a read-only mount) is found out once and its
+ *   disks are served by the daemon, silently (it is the default, and changes no byte).
+ * - With `--clone-cache DIR` (`CloneCache.create`), named files in a private `synthvhd-clones-
+ *   <pid>-*` folder (mode 0700) in DIR, removed at unmount; ones left by a dead process are
+ *   removed at the next mount. DIR must be on the backup's file system and outside the backup
+ *   root and the mount point.
  * - A disk that cannot be cloned (compressed backups, another file system, a partition not on a
- *   file-system block boundary) is served by the daemon as before: decided once per disk and
- *   logged once, so one path never mixes the two kinds of open (the kernel refuses that).
+ *   file-system block boundary) is served by the daemon as before: decided once per disk state,
+ *   so one path never mixes the two kinds of open (the kernel refuses that).
  * - When a disk's backup changes or vanishes, its copy is truncated to nothing before it is
- *   removed: open files read end-of-file from then on, never bytes of a backup that is gone.
- *   The kernel keeps a removed copy's blocks until its last open file is closed.
+ *   dropped: open files read end-of-file from then on, never bytes of a backup that is gone.
+ *   The kernel keeps a dropped copy's blocks until its last open file is closed.
  */
-import { chmod, mkdtemp, open, readdir, rm, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import { chmod, mkdtemp, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Confinement } from '../extents/confined-open.js';
 import type { Layout } from '../extents/extent.js';
+import { SourceFiles } from '../extents/source-files.js';
 import { planClone } from '../materialize/clone-plan.js';
-import { writeLayout } from '../materialize/write-layout.js';
+import { fillLayout } from '../materialize/write-layout.js';
 import { fsBlockSize } from '../native/native.js';
+import { isNativeError } from '../native/native-error.js';
 
 /** Bytes a copy may take beyond shared blocks (generated headers and BAT, unaligned ends). */
 const MAX_WRITTEN_BYTES = 64 * 1024 * 1024;
 /** Copies kept at most by default; the oldest one no file has open goes first. */
 const MAX_COPIES = 256;
 const FOLDER_PREFIX = 'synthvhd-clones-';
+/**
+ * open(2) O_TMPFILE (Linux >= 3.11; `__O_TMPFILE | O_DIRECTORY`, the same value on x86-64 and
+ * arm64): an unnamed regular file in the given folder's file system. Node does not export it.
+ */
+const O_TMPFILE = 0o20200000;
+/** Errors that say a file system cannot hold clones at all (not just this disk). */
+const FILE_SYSTEM_CANNOT = new Set(['EROFS', 'EOPNOTSUPP', 'ENOTSUP', 'EISDIR', 'ENOTTY', 'EACCES', 'EPERM']);
 
 interface Copy {
   /** The backups the copy was made from (ServedDisk objects): a new disk object is a new state. */
   readonly disks: readonly object[];
-  readonly ready: Promise<FileHandle | undefined>;
-  readonly file: string;
+  ready: Promise<FileHandle | undefined>;
+  /** Its name (`--clone-cache DIR`), or undefined for an anonymous file. */
+  file: string | undefined;
   opens: number;
 }
 
@@ -44,7 +62,7 @@ interface Copy {
 export function whyNotClonable(layout: Layout, blockSize: number): string | undefined {
   let written = 0;
   for (const extent of layout.extents) {
-    if (extent.kind === 'compressed' || extent.kind === 'chain') return 'its backup is compressed (a copy would hold decoded bytes)';
+    if (extent.kind === 'compressed' || extent.kind === 'chain') return COMPRESSED;
     if (extent.kind === 'bytes') written += extent.length;
     if (extent.kind === 'file') {
       for (const piece of planClone(extent.start, extent.offset, extent.length, blockSize)) if (piece.action === 'copy') written += piece.length;
@@ -52,6 +70,26 @@ export function whyNotClonable(layout: Layout, blockSize: number): string | unde
   }
   if (written > MAX_WRITTEN_BYTES) return `${written} of its bytes would be copied, not shared (a partition off the ${blockSize}-byte block grid)`;
   return undefined;
+}
+
+const COMPRESSED = 'its backup is compressed (a copy would hold decoded bytes)';
+
+/** The errno name (`EROFS`) of a failure or of what caused it, if a system call failed. */
+function errnoOf(error: unknown): string | undefined {
+  for (let at: unknown = error; at instanceof Error; at = at.cause) {
+    if (isNativeError(at)) return at.errno;
+    const { code } = at as NodeJS.ErrnoException;
+    if (code !== undefined && /^E[A-Z]+$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+/** An empty file a copy is written into, and what names it in messages. */
+interface Target {
+  readonly handle: FileHandle;
+  readonly name: string;
+  /** Beside the backups: the folder it was made in and that folder's file system. */
+  readonly beside?: { readonly folder: string; readonly device: number };
 }
 
 function processAlive(pid: number): boolean {
@@ -67,18 +105,20 @@ export class CloneCache {
   private readonly copies = new Map<string, Copy>();
   /** Served paths whose disk state cannot be cloned (that state's disks), so they are not retried. */
   private readonly refused = new Map<string, readonly object[]>();
+  /** Besides the backups: file systems (st_dev) found unable to hold clones, with why. */
+  private readonly unable = new Map<number, string>();
   private made = 0;
+  private active: () => boolean = () => true;
 
   private constructor(
-    /** This mount's private folder. */
-    readonly folder: string,
-    private readonly blockSize: number,
+    /** This mount's private folder (`--clone-cache DIR`), or undefined: anonymous files beside the backups. */
+    readonly folder: string | undefined,
     private readonly confinement: Confinement,
     private readonly log: (line: string) => void,
     private readonly maxCopies: number,
   ) {}
 
-  /** Makes this mount's folder in `dir` (checked by the caller), removing ones dead mounts left. */
+  /** `--clone-cache DIR`: makes this mount's folder in `dir` (checked by the caller), removing ones dead mounts left. */
   static async create(dir: string, root: string, log: (line: string) => void, maxCopies = MAX_COPIES): Promise<CloneCache> {
     for (const name of await readdir(dir)) {
       const pid = Number(/^synthvhd-clones-(\d+)-/.exec(name)?.[1] ?? NaN);
@@ -86,14 +126,20 @@ export class CloneCache {
     }
     const folder = await mkdtemp(join(dir, `${FOLDER_PREFIX}${process.pid}-`));
     await chmod(folder, 0o700);
-    const probe = await open(folder, 'r');
-    let blockSize: number;
-    try {
-      blockSize = await fsBlockSize(probe.fd);
-    } finally {
-      await probe.close();
-    }
-    return new CloneCache(folder, blockSize, { root }, log, maxCopies);
+    return new CloneCache(folder, { root }, log, maxCopies);
+  }
+
+  /** The default: each copy an anonymous file on its backup's file system (see the top of this file). */
+  static besideBackups(root: string, log: (line: string) => void, maxCopies = MAX_COPIES): CloneCache {
+    return new CloneCache(undefined, { root }, log, maxCopies);
+  }
+
+  /**
+   * Copies are made only while `active()` says so: the mount passes "the kernel accepted FUSE
+   * passthrough", without which a copy would be read by the daemon anyway, for nothing.
+   */
+  onlyWhile(active: () => boolean): void {
+    this.active = active;
   }
 
   /**
@@ -101,6 +147,7 @@ export class CloneCache {
    * undefined when that disk is served by the daemon instead (not clonable, or making it failed).
    */
   async backingFor(servedPath: string, layout: Layout, disks: readonly object[]): Promise<number | undefined> {
+    if (!this.active()) return undefined;
     const refusedFor = this.refused.get(servedPath);
     if (refusedFor !== undefined && sameDisks(refusedFor, disks)) return undefined;
     let copy = this.copies.get(servedPath);
@@ -109,13 +156,12 @@ export class CloneCache {
       copy = undefined;
     }
     if (copy === undefined) {
-      const why = whyNotClonable(layout, this.blockSize);
-      if (why !== undefined) {
-        this.refuse(servedPath, disks, why);
+      if (layout.extents.some((extent) => extent.kind === 'compressed' || extent.kind === 'chain')) {
+        this.refuse(servedPath, disks, COMPRESSED, this.folder === undefined);
         return undefined;
       }
-      const file = join(this.folder, `${++this.made}.img`);
-      copy = { disks, file, opens: 0, ready: this.makeCopy(servedPath, layout, file, disks) };
+      copy = { disks, file: undefined, opens: 0, ready: Promise.resolve(undefined) };
+      copy.ready = this.makeCopy(servedPath, layout, copy);
       this.copies.set(servedPath, copy);
       this.evict(copy);
     }
@@ -123,27 +169,78 @@ export class CloneCache {
     return handle?.fd;
   }
 
-  private async makeCopy(servedPath: string, layout: Layout, file: string, disks: readonly object[]): Promise<FileHandle | undefined> {
+  /** Creates the empty file a copy is written into, or says why there is none. */
+  private async createFile(layout: Layout, copy: Copy): Promise<Target | string> {
+    if (this.folder !== undefined) {
+      const file = join(this.folder, `${++this.made}.img`);
+      copy.file = file;
+      return { handle: await open(file, 'wx+', 0o600), name: file };
+    }
+    const source = layout.extents.find((extent) => extent.kind === 'file');
+    if (source === undefined) return 'it holds no backup file data';
+    // The folder of a backup file the layout names. Were it swapped for a symlink meanwhile, the
+    // unnamed file would only land elsewhere, where cloning from the sources (opened confined to
+    // the root) fails or shares their bytes with a file no one else can open: nothing is exposed.
+    const folder = dirname(source.path);
+    const device = (await stat(folder)).dev;
+    const unable = this.unable.get(device);
+    if (unable !== undefined) return unable;
     try {
-      const report = await writeLayout(layout, file, { reflink: 'always', confinement: this.confinement, durable: false });
-      if (report.copiedBytes + report.generatedBytes > MAX_WRITTEN_BYTES) {
-        await rm(file, { force: true });
-        this.refuse(servedPath, disks, `${report.copiedBytes} of its bytes were copied, not shared`);
-        return undefined;
-      }
-      // Writable: a retired clone is emptied through this descriptor (`discard`).
-      return await open(file, 'r+');
+      return { handle: await open(folder, O_TMPFILE | constants.O_RDWR, 0o600), name: `a clone beside ${source.path}`, beside: { folder, device } };
     } catch (error) {
-      this.refuse(servedPath, disks, error instanceof Error ? error.message : String(error));
-      return undefined;
+      const cannot = this.fileSystemCannot(folder, device, error);
+      if (cannot === undefined) throw error;
+      return cannot;
     }
   }
 
-  private refuse(servedPath: string, disks: readonly object[], why: string): void {
+  /**
+   * Notes a file system that cannot hold clones, so its disks are not tried again; undefined for
+   * other failures. Not logged: clones beside the backups are the default wherever they work, and
+   * their absence changes no byte (`synthvhd doctor` says whether the root's file system can share
+   * blocks).
+   */
+  private fileSystemCannot(folder: string, device: number, error: unknown): string | undefined {
+    const errno = errnoOf(error);
+    if (errno === undefined || !FILE_SYSTEM_CANNOT.has(errno)) return undefined;
+    const why = `the file system of ${folder} cannot hold clones (${errno})`;
+    this.unable.set(device, why);
+    return why;
+  }
+
+  private async makeCopy(servedPath: string, layout: Layout, copy: Copy): Promise<FileHandle | undefined> {
+    let target: Target | string | undefined;
+    const sources = new SourceFiles(4, this.confinement, false);
+    try {
+      target = await this.createFile(layout, copy);
+      if (typeof target === 'string') {
+        this.refuse(servedPath, copy.disks, target, this.folder === undefined);
+        return undefined;
+      }
+      const why = whyNotClonable(layout, await fsBlockSize(target.handle.fd));
+      if (why !== undefined) throw new Error(why);
+      const report = await fillLayout(layout, target.handle, target.name, sources, 'always');
+      if (report.copiedBytes + report.generatedBytes > MAX_WRITTEN_BYTES) throw new Error(`${report.copiedBytes} of its bytes were copied, not shared`);
+      // Writable: a retired clone is emptied through this descriptor (`discard`).
+      return target.handle;
+    } catch (error) {
+      if (typeof target === 'object') await target.handle.close().catch(() => undefined);
+      if (copy.file !== undefined) await rm(copy.file, { force: true });
+      const beside = typeof target === 'object' ? target.beside : undefined;
+      const expected = beside !== undefined && this.fileSystemCannot(beside.folder, beside.device, error) !== undefined;
+      this.refuse(servedPath, copy.disks, error instanceof Error ? error.message : String(error), expected);
+      return undefined;
+    } finally {
+      await sources.close();
+    }
+  }
+
+  /** `quiet`: an expected refusal (beside the backups: compressed, a file system that cannot) is not logged. */
+  private refuse(servedPath: string, disks: readonly object[], why: string, quiet = false): void {
     this.refused.set(servedPath, disks);
     const copy = this.copies.get(servedPath);
     if (copy !== undefined && copy.disks === disks) this.copies.delete(servedPath);
-    this.log(`${servedPath}: served by the daemon, not from a clone in ${this.folder}: ${why}`);
+    if (!quiet) this.log(`${servedPath}: served by the daemon, not from a clone${this.folder === undefined ? '' : ` in ${this.folder}`}: ${why}`);
   }
 
   /** A file of `servedPath` was opened on its copy / closed. */
@@ -163,8 +260,9 @@ export class CloneCache {
   }
 
   /**
-   * Stops keeping `copy`: its descriptor closed, its file removed. `empty` truncates it first (a
-   * retired disk: open passthrough files keep the inode, and emptied it reads end of file).
+   * Stops keeping `copy`: its descriptor closed, its file removed (an anonymous one goes with its
+   * last descriptor). `empty` truncates it first (a retired disk: open passthrough files keep the
+   * inode, and emptied it reads end of file).
    */
   private discard(servedPath: string, copy: Copy, empty: boolean): void {
     this.copies.delete(servedPath);
@@ -174,7 +272,7 @@ export class CloneCache {
         if (empty) await handle.truncate(0).catch(() => undefined);
         await handle.close();
       })
-      .finally(() => rm(copy.file, { force: true }))
+      .finally(() => (copy.file === undefined ? undefined : rm(copy.file, { force: true })))
       .catch(() => undefined);
   }
 
@@ -191,7 +289,7 @@ export class CloneCache {
     const copies = [...this.copies.values()];
     this.copies.clear();
     await Promise.all(copies.map(async (copy) => (await copy.ready.catch(() => undefined))?.close().catch(() => undefined)));
-    await rm(this.folder, { recursive: true, force: true });
+    if (this.folder !== undefined) await rm(this.folder, { recursive: true, force: true });
   }
 }
 

@@ -101,6 +101,12 @@ export interface MountOptions {
    */
   readonly cloneCache?: string;
   /**
+   * Serve clonable disks from unnamed clones made on their backups' file system (default true;
+   * src/fuse/clone-cache.ts). Off: every disk is read through the daemon. `cloneCache` names a
+   * folder instead.
+   */
+  readonly clones?: boolean;
+  /**
    * The mount point as Windows reaches it (`\\server\share`): served diffs name their parent
    * there in `absolute_win32_path` (src/container/windows-path.ts). Default: `\\<host name>\<the
    * mount point's folder name>`, the share contrib/smb.conf.example makes of /srv/vdisks.
@@ -244,7 +250,9 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
   const cloneDir = options.cloneCache === undefined ? undefined : await checkCacheFolder('--clone-cache', 'clones', options.cloneCache, root.path, mountpoint, false);
   // The same checks `synthvhd doctor` reports; the first failing one stops us with its line.
   await requireMountable({ allowOther });
-  const cloneCache = cloneDir === undefined ? undefined : await CloneCache.create(cloneDir, root.path, log);
+  if (options.clones === false && cloneDir !== undefined) throw new SynthvhdError('E_USAGE', '--clone-cache DIR and --no-clones contradict each other');
+  // Made only once the kernel took FUSE passthrough (onlyWhile below): it reads them itself.
+  const cloneCache = options.clones === false ? undefined : cloneDir === undefined ? CloneCache.besideBackups(root.path, log) : await CloneCache.create(cloneDir, root.path, log);
 
   const fs = new BackupFs(root.path, root.dev, {
     log,
@@ -276,6 +284,7 @@ export async function mountBackupRoot(rootArgument: string, mountpointArgument: 
     throw error;
   }
   const mounted = session;
+  cloneCache?.onlyWhile(() => mounted.passthroughEnabled());
   if (tuning.readAheadKb !== undefined) await setReadAhead(mountpoint, tuning.readAheadKb);
 
   let unmounting: Promise<void> | undefined;

@@ -201,6 +201,7 @@ interface NativeSession {
   invalidate(fh: number): boolean;
   detach(): Promise<number>;
   stats(): SessionStats;
+  passthroughEnabled(): boolean;
 }
 
 type Dispatch = (op: string, id: number, path: string, arg: number, text: string) => void;
@@ -451,6 +452,11 @@ export class NativeFuseSession {
   /** Later reads of `fh` answer EIO; false when the handle is already closed. */
   invalidate(fh: number): boolean {
     return this.native.invalidate(fh);
+  }
+
+  /** Whether the kernel accepted FUSE passthrough on this connection (false until INIT). */
+  passthroughEnabled(): boolean {
+    return this.native.passthroughEnabled();
   }
 
   stats(): SessionStats {

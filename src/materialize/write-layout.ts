@@ -287,18 +287,68 @@ function compressedSources(layout: Layout): string[] {
   return [...paths];
 }
 
+/** What `fillLayout` wrote into a file. */
+export type FillReport = Omit<WriteReport, 'path' | 'seconds'>;
+
+/**
+ * Writes `layout` into `output`, an open, empty, writable file (named `name` in errors): its
+ * size set, `bytes` written, `file` extents cloned or copied, `compressed` and `chain` extents
+ * decoded, zeros left as holes. writeLayout wraps it in a temp file and a rename; the mount's
+ * clones (src/fuse/clone-cache.ts) fill a file no folder names.
+ */
+export async function fillLayout(layout: Layout, output: FileHandle, name: string, sources: SourceFiles, mode: ReflinkMode, onProgress?: (done: number, total: number) => void): Promise<FillReport> {
+  const mover = new ExtentMover(output, name, sources, mode, await fsBlockSize(output.fd));
+  if (mode === 'always') {
+    const compressed = compressedSources(layout)[0];
+    if (compressed !== undefined) {
+      throw fileError('E_REFLINK', name, `--reflink always: ${compressed} is urBackup-compressed: its bytes must be decoded and copied, so the output cannot share blocks with it`);
+    }
+    await mover.probe(layout.extents.filter((extent): extent is FileExtent => extent.kind === 'file'));
+  }
+  await output.truncate(layout.size);
+  let generatedBytes = 0;
+  let zeroBytes = 0;
+  let done = 0;
+  const progress = (count: number): void => {
+    done += count;
+    onProgress?.(done, layout.size);
+  };
+  for (const extent of layout.extents) {
+    if (extent.kind === 'bytes') {
+      await writeAll(output, extent.data, extent.start, name);
+      generatedBytes += extent.length;
+      progress(extent.length);
+    } else if (extent.kind === 'zero') {
+      zeroBytes += extent.length;
+      progress(extent.length);
+    } else if (extent.kind === 'compressed') {
+      await mover.moveCompressed(extent, progress);
+    } else if (extent.kind === 'chain') {
+      await mover.moveChain(extent, progress);
+    } else {
+      await mover.move(extent, progress);
+    }
+  }
+  return {
+    size: layout.size,
+    clonedBytes: mover.clonedBytes,
+    copiedBytes: mover.copiedBytes,
+    generatedBytes,
+    holeBytes: zeroBytes + mover.holeBytes,
+    reflink: mode,
+    copyReasons: mover.copyReasons(),
+  };
+}
+
 export async function writeLayout(layout: Layout, path: string, options: WriteOptions = {}): Promise<WriteReport> {
   const started = process.hrtime.bigint();
   const force = options.force ?? false;
-  const mode = options.reflink ?? 'auto';
   await refuseExisting(path, force);
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.partial`);
   // Its one-line error names the corrupt block: no log line besides.
   const sources = new SourceFiles(16, options.confinement, false);
   let handle: FileHandle | undefined;
-  let generatedBytes = 0;
-  let zeroBytes = 0;
-  let mover: ExtentMover | undefined;
+  let filled: FillReport;
   const stopCleanup = cleanupOnSignals(temporary);
   try {
     try {
@@ -306,36 +356,7 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
     } catch (error) {
       throw fileError('E_IO', path, `cannot create output: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, error);
     }
-    mover = new ExtentMover(handle, path, sources, mode, await fsBlockSize(handle.fd));
-    if (mode === 'always') {
-      const compressed = compressedSources(layout)[0];
-      if (compressed !== undefined) {
-        throw fileError('E_REFLINK', path, `--reflink always: ${compressed} is urBackup-compressed: its bytes must be decoded and copied, so the output cannot share blocks with it`);
-      }
-      await mover.probe(layout.extents.filter((extent): extent is FileExtent => extent.kind === 'file'));
-    }
-    await handle.truncate(layout.size);
-    let done = 0;
-    const progress = (count: number): void => {
-      done += count;
-      options.onProgress?.(done, layout.size);
-    };
-    for (const extent of layout.extents) {
-      if (extent.kind === 'bytes') {
-        await writeAll(handle, extent.data, extent.start, temporary);
-        generatedBytes += extent.length;
-        progress(extent.length);
-      } else if (extent.kind === 'zero') {
-        zeroBytes += extent.length;
-        progress(extent.length);
-      } else if (extent.kind === 'compressed') {
-        await mover.moveCompressed(extent, progress);
-      } else if (extent.kind === 'chain') {
-        await mover.moveChain(extent, progress);
-      } else {
-        await mover.move(extent, progress);
-      }
-    }
+    filled = await fillLayout(layout, handle, path, sources, options.reflink ?? 'auto', options.onProgress);
     await testHold('SYNTHVHD_TEST_HOLD_WRITE');
     if (options.durable ?? true) await handle.sync();
     await handle.close();
@@ -352,15 +373,5 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
     await sources.close();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return {
-    path,
-    size: layout.size,
-    clonedBytes: mover.clonedBytes,
-    copiedBytes: mover.copiedBytes,
-    generatedBytes,
-    holeBytes: zeroBytes + mover.holeBytes,
-    seconds,
-    reflink: mode,
-    copyReasons: mover.copyReasons(),
-  };
+  return { path, ...filled, seconds };
 }

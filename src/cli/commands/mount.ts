@@ -21,6 +21,8 @@ export interface MountCommandOptions {
   readonly blocklists?: boolean;
   /** `--clone-cache DIR`: serve disks that can be from reflinked copies made there (passthrough). */
   readonly cloneCache?: string;
+  /** `--no-clones` (false): every disk read through the daemon. */
+  readonly clones?: boolean;
   /** `--windows-path \\server\share`: the mount point as Windows reaches it. */
   readonly windowsPath?: string;
 }
@@ -65,6 +67,7 @@ export async function mountCommand(root: string, mountpoint: string, options: Mo
       ...(options.blocklistCache === undefined ? {} : { blocklistCache: options.blocklistCache }),
       precomputeBlocklists: options.blocklists ?? false,
       ...(options.cloneCache === undefined ? {} : { cloneCache: options.cloneCache }),
+      clones: options.clones ?? true,
       ...(windowsPath === undefined ? {} : { windowsPath }),
     });
     // A bug that escapes every handler must not leave a dead mount ("Transport endpoint is not
