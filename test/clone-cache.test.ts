@@ -6,13 +6,14 @@
  * goes, never one that is open nor the one being made; a compressed layout is refused once, with
  * its reason; close() removes the mount's folder.
  */
+import { randomBytes } from 'node:crypto';
 import { fstatSync, readSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Layout } from '../src/extents/extent.js';
 import { CloneCache } from '../src/fuse/clone-cache.js';
-import { withLoopFs } from './helpers/loop-fs.js';
+import { usedBytes, withLoopFs } from './helpers/loop-fs.js';
 
 const MIB = 1024 * 1024;
 
@@ -166,6 +167,44 @@ describe('the clone cache', () => {
         await cache.close();
       }
       expect(await readdir(root)).toEqual(['volume.raw']);
+    });
+  });
+
+  it('drops a clone no file has open once it is idle, so a deleted backup frees its space; an open clone stays', async () => {
+    await withLoopFs('btrfs', 1024 * MIB, async (fsDir) => {
+      const root = join(fsDir, 'backups');
+      await mkdir(root);
+      const size = 256 * MIB;
+      const kept = join(root, 'kept.raw');
+      const deleted = join(root, 'deleted.raw');
+      for (const path of [kept, deleted]) await writeFile(path, randomBytes(size));
+      const layout = (source: string): Layout => ({ size, extents: [{ kind: 'file', start: 0, length: size, path: source, offset: 0, what: 'volume' }] });
+      const cache = CloneCache.besideBackups(root, () => undefined, 256, 300);
+      try {
+        expect(await cache.backingFor('/kept.vhd', layout(kept), [{}])).toBeDefined();
+        cache.opened('/kept.vhd');
+        const fd = await cache.backingFor('/deleted.vhd', layout(deleted), [{}]);
+        expect(fd).toBeDefined();
+        cache.opened('/deleted.vhd');
+        cache.released('/deleted.vhd');
+        const before = await usedBytes(fsDir);
+        await rm(deleted);
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 1000));
+        // The idle clone is gone (its descriptor closed), and with it the last reference to the
+        // deleted backup's blocks: the file system has them back. btrfs frees them at commit.
+        let freed = before - (await usedBytes(fsDir));
+        for (let tries = 0; tries < 50 && freed < size * 0.9; tries++) {
+          await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+          freed = before - (await usedBytes(fsDir));
+        }
+        expect(freed).toBeGreaterThan(size * 0.9);
+        // The open one is still there, readable.
+        const keptFd = await cache.backingFor('/kept.vhd', layout(kept), [{}]);
+        expect(keptFd).toBeDefined();
+        expect(bytesOf(keptFd ?? -1, 4096, size - 4096).equals((await readFile(kept)).subarray(size - 4096))).toBe(true);
+      } finally {
+        await cache.close();
+      }
     });
   });
 });

@@ -40,6 +40,12 @@ import { isNativeError } from '../native/native-error.js';
 const MAX_WRITTEN_BYTES = 64 * 1024 * 1024;
 /** Copies kept at most by default; the oldest one no file has open goes first. */
 const MAX_COPIES = 256;
+/**
+ * A copy no file has had open for this long is dropped: it pins its backup's blocks, and urBackup
+ * deletes old backups to free space (a deleted backup's blocks stay allocated while a clone shares
+ * them). Making it again on the next open costs tens of milliseconds.
+ */
+const IDLE_MS = 30_000;
 const FOLDER_PREFIX = 'synthvhd-clones-';
 /**
  * open(2) O_TMPFILE (Linux >= 3.11; `__O_TMPFILE | O_DIRECTORY`, the same value on x86-64 and
@@ -56,6 +62,8 @@ interface Copy {
   /** Its name (`--clone-cache DIR`), or undefined for an anonymous file. */
   file: string | undefined;
   opens: number;
+  /** Set while no file has it open: drops it after IDLE_MS. */
+  idle?: NodeJS.Timeout | undefined;
 }
 
 /** Why `layout` cannot be a cheap clone in a file system of `blockSize`-byte blocks, or undefined. */
@@ -116,22 +124,23 @@ export class CloneCache {
     private readonly confinement: Confinement,
     private readonly log: (line: string) => void,
     private readonly maxCopies: number,
+    private readonly idleMs: number,
   ) {}
 
   /** `--clone-cache DIR`: makes this mount's folder in `dir` (checked by the caller), removing ones dead mounts left. */
-  static async create(dir: string, root: string, log: (line: string) => void, maxCopies = MAX_COPIES): Promise<CloneCache> {
+  static async create(dir: string, root: string, log: (line: string) => void, maxCopies = MAX_COPIES, idleMs = IDLE_MS): Promise<CloneCache> {
     for (const name of await readdir(dir)) {
       const pid = Number(/^synthvhd-clones-(\d+)-/.exec(name)?.[1] ?? NaN);
       if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) await rm(join(dir, name), { recursive: true, force: true });
     }
     const folder = await mkdtemp(join(dir, `${FOLDER_PREFIX}${process.pid}-`));
     await chmod(folder, 0o700);
-    return new CloneCache(folder, { root }, log, maxCopies);
+    return new CloneCache(folder, { root }, log, maxCopies, idleMs);
   }
 
   /** The default: each copy an anonymous file on its backup's file system (see the top of this file). */
-  static besideBackups(root: string, log: (line: string) => void, maxCopies = MAX_COPIES): CloneCache {
-    return new CloneCache(undefined, { root }, log, maxCopies);
+  static besideBackups(root: string, log: (line: string) => void, maxCopies = MAX_COPIES, idleMs = IDLE_MS): CloneCache {
+    return new CloneCache(undefined, { root }, log, maxCopies, idleMs);
   }
 
   /**
@@ -165,6 +174,8 @@ export class CloneCache {
       this.copies.set(servedPath, copy);
       this.evict(copy);
     }
+    // Made or found for an open that follows (or for nothing: then it goes when idle).
+    this.idleFrom(servedPath, copy);
     const handle = await copy.ready;
     return handle?.fd;
   }
@@ -246,12 +257,27 @@ export class CloneCache {
   /** A file of `servedPath` was opened on its copy / closed. */
   opened(servedPath: string): void {
     const copy = this.copies.get(servedPath);
-    if (copy !== undefined) copy.opens++;
+    if (copy === undefined) return;
+    copy.opens++;
+    clearTimeout(copy.idle);
+    copy.idle = undefined;
   }
 
   released(servedPath: string): void {
     const copy = this.copies.get(servedPath);
-    if (copy !== undefined && copy.opens > 0) copy.opens--;
+    if (copy === undefined || copy.opens === 0) return;
+    copy.opens--;
+    this.idleFrom(servedPath, copy);
+  }
+
+  /** With no file open on it, `copy` is dropped IDLE_MS from now unless opened again. */
+  private idleFrom(servedPath: string, copy: Copy): void {
+    if (copy.opens > 0) return;
+    clearTimeout(copy.idle);
+    copy.idle = setTimeout(() => {
+      if (this.copies.get(servedPath) === copy && copy.opens === 0) this.discard(servedPath, copy, false);
+    }, this.idleMs);
+    copy.idle.unref();
   }
 
   /** `disk` changed or vanished: copies made from it read as empty from now on, and go. */
@@ -265,6 +291,7 @@ export class CloneCache {
    * inode, and emptied it reads end of file).
    */
   private discard(servedPath: string, copy: Copy, empty: boolean): void {
+    clearTimeout(copy.idle);
     this.copies.delete(servedPath);
     void copy.ready
       .then(async (handle) => {
@@ -287,6 +314,7 @@ export class CloneCache {
   /** Closes every copy and removes this mount's folder (open passthrough files keep their blocks). */
   async close(): Promise<void> {
     const copies = [...this.copies.values()];
+    for (const copy of copies) clearTimeout(copy.idle);
     this.copies.clear();
     await Promise.all(copies.map(async (copy) => (await copy.ready.catch(() => undefined))?.close().catch(() => undefined)));
     if (this.folder !== undefined) await rm(this.folder, { recursive: true, force: true });
