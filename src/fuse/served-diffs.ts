@@ -39,7 +39,7 @@ import { createLimiter } from '../util/limit.js';
 import { testHold } from '../util/test-hold.js';
 import { ForegroundActivity } from './foreground-activity.js';
 import {
-  DEFAULT_CACHE_BYTES,
+  DEFAULT_DIFF_CACHE_BYTES,
   describe,
   diffFileName,
   layoutMemoryBytes,
@@ -115,7 +115,7 @@ interface BuildEntry {
 }
 
 export interface ServedDiffsOptions {
-  /** Bytes of built diffs kept cached (LRU by memory, their BATs and bitmaps, and both disks); default 64 MiB. */
+  /** Bytes of built diffs kept cached (LRU by memory, their BATs and bitmaps, and both disks); default 32 MiB. */
   readonly maxBytes?: number;
   /**
    * The mount point as Windows reaches it (`\\server\share`, from parseWindowsFolder): the
@@ -154,7 +154,7 @@ export class ServedDiffs {
     // A parent entry names a disk the disk cache holds (and sizes); counted at a fixed cost.
     this.parents = new LRUCache<string, ParentEntry>({ maxSize: PENDING_ENTRY_BYTES * 4096, sizeCalculation: () => PENDING_ENTRY_BYTES });
     this.builds = new LRUCache<string, BuildEntry>({
-      maxSize: options.maxBytes ?? DEFAULT_CACHE_BYTES,
+      maxSize: options.maxBytes ?? DEFAULT_DIFF_CACHE_BYTES,
       // A built diff keeps both its disks alive (open handles revalidate them): they count here too.
       sizeCalculation: (entry) => (entry.diff === undefined ? PENDING_ENTRY_BYTES : entry.diff.memoryBytes()),
     });
