@@ -127,6 +127,22 @@ async function withCloneMount(
   });
 }
 
+/**
+ * The served .vhd read whole while the kernel counts the daemon's reads: under 1/16 of it (read
+ * by the daemon, every partition byte would pass through its pread); both served disks identical
+ * to the assembled one. Returns the .vhd's path.
+ */
+async function expectServedByKernel(mount: MountedChild): Promise<string> {
+  const vhd = servedDisk(mount.mountpoint, 'vhd');
+  const size = (await stat(vhd)).size;
+  const served = await readCounted(mount, vhd);
+  expect(served.bytes).toBe(size);
+  expect(served.daemonRead).toBeLessThan(size / 16);
+  await expectIdentical(vhd, 'vpc');
+  await expectIdentical(servedDisk(mount.mountpoint, 'vhdx'), 'vhdx');
+  return vhd;
+}
+
 /** Every name under `dir` with its size and times (ns): what writing anything there would change. */
 async function treeState(dir: string): Promise<string[]> {
   const state: string[] = [];
@@ -146,14 +162,7 @@ describe.each<LoopFsKind>(['btrfs', 'xfs'])('clones beside the backups (the defa
     await withCloneMount(kind, 'beside', [], async (mount, fsDir) => {
       backups = join(fsDir, 'backups');
       before = await treeState(backups);
-      const vhd = servedDisk(mount.mountpoint, 'vhd');
-      const vhdx = servedDisk(mount.mountpoint, 'vhdx');
-      const size = (await stat(vhd)).size;
-      const served = await readCounted(mount, vhd);
-      expect(served.bytes).toBe(size);
-      expect(served.daemonRead).toBeLessThan(size / 16);
-      await expectIdentical(vhd, 'vpc');
-      await expectIdentical(vhdx, 'vhdx');
+      await expectServedByKernel(mount);
       // Nothing named, changed or touched in the backup tree (nor the clone folder made).
       expect(await treeState(backups)).toEqual(before);
       expect(await readdir(fsDir)).toEqual(['backups', 'clones']);
@@ -215,14 +224,7 @@ describe.each<LoopFsKind>(['btrfs', 'xfs'])('--clone-cache on %s', (kind) => {
       'folder',
       ['--allow-other'],
       async (mount, fsDir) => {
-        const vhd = servedDisk(mount.mountpoint, 'vhd');
-        const vhdx = servedDisk(mount.mountpoint, 'vhdx');
-        const size = (await stat(vhd)).size;
-        const served = await readCounted(mount, vhd);
-        expect(served.bytes).toBe(size);
-        expect(served.daemonRead).toBeLessThan(size / 16);
-        await expectIdentical(vhd, 'vpc');
-        await expectIdentical(vhdx, 'vhdx');
+        const vhd = await expectServedByKernel(mount);
         // One private folder for this mount, holding the two clones.
         const cloneDir = join(fsDir, 'clones');
         const folders = await readdir(cloneDir);
