@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import type { Layout } from '../src/extents/extent.js';
 import { CloneCache } from '../src/fuse/clone-cache.js';
 import { usedBytes, withLoopFs } from './helpers/loop-fs.js';
+import { runOk } from './helpers/run.js';
 
 const MIB = 1024 * 1024;
 
@@ -160,6 +161,27 @@ describe('the clone cache', () => {
       const lines: string[] = [];
       const cache = CloneCache.besideBackups(root, (line) => lines.push(line));
       try {
+        expect(await cache.backingFor('/a.vhd', layoutOf(source, 1), [{}])).toBeUndefined();
+        expect(await cache.backingFor('/b.vhd', layoutOf(source, 2), [{}])).toBeUndefined();
+        expect(lines).toEqual([]);
+      } finally {
+        await cache.close();
+      }
+      expect(await readdir(root)).toEqual(['volume.raw']);
+    });
+  });
+
+  it('beside the backups on a read-only file system (a snapshot mounted read-only): served by the daemon, silently', async () => {
+    await withLoopFs('btrfs', 256 * MIB, async (fsDir) => {
+      const root = join(fsDir, 'backups');
+      await mkdir(root);
+      const source = join(root, 'volume.raw');
+      await writeFile(source, Buffer.alloc(MIB, 0x22));
+      await runOk('mount', ['-o', 'remount,ro', fsDir]);
+      const lines: string[] = [];
+      const cache = CloneCache.besideBackups(root, (line) => lines.push(line));
+      try {
+        // O_TMPFILE answers EROFS: no clone, and the next disk is not tried on that file system.
         expect(await cache.backingFor('/a.vhd', layoutOf(source, 1), [{}])).toBeUndefined();
         expect(await cache.backingFor('/b.vhd', layoutOf(source, 2), [{}])).toBeUndefined();
         expect(lines).toEqual([]);
