@@ -137,19 +137,25 @@ function fingerprint(info: Stats | undefined): string {
 }
 
 /**
- * The directory entry itself, not what a symlink leads to: its type and inode. `stat` follows a
- * symlink, so a source swapped for a symlink to a file of the same size, owner, mode and times
- * (and its folder's times put back) would keep the key, and an open disk would go on serving
- * bytes of sources that are no longer there (README "Who may read what").
+ * What a reader of `path` gets (`info`: stat, a symlink followed; undefined when it is gone) and
+ * the directory entry itself (`identity`: its type and inode, not what a symlink leads to). Both
+ * go into a disk's key: `stat` alone follows a symlink, so a source swapped for a symlink to a
+ * file of the same size, owner, mode and times (and its folder's times put back) would keep the
+ * key, and an open disk would go on serving bytes of sources that are no longer there (README
+ * "Who may read what"). One lstat gives both unless the entry is a symlink: on a walk of 10 000
+ * disks every system call is a thread-pool round trip, and a probe asks this of every source.
  */
-async function entryIdentity(path: string): Promise<string> {
+async function statWithIdentity(path: string): Promise<{ info: Stats | undefined; identity: string }> {
+  let entry: Stats;
   try {
-    const info = await lstat(path);
-    const type = info.isSymbolicLink() ? 'symlink' : info.isFile() ? 'file' : info.isDirectory() ? 'dir' : 'other';
-    return `${type}#${info.dev}.${info.ino}`;
+    entry = await lstat(path);
   } catch {
-    return '-';
+    // No entry (or no way to it): stat, which resolves the same path, fails too.
+    return { info: undefined, identity: '-' };
   }
+  const type = entry.isSymbolicLink() ? 'symlink' : entry.isFile() ? 'file' : entry.isDirectory() ? 'dir' : 'other';
+  const identity = `${type}#${entry.dev}.${entry.ino}`;
+  return { info: entry.isSymbolicLink() ? await statOrUndefined(path) : entry, identity };
 }
 
 function sourceObject(info: Stats): SourceObject {
@@ -179,10 +185,9 @@ async function probeFolder(folder: string): Promise<Probe> {
   const found = await Promise.all(candidates.sort().map((name) => readBackupFolder(client, join(clientDir, name), name)));
   const siblings = found.filter((item): item is VolumeBackup => item !== undefined && isVolumeBackup(item));
   const volumes = [entry, ...siblings];
-  const states = await Promise.all(
-    volumes.map(async (volume) => Promise.all([statOrUndefined(volume.rawPath), statOrUndefined(volume.mbrPath), statOrUndefined(volume.folder)])),
-  );
-  const identities = await Promise.all(volumes.map(async (volume) => (await Promise.all([volume.rawPath, volume.mbrPath, volume.folder].map(entryIdentity))).join(',')));
+  const looked = await Promise.all(volumes.map(async (volume) => Promise.all([volume.rawPath, volume.mbrPath, volume.folder].map(statWithIdentity))));
+  const states = looked.map((three) => three.map(({ info }) => info));
+  const identities = looked.map((three) => three.map(({ identity }) => identity).join(','));
   // The folders every source is reached through: the root and the client folder (each volume
   // folder is in `states`).
   const ancestors = await Promise.all([dirname(clientDir), clientDir].map(statOrUndefined));
