@@ -68,9 +68,9 @@ interface Copy {
 
 /** Why `layout` cannot be a cheap clone in a file system of `blockSize`-byte blocks, or undefined. */
 export function whyNotClonable(layout: Layout, blockSize: number): string | undefined {
+  if (holdsDecodedBytes(layout)) return COMPRESSED;
   let written = 0;
   for (const extent of layout.extents) {
-    if (extent.kind === 'compressed' || extent.kind === 'chain') return COMPRESSED;
     if (extent.kind === 'bytes') written += extent.length;
     if (extent.kind === 'file') {
       for (const piece of planClone(extent.start, extent.offset, extent.length, blockSize)) if (piece.action === 'copy') written += piece.length;
@@ -81,6 +81,11 @@ export function whyNotClonable(layout: Layout, blockSize: number): string | unde
 }
 
 const COMPRESSED = 'its backup is compressed (a copy would hold decoded bytes)';
+
+/** Compressed or chained extents: bytes that exist only once decoded, so no clone can share them. */
+function holdsDecodedBytes(layout: Layout): boolean {
+  return layout.extents.some((extent) => extent.kind === 'compressed' || extent.kind === 'chain');
+}
 
 /** The errno name (`EROFS`) of a failure or of what caused it, if a system call failed. */
 function errnoOf(error: unknown): string | undefined {
@@ -165,7 +170,7 @@ export class CloneCache {
       copy = undefined;
     }
     if (copy === undefined) {
-      if (layout.extents.some((extent) => extent.kind === 'compressed' || extent.kind === 'chain')) {
+      if (holdsDecodedBytes(layout)) {
         this.refuse(servedPath, disks, COMPRESSED, this.folder === undefined);
         return undefined;
       }

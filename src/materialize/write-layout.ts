@@ -59,11 +59,6 @@ export interface WriteOptions {
   readonly onProgress?: (done: number, total: number) => void;
   /** The backup root the layout's sources must stay in (src/extents/confined-open.ts). */
   readonly confinement?: Confinement;
-  /**
-   * fsync before the rename (default true). A cache that is rebuilt after a crash anyway (the
-   * mount's clones) need not wait for the disk.
-   */
-  readonly durable?: boolean;
 }
 
 function isZero(buffer: Uint8Array): boolean {
@@ -358,7 +353,7 @@ export async function writeLayout(layout: Layout, path: string, options: WriteOp
     }
     filled = await fillLayout(layout, handle, path, sources, options.reflink ?? 'auto', options.onProgress);
     await testHold('SYNTHVHD_TEST_HOLD_WRITE');
-    if (options.durable ?? true) await handle.sync();
+    await handle.sync();
     await handle.close();
     handle = undefined;
     await refuseExisting(path, force);
