@@ -7,7 +7,7 @@
   "targets": [
     {
       "target_name": "synthvhd_native",
-      "sources": ["src/synthvhd_native.cc", "src/record_codec.cc"],
+      "sources": ["src/synthvhd_native.cc", "src/source_files.cc", "src/record_codec.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(pkg-config --cflags-only-I libzstd zlib | sed 's/-I//g')"

@@ -9,6 +9,7 @@
 //   fsBlockSize(fd)                                           -> Promise<number>      fstatfs f_bsize
 //   decodeRecord(fd, recordOffset, minLength, maxLength, into) -> Promise<number>     urBackup record
 //   maxStoredBytes(decodedLength) -> number; recordLimits: { headerBytes, maxDecodedBytes }
+//   lstatPaths(paths, follow), openConfined(path, root, maxSize, readLength): source_files.cc
 //
 // Every call runs on the libuv worker pool (one Napi::AsyncWorker per call) and settles a promise.
 // Offsets and lengths are JS numbers (safe integers, 0 <= x <= 2^53-1) or BigInts (0 <= x < 2^63).
@@ -23,6 +24,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "promise_worker.h"
 #include "record_codec.h"
 
 #include <cerrno>
@@ -41,147 +43,27 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+namespace synthvhd {
+// source_files.cc: lstatPaths, openConfined.
+void AddSourceFileCalls(Napi::Env env, Napi::Object exports);
+}  // namespace synthvhd
+
 namespace {
 
-// 2^53 - 1: the largest integer a JS number holds exactly (Number.MAX_SAFE_INTEGER).
-constexpr double kMaxSafeInteger = 9007199254740991.0;
-
-// ---------------------------------------------------------------------------------------------
-// Argument parsing. Each returns false after throwing a JS exception.
-
-bool GetFd(const Napi::CallbackInfo& info, size_t index, const char* name, int* out) {
-  Napi::Env env = info.Env();
-  if (index >= info.Length() || !info[index].IsNumber()) {
-    Napi::TypeError::New(env, std::string(name) + " must be a file descriptor (number)").ThrowAsJavaScriptException();
-    return false;
-  }
-  double value = info[index].As<Napi::Number>().DoubleValue();
-  if (!(value >= 0 && value <= 2147483647.0) || value != static_cast<double>(static_cast<int>(value))) {
-    Napi::RangeError::New(env, std::string(name) + " must be a non-negative 32-bit integer").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = static_cast<int>(value);
-  return true;
-}
-
-// A byte offset or length: a safe non-negative integer number, or a non-negative int64 BigInt.
-bool GetOffset(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t* out) {
-  Napi::Env env = info.Env();
-  if (index < info.Length() && info[index].IsNumber()) {
-    double value = info[index].As<Napi::Number>().DoubleValue();
-    if (!(value >= 0 && value <= kMaxSafeInteger) || value != static_cast<double>(static_cast<int64_t>(value))) {
-      Napi::RangeError::New(env, std::string(name) + " must be an integer in [0, 2^53)").ThrowAsJavaScriptException();
-      return false;
-    }
-    *out = static_cast<int64_t>(value);
-    return true;
-  }
-  if (index < info.Length() && info[index].IsBigInt()) {
-    bool lossless = false;
-    int64_t value = info[index].As<Napi::BigInt>().Int64Value(&lossless);
-    if (!lossless || value < 0) {
-      Napi::RangeError::New(env, std::string(name) + " must be a BigInt in [0, 2^63)").ThrowAsJavaScriptException();
-      return false;
-    }
-    *out = value;
-    return true;
-  }
-  Napi::TypeError::New(env, std::string(name) + " must be a number or a bigint").ThrowAsJavaScriptException();
-  return false;
-}
-
-bool CheckArgCount(const Napi::CallbackInfo& info, size_t count, const char* fn) {
-  if (info.Length() != count) {
-    Napi::TypeError::New(info.Env(), std::string(fn) + " takes " + std::to_string(count) + " arguments")
-        .ThrowAsJavaScriptException();
-    return false;
-  }
-  return true;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors.
-
-// The errno name ("EXDEV") from libuv, which maps UV error -e to the name of errno e on Unix.
-// EOPNOTSUPP and ENOTSUP are one value (95) on Linux; libuv calls it "ENOTSUP", the man pages of
-// ioctl_ficlonerange(2) and copy_file_range(2) call it EOPNOTSUPP, and so do we.
-std::string ErrnoName(int err) {
-  if (err == EOPNOTSUPP) return "EOPNOTSUPP";
-  char buf[64];
-  uv_err_name_r(-err, buf, sizeof buf);
-  return buf;
-}
-
-std::string ErrnoMessage(int err) {
-  char buf[256];
-  uv_strerror_r(-err, buf, sizeof buf);
-  return buf;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The worker: Execute() runs on a pool thread and only touches plain members; OnOK() runs on the
-// JS thread and settles the promise. Failures are recorded with Fail(), never with SetError, so
-// that the rejection carries code/errno/syscall.
-
-class Worker : public Napi::AsyncWorker {
- public:
-  Worker(Napi::Env env, const char* resource_name)
-      : Napi::AsyncWorker(env, resource_name), deferred_(Napi::Promise::Deferred::New(env)) {}
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  // Records a failed syscall (errno value `err`). Safe on the pool thread (libuv's *_r helpers).
-  void Fail(int err, const char* syscall) { Fail(ErrnoName(err), ErrnoMessage(err), err, syscall); }
-
-  // Records a failure that has no errno of its own (`err` 0), e.g. code "EOF".
-  void Fail(std::string code, std::string message, int err, const char* syscall) {
-    failed_ = true;
-    code_ = std::move(code);
-    message_ = std::move(message);
-    errno_ = err;
-    syscall_ = syscall;
-  }
-
-  // Builds the resolved value on the JS thread (only called when Execute() did not Fail()).
-  virtual Napi::Value Result(Napi::Env env) = 0;
-
-  // Adds extra properties to a rejection (e.g. the bytes done before the failure).
-  virtual void DecorateError(Napi::Object /*error*/) {}
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (!failed_) {
-      deferred_.Resolve(Result(env));
-      return;
-    }
-    // The message reads like Node's own system errors: "EXDEV: cross-device link not permitted, FICLONERANGE".
-    Napi::Object error = Napi::Error::New(env, code_ + ": " + message_ + ", " + syscall_).Value();
-    error.Set("code", Napi::String::New(env, code_));
-    error.Set("errno", Napi::Number::New(env, errno_));
-    error.Set("syscall", Napi::String::New(env, syscall_));
-    DecorateError(error);
-    deferred_.Reject(error);
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  bool failed_ = false;
-  std::string code_;
-  std::string message_;
-  int errno_ = 0;
-  std::string syscall_;
-};
+using synthvhd::CheckArgCount;
+using synthvhd::ErrnoName;
+using synthvhd::GetFd;
+using synthvhd::GetOffset;
+using synthvhd::PromiseWorker;
 
 // ---------------------------------------------------------------------------------------------
 // cloneRange: one FICLONERANGE ioctl on the destination fd. All or nothing: the kernel either
 // shares the whole range or fails (ioctl_file_clone: `if (olen && cloned != olen) ret = -EINVAL`).
 
-class CloneRangeWorker : public Worker {
+class CloneRangeWorker : public PromiseWorker {
  public:
   CloneRangeWorker(Napi::Env env, int src_fd, int64_t src_offset, int dst_fd, int64_t dst_offset, int64_t length)
-      : Worker(env, "synthvhd.cloneRange"),
+      : PromiseWorker(env, "synthvhd.cloneRange"),
         src_fd_(src_fd), src_offset_(src_offset), dst_fd_(dst_fd), dst_offset_(dst_offset), length_(length) {}
 
  protected:
@@ -248,10 +130,10 @@ Napi::Value CloneRange(const Napi::CallbackInfo& info) {
 // looped over short copies. A 0 return before `length` bytes means the source ended: reject with
 // code "EOF" and `bytesCopied`. On a file system that can reflink, the kernel clones what it can.
 
-class CopyFileRangeWorker : public Worker {
+class CopyFileRangeWorker : public PromiseWorker {
  public:
   CopyFileRangeWorker(Napi::Env env, int src_fd, int64_t src_offset, int dst_fd, int64_t dst_offset, int64_t length)
-      : Worker(env, "synthvhd.copyFileRange"),
+      : PromiseWorker(env, "synthvhd.copyFileRange"),
         src_fd_(src_fd), src_offset_(src_offset), dst_fd_(dst_fd), dst_offset_(dst_offset), length_(length) {}
 
  protected:
@@ -303,10 +185,10 @@ Napi::Value CopyFileRange(const Napi::CallbackInfo& info) {
 // no data at or after `offset` (ENXIO); seekHole's ENXIO (offset at or past EOF) stays an error.
 // A file system without hole tracking reports the whole file as data (generic_file_llseek).
 
-class SeekWorker : public Worker {
+class SeekWorker : public PromiseWorker {
  public:
   SeekWorker(Napi::Env env, int fd, int64_t offset, int whence)
-      : Worker(env, whence == SEEK_DATA ? "synthvhd.seekData" : "synthvhd.seekHole"),
+      : PromiseWorker(env, whence == SEEK_DATA ? "synthvhd.seekData" : "synthvhd.seekHole"),
         fd_(fd), offset_(offset), whence_(whence) {}
 
  protected:
@@ -351,10 +233,10 @@ Napi::Value SeekHole(const Napi::CallbackInfo& info) { return Seek(info, SEEK_HO
 // window, found by alternating SEEK_DATA and SEEK_HOLE in one pool job. Granularity is the file
 // system's (a block, or an extent); holes past EOF simply end the list.
 
-class DataRangesWorker : public Worker {
+class DataRangesWorker : public PromiseWorker {
  public:
   DataRangesWorker(Napi::Env env, int fd, int64_t start, int64_t end)
-      : Worker(env, "synthvhd.dataRanges"), fd_(fd), start_(start), end_(end) {}
+      : PromiseWorker(env, "synthvhd.dataRanges"), fd_(fd), start_(start), end_(end) {}
 
  protected:
   void Execute() override {
@@ -424,10 +306,10 @@ Napi::Value DataRanges(const Napi::CallbackInfo& info) { return QueueRangeWorker
 // whose ranges map to the same physical extents hold the same bytes: `synthvhd diff` uses that
 // to skip reading what a reflink copy still shares (Documentation/filesystems/fiemap.rst).
 
-class FiemapWorker : public Worker {
+class FiemapWorker : public PromiseWorker {
  public:
   FiemapWorker(Napi::Env env, int fd, int64_t start, int64_t end)
-      : Worker(env, "synthvhd.fiemap"), fd_(fd), start_(start), end_(end) {}
+      : PromiseWorker(env, "synthvhd.fiemap"), fd_(fd), start_(start), end_(end) {}
 
  protected:
   void Execute() override {
@@ -491,9 +373,9 @@ Napi::Value Fiemap(const Napi::CallbackInfo& info) { return QueueRangeWorker<Fie
 // fsBlockSize: fstatfs(2) f_bsize, which on btrfs and XFS is the superblock block size that
 // FICLONERANGE offsets must be aligned to (generic_remap_checks uses i_sb->s_blocksize).
 
-class FsBlockSizeWorker : public Worker {
+class FsBlockSizeWorker : public PromiseWorker {
  public:
-  FsBlockSizeWorker(Napi::Env env, int fd) : Worker(env, "synthvhd.fsBlockSize"), fd_(fd) {}
+  FsBlockSizeWorker(Napi::Env env, int fd) : PromiseWorker(env, "synthvhd.fsBlockSize"), fd_(fd) {}
 
  protected:
   void Execute() override {
@@ -531,11 +413,11 @@ Napi::Value FsBlockSize(const Napi::CallbackInfo& info) {
 // or detached meanwhile. One record per call: the call costs microseconds, a 2 MiB block
 // milliseconds (docs/urbackup-image-formats.md §8).
 
-class DecodeRecordWorker : public Worker {
+class DecodeRecordWorker : public PromiseWorker {
  public:
   DecodeRecordWorker(Napi::Env env, int fd, int64_t record, int64_t min_length, int64_t max_length,
                      Napi::Uint8Array into)
-      : Worker(env, "synthvhd.decodeRecord"), fd_(fd), record_(record), min_length_(min_length),
+      : PromiseWorker(env, "synthvhd.decodeRecord"), fd_(fd), record_(record), min_length_(min_length),
         max_length_(max_length), out_(into.Data()), into_(Napi::Persistent(into)) {}
 
  protected:
@@ -615,6 +497,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("headerBytes", Napi::Number::New(env, static_cast<double>(synthvhd::codec::kRecordHeaderBytes)));
   limits.Set("maxDecodedBytes", Napi::Number::New(env, static_cast<double>(synthvhd::codec::kMaxDecodedBytes)));
   exports.Set("recordLimits", limits);
+  synthvhd::AddSourceFileCalls(env, exports);
   return exports;
 }
 

@@ -20,6 +20,8 @@ import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, type
 import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, relative } from 'node:path';
 import { fileError, systemErrorCode, type SynthvhdError } from '../errors/synthvhd-error.js';
+import { isNativeError } from '../native/native-error.js';
+import { openConfined } from '../native/native.js';
 
 export interface Confinement {
   /** The backup root, absolute and resolved (realpath). */
@@ -44,28 +46,69 @@ function sourceFlags(confinement: Confinement | undefined): number {
   return constants.O_RDONLY | constants.O_NONBLOCK | (confinement === undefined ? 0 : constants.O_NOFOLLOW);
 }
 
-/** The error for a failed open of a source. */
-function openFailure(path: string, role: string, error: unknown): SynthvhdError {
-  const code = systemErrorCode(error);
+/** The error for a failed open of a source (`code`: the errno name open failed with). */
+function openFailure(path: string, role: string, error: unknown, code = systemErrorCode(error)): SynthvhdError {
   if (code === 'ELOOP') {
     return fileError('E_UNSAFE_SOURCE', path, `is a symbolic link: a ${role} must be a regular file inside the backup root, so it is not used`, error);
   }
   return fileError('E_IO', path, `cannot open: ${code}`, error);
 }
 
+function notRegular(path: string, role: string): SynthvhdError {
+  return fileError('E_UNSAFE_SOURCE', path, `is not a regular file: a ${role} must be one, so it is not used`);
+}
+
+function tooLarge(path: string, role: string, size: number, maxSize: number): SynthvhdError {
+  return fileError('E_UNSAFE_SOURCE', path, `is ${size} bytes, more than a ${role} can be (${maxSize}): refused without reading it`);
+}
+
+function outside(path: string, actual: string, confinement: Confinement): SynthvhdError {
+  return fileError('E_UNSAFE_SOURCE', path, `resolves to ${actual}, outside the backup root ${confinement.root}: not used`);
+}
+
 /** An opened source must be a regular file and not over `maxSize` (checked before any read). */
 function checkOpenedFile(path: string, info: Stats, options: ConfinedOpenOptions): void {
   const role = options.role ?? 'source file';
-  if (!info.isFile()) throw fileError('E_UNSAFE_SOURCE', path, `is not a regular file: a ${role} must be one, so it is not used`);
-  if (options.maxSize !== undefined && info.size > options.maxSize) {
-    throw fileError('E_UNSAFE_SOURCE', path, `is ${info.size} bytes, more than a ${role} can be (${options.maxSize}): refused without reading it`);
-  }
+  if (!info.isFile()) throw notRegular(path, role);
+  if (options.maxSize !== undefined && info.size > options.maxSize) throw tooLarge(path, role, info.size, options.maxSize);
 }
 
 /** `actual` (the kernel's path of the opened descriptor) must lie inside the backup root. */
 function checkInside(path: string, actual: string, confinement: Confinement): void {
-  if (!isInsideDirectory(confinement.root, actual)) {
-    throw fileError('E_UNSAFE_SOURCE', path, `resolves to ${actual}, outside the backup root ${confinement.root}: not used`);
+  if (!isInsideDirectory(confinement.root, actual)) throw outside(path, actual, confinement);
+}
+
+/**
+ * The same checks and errors as openSourceFileWithStat, in one pool job (native/src/source_files.cc):
+ * open, fstat, readlink of the descriptor and, with `readLength` > 0, the read of the file's first
+ * bytes and the close. For the mount's walk, whose every disk opens two files per volume: as
+ * separate promises that was five to six thread-pool round trips per file (docs/architecture.md
+ * §7.1). Returns an open fd (the caller closes it) when nothing was read, else fd -1.
+ */
+export async function openSourceNative(
+  path: string,
+  confinement: Confinement | undefined,
+  options: ConfinedOpenOptions & { readonly readLength?: number },
+): Promise<{ fd: number; size: number; mtimeMs: number; bytes: Buffer }> {
+  const role = options.role ?? 'source file';
+  const maxSize = options.maxSize ?? Number.MAX_SAFE_INTEGER;
+  try {
+    return await openConfined(path, confinement?.root ?? '', maxSize, options.readLength ?? 0);
+  } catch (error) {
+    if (!isNativeError(error)) throw error;
+    switch (error.errno) {
+      case 'E_SYMLINK':
+        throw openFailure(path, role, error, 'ELOOP');
+      case 'E_NOT_REGULAR':
+        throw notRegular(path, role);
+      case 'E_TOO_LARGE':
+        throw tooLarge(path, role, error.size ?? 0, maxSize);
+      case 'E_OUTSIDE_ROOT':
+        throw outside(path, error.actual ?? '?', confinement ?? { root: '/' });
+      default:
+        if (error.syscall === 'open') throw openFailure(path, role, error, error.errno);
+        throw fileError('E_IO', path, `cannot read: ${error.errno}`, error);
+    }
   }
 }
 

@@ -20,7 +20,7 @@
  * errno values.
  */
 import { ForegroundActivity } from './foreground-activity.js';
-import { constants, type Stats } from 'node:fs';
+import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlocklistPrecomputer, readCachedBlocklist, type CachedBlocklist } from '../blocklist/cache.js';
@@ -36,12 +36,16 @@ import { packLayout, type DirEntryInfo, type NodeStat, type NodeStatfs, type Ope
 import { ServedDisks, diffFileName, type ServedDisk, type ServedDisksOptions, type VirtualEntry, virtualEntriesOf } from './served-disks.js';
 import { ServedDiffs } from './served-diffs.js';
 import { mirroredMode, type VirtualAccess } from './reader-access.js';
+import { lstatPaths, type EntryStat } from '../native/native.js';
 
 const S_IFMT = constants.S_IFMT;
 const S_IFREG = constants.S_IFREG;
 const S_IFLNK = constants.S_IFLNK;
 const S_IFDIR = constants.S_IFDIR;
-/** lstat calls in flight per listing (a mirrored file backup's folder may hold 100 000 names). */
+/**
+ * Names lstat'ed per pool job of a listing (lstatPaths): a batch is one round trip instead of one
+ * per name, and a mirrored file backup's folder may hold 100 000 names.
+ */
 const READDIR_STAT_BATCH = 256;
 const SECTOR = 512;
 /** open(2) access-mode mask (fcntl.h); Node's fs.constants lacks it. */
@@ -215,7 +219,7 @@ export class BackupFs {
     return this.realStat(await lstat(target.source));
   }
 
-  private realStat(info: Stats): FileStat {
+  private realStat(info: EntryStat): FileStat {
     const type = info.mode & S_IFMT;
     // The source's own permissions minus write: the kernel (default_permissions) then refuses
     // whoever the source tree refuses. A symlink is mirrored as a symlink (the kernel resolves
@@ -258,16 +262,18 @@ export class BackupFs {
     const prefix = path === '/' ? '/' : `${path}/`;
     for (let at = 0; at < names.length; at += READDIR_STAT_BATCH) {
       const batch = names.slice(at, at + READDIR_STAT_BATCH);
-      entries.push(...(await Promise.all(batch.map(async (name): Promise<DirEntryInfo> => {
-        if (virtual.has(name)) return { name, ino: virtualInode(`${prefix}${name}`), mode: S_IFREG };
-        try {
-          const info = await lstat(join(source, name));
+      const real = batch.filter((name) => !virtual.has(name));
+      const stats = await lstatPaths(real.map((name) => join(source, name)));
+      const infos = new Map(real.map((name, index) => [name, stats[index]] as const));
+      entries.push(
+        ...batch.map((name): DirEntryInfo => {
+          if (virtual.has(name)) return { name, ino: virtualInode(`${prefix}${name}`), mode: S_IFREG };
+          const info = infos.get(name);
+          if (info === undefined) return { name, ino: NaN, mode: 0 }; // gone since the listing: unknown, as before
           const entry = { name, ino: realInode(info.dev, info.ino, this.rootDev), mode: info.mode & S_IFMT };
           return this.resolve(`${prefix}${name}`).kind === 'real' ? { ...entry, stat: this.realStat(info) } : entry;
-        } catch {
-          return { name, ino: NaN, mode: 0 }; // gone since the listing: unknown, as before
-        }
-      }))));
+        }),
+      );
     }
     return entries;
   }

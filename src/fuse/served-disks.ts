@@ -18,8 +18,8 @@
  * for each source state.
  */
 import type { VhdChain } from '../extents/vhd-chain.js';
-import { lstat, readdir, stat } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { composeDiskFor, virtualFileName, type ContainerFormat } from '../catalog/catalog.js';
@@ -35,6 +35,7 @@ import { BLOCKLIST_SUFFIX } from '../blocklist/blocklist.js';
 import { type SourceObject, type VirtualAccess, virtualAccess } from './reader-access.js';
 import { createLimiter } from '../util/limit.js';
 import { testHold } from '../util/test-hold.js';
+import { lstatPaths, type EntryStat } from '../native/native.js';
 
 /** docs/urbackup-formats.md §1.1: `<YYMMDD-HHMM>_Image_<L>`; only drive letters get a virtual disk. */
 const DRIVE_LETTER_FOLDER = /^(\d{6}-\d{4})_Image_([A-Za-z])$/;
@@ -114,52 +115,57 @@ async function chainState(disk: ComposedDisk): Promise<{ objects: SourceObject[]
   const parents = chainParents(disk);
   if (parents.length === 0) return { objects: [], key: '' };
   const paths = [...new Set(parents.flatMap((path) => [path, dirname(path)]))];
-  const infos = new Map(await Promise.all(paths.map(async (path) => [path, await statOrUndefined(path)] as const)));
-  const objects = [...infos.values()].flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+  const stats = await lstatPaths(paths, true);
+  const infos = new Map(paths.map((path, index) => [path, stats[index]] as const));
+  const objects = stats.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
   return { objects, key: chainKeyOf(parents.map((path) => infos.get(path))) };
 }
 
-function chainKeyOf(parents: readonly (Stats | undefined)[]): string {
+function chainKeyOf(parents: readonly (EntryStat | undefined)[]): string {
   return parents.map((info) => (info === undefined ? '-' : `${info.dev}.${info.ino}:${fingerprint(info)}`)).join('|');
 }
 
-async function statOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await stat(path);
-  } catch {
-    return undefined;
-  }
-}
-
 /** Size, mtime and who may read it: a change of any of them composes the disk again. */
-function fingerprint(info: Stats | undefined): string {
+function fingerprint(info: EntryStat | undefined): string {
   return info === undefined ? '-' : `${info.size}@${info.mtimeMs}:${info.uid}.${info.gid}.${info.mode.toString(8)}`;
 }
 
-/**
- * What a reader of `path` gets (`info`: stat, a symlink followed; undefined when it is gone) and
- * the directory entry itself (`identity`: its type and inode, not what a symlink leads to). Both
- * go into a disk's key: `stat` alone follows a symlink, so a source swapped for a symlink to a
- * file of the same size, owner, mode and times (and its folder's times put back) would keep the
- * key, and an open disk would go on serving bytes of sources that are no longer there (README
- * "Who may read what"). One lstat gives both unless the entry is a symlink: on a walk of 10 000
- * disks every system call is a thread-pool round trip, and a probe asks this of every source.
- */
-async function statWithIdentity(path: string): Promise<{ info: Stats | undefined; identity: string }> {
-  let entry: Stats;
-  try {
-    entry = await lstat(path);
-  } catch {
-    // No entry (or no way to it): stat, which resolves the same path, fails too.
-    return { info: undefined, identity: '-' };
+function fileType(mode: number): 'symlink' | 'file' | 'dir' | 'other' {
+  switch (mode & constants.S_IFMT) {
+    case constants.S_IFLNK:
+      return 'symlink';
+    case constants.S_IFREG:
+      return 'file';
+    case constants.S_IFDIR:
+      return 'dir';
+    default:
+      return 'other';
   }
-  const type = entry.isSymbolicLink() ? 'symlink' : entry.isFile() ? 'file' : entry.isDirectory() ? 'dir' : 'other';
-  const identity = `${type}#${entry.dev}.${entry.ino}`;
-  return { info: entry.isSymbolicLink() ? await statOrUndefined(path) : entry, identity };
 }
 
-function sourceObject(info: Stats): SourceObject {
-  return { uid: info.uid, gid: info.gid, mode: info.mode, isDirectory: info.isDirectory() };
+/**
+ * For each path, what a reader gets (`info`: stat, a symlink followed; undefined when it is gone)
+ * and the directory entry itself (`identity`: its type and inode, not what a symlink leads to).
+ * Both go into a disk's key: `stat` alone follows a symlink, so a source swapped for a symlink to
+ * a file of the same size, owner, mode and times (and its folder's times put back) would keep the
+ * key, and an open disk would go on serving bytes of sources that are no longer there (README
+ * "Who may read what"). One lstat gives both unless the entry is a symlink, and all of a probe's
+ * are one pool job (lstatPaths): on a walk of 10 000 disks every round trip counts.
+ */
+async function statsWithIdentity(paths: readonly string[]): Promise<{ info: EntryStat | undefined; identity: string }[]> {
+  const entries = await lstatPaths(paths);
+  const links = paths.filter((_, index) => entries[index] !== undefined && fileType(entries[index].mode) === 'symlink');
+  const followed = new Map((await lstatPaths(links, true)).map((info, index) => [links[index], info] as const));
+  return entries.map((entry, index) => {
+    // No entry (or no way to it): stat, which resolves the same path, fails too.
+    if (entry === undefined) return { info: undefined, identity: '-' };
+    const type = fileType(entry.mode);
+    return { info: type === 'symlink' ? followed.get(paths[index]) : entry, identity: `${type}#${entry.dev}.${entry.ino}` };
+  });
+}
+
+function sourceObject(info: EntryStat): SourceObject {
+  return { uid: info.uid, gid: info.gid, mode: info.mode, isDirectory: fileType(info.mode) === 'dir' };
 }
 
 async function probeFolder(folder: string): Promise<Probe> {
@@ -168,16 +174,15 @@ async function probeFolder(folder: string): Promise<Probe> {
   const client = basename(clientDir);
   const none = (key: string): Probe => ({ key, anchor: undefined, siblings: [], uid: 0, gid: 0, ancestors: [], volumeObjects: new Map() });
   if (parseDriveLetterFolder(folderName) === undefined) return none('not a drive-letter backup');
-  const entry = await readBackupFolder(client, folder, folderName);
+  // Both listings at once: the client folder's is needed as soon as the folder is a backup.
+  const [entry, names] = await Promise.all([
+    readBackupFolder(client, folder, folderName),
+    // The client folder vanished between the two reads: the probe below sees no sources.
+    readdir(clientDir).catch((): string[] => []),
+  ]);
   if (entry === undefined || !isVolumeBackup(entry)) return none(`not served: ${entry?.reason ?? ''}`);
   if (!entry.complete) return none('incomplete');
   const minutes = timestampMinutes(entry.timestamp);
-  let names: string[] = [];
-  try {
-    names = await readdir(clientDir);
-  } catch {
-    // The client folder vanished between the two reads: the probe below sees no sources.
-  }
   const candidates = names.filter((name) => {
     const match = BACKUP_FOLDER_PATTERN.exec(name);
     return name !== folderName && match !== null && Math.abs(timestampMinutes(match[1] ?? '') - minutes) <= RUN_WINDOW_MINUTES;
@@ -185,12 +190,15 @@ async function probeFolder(folder: string): Promise<Probe> {
   const found = await Promise.all(candidates.sort().map((name) => readBackupFolder(client, join(clientDir, name), name)));
   const siblings = found.filter((item): item is VolumeBackup => item !== undefined && isVolumeBackup(item));
   const volumes = [entry, ...siblings];
-  const looked = await Promise.all(volumes.map(async (volume) => Promise.all([volume.rawPath, volume.mbrPath, volume.folder].map(statWithIdentity))));
+  // The folders every source is reached through: the root and the client folder (each volume
+  // folder is among the volumes' three).
+  const [all, ancestors] = await Promise.all([
+    statsWithIdentity(volumes.flatMap((volume) => [volume.rawPath, volume.mbrPath, volume.folder])),
+    lstatPaths([dirname(clientDir), clientDir], true),
+  ]);
+  const looked = volumes.map((_, index) => all.slice(3 * index, 3 * index + 3));
   const states = looked.map((three) => three.map(({ info }) => info));
   const identities = looked.map((three) => three.map(({ identity }) => identity).join(','));
-  // The folders every source is reached through: the root and the client folder (each volume
-  // folder is in `states`).
-  const ancestors = await Promise.all([dirname(clientDir), clientDir].map(statOrUndefined));
   const parts = volumes.map((volume, index) => {
     const [raw, mbr, folderInfo] = states[index] ?? [undefined, undefined, undefined];
     return `${basename(volume.folder)}:${volume.complete ? 'sync' : 'nosync'}:${fingerprint(raw)}:${fingerprint(mbr)}:${fingerprint(folderInfo)}:${identities[index] ?? ''}`;
@@ -198,7 +206,7 @@ async function probeFolder(folder: string): Promise<Probe> {
   parts.push(...ancestors.map(fingerprint));
   const anchorRaw = states[0]?.[0];
   if (anchorRaw === undefined) return none('raw vanished');
-  const objectsOf = (infos: readonly (Stats | undefined)[]): SourceObject[] => infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
+  const objectsOf = (infos: readonly (EntryStat | undefined)[]): SourceObject[] => infos.flatMap((info) => (info === undefined ? [] : [sourceObject(info)]));
   const volumeObjects = new Map(volumes.map((volume, index) => [volume.folder, objectsOf(states[index] ?? [])]));
   return { key: parts.join('|'), anchor: entry, siblings: volumes, uid: anchorRaw.uid, gid: anchorRaw.gid, ancestors: objectsOf(ancestors), volumeObjects };
 }
@@ -287,7 +295,7 @@ export class ServedDisk {
   /** Whether the parents of its image chains are as they were when it was composed. */
   async chainUnchanged(): Promise<boolean> {
     const parents = chainParents(this.disk);
-    return parents.length === 0 || chainKeyOf(await Promise.all(parents.map(statOrUndefined))) === this.chainKey;
+    return parents.length === 0 || chainKeyOf(await lstatPaths(parents, true)) === this.chainKey;
   }
 }
 

@@ -17,16 +17,30 @@ export class NativeError extends SynthvhdError {
   readonly bytesCopied: number | undefined;
   /** decodeRecord only: why the record was refused, one line ("zstd: Data corruption detected"). */
   readonly reason: string | undefined;
+  /** openConfined only: the file's size (E_TOO_LARGE). */
+  readonly size: number | undefined;
+  /** openConfined only: where the opened file actually is (E_OUTSIDE_ROOT). */
+  readonly actual: string | undefined;
 
   constructor(
     message: string,
-    details: { errno: string; syscall: string; bytesCopied?: number | undefined; reason?: string | undefined; cause?: unknown },
+    details: {
+      errno: string;
+      syscall: string;
+      bytesCopied?: number | undefined;
+      reason?: string | undefined;
+      size?: number | undefined;
+      actual?: string | undefined;
+      cause?: unknown;
+    },
   ) {
     super('E_IO', message, details.cause === undefined ? {} : { cause: details.cause });
     this.errno = details.errno;
     this.syscall = details.syscall;
     this.bytesCopied = details.bytesCopied;
     this.reason = details.reason;
+    this.size = details.size;
+    this.actual = details.actual;
   }
 }
 

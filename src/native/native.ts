@@ -37,6 +37,8 @@ interface NativeAddon {
   decodeRecord(fd: number, recordOffset: number, minLength: number, maxLength: number, into: Uint8Array): Promise<number>;
   maxStoredBytes(decodedLength: number): number;
   readonly recordLimits: RecordLimits;
+  lstatPaths(paths: readonly string[], follow: boolean): Promise<{ fields: Float64Array; errors: Int32Array }>;
+  openConfined(path: string, root: string, maxSize: number, readLength: number): Promise<{ fd: number; size: number; mtimeMs: number; bytes: Buffer }>;
 }
 
 /** The record codec's bounds (native/src/record_codec.h), as the addon reports them. */
@@ -55,7 +57,7 @@ export const FIEMAP_EXTENT_SHARED = 0x2000;
 /** linux/fiemap.h: flags that make `physical` meaningless (unknown, delalloc, encoded, inline). */
 export const FIEMAP_EXTENT_NOT_COMPARABLE = 0x2 | 0x4 | 0x8 | 0x200;
 
-const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize', 'fiemap', 'decodeRecord', 'maxStoredBytes'] as const;
+const ADDON_FUNCTIONS = ['cloneRange', 'copyFileRange', 'seekData', 'seekHole', 'dataRanges', 'fsBlockSize', 'fiemap', 'decodeRecord', 'maxStoredBytes', 'lstatPaths', 'openConfined'] as const;
 
 let addon: NativeAddon | undefined;
 
@@ -114,13 +116,15 @@ async function call<T>(operation: string, run: (native: NativeAddon) => Promise<
   try {
     return await run(native);
   } catch (error) {
-    const fields = error as { code?: unknown; syscall?: unknown; bytesCopied?: unknown; reason?: unknown; message?: unknown };
+    const fields = error as { code?: unknown; syscall?: unknown; bytesCopied?: unknown; reason?: unknown; message?: unknown; size?: unknown; actual?: unknown };
     if (error instanceof Error && typeof fields.code === 'string' && typeof fields.syscall === 'string') {
       throw new NativeError(`${operation}: ${error.message}`, {
         errno: fields.code,
         syscall: fields.syscall,
         bytesCopied: typeof fields.bytesCopied === 'number' ? fields.bytesCopied : undefined,
         reason: typeof fields.reason === 'string' ? fields.reason : undefined,
+        size: typeof fields.size === 'number' ? fields.size : undefined,
+        actual: typeof fields.actual === 'string' ? fields.actual : undefined,
         cause: error,
       });
     }
@@ -266,4 +270,76 @@ export function nativeRecordLimits(decodedLength: number): RecordLimits & { read
   checkOffset('decodedLength', decodedLength);
   const native = loadAddon();
   return { ...native.recordLimits, maxStoredBytes: native.maxStoredBytes(decodedLength) };
+}
+
+/** What lstat (or stat) says of one path, the fields Node's Stats has that synthvhd uses. */
+export interface EntryStat {
+  readonly dev: number;
+  readonly ino: number;
+  /** st_mode: type and permission bits. */
+  readonly mode: number;
+  readonly nlink: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly blksize: number;
+  readonly blocks: number;
+  /** Times as Node's Stats has them: sec * 1e3 + nsec / 1e6. */
+  readonly atimeMs: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+}
+
+const STAT_FIELDS = 12;
+
+/**
+ * lstat of every path (stat when `follow`), in one pool job: the mount's walk asks this of every
+ * entry of a folder and of every source of a disk (native/src/source_files.cc). An entry is
+ * undefined where its call failed (gone, no permission on the way).
+ */
+export async function lstatPaths(paths: readonly string[], follow = false): Promise<(EntryStat | undefined)[]> {
+  if (paths.length === 0) return [];
+  const { fields, errors } = await call(`lstatPaths(${paths.length} paths)`, (native) => native.lstatPaths(paths, follow));
+  return paths.map((_, index) => {
+    if (errors[index] !== 0) return undefined;
+    const at = index * STAT_FIELDS;
+    const field = (offset: number): number => fields[at + offset] ?? 0;
+    return {
+      dev: field(0),
+      ino: field(1),
+      mode: field(2),
+      nlink: field(3),
+      uid: field(4),
+      gid: field(5),
+      size: field(6),
+      blksize: field(7),
+      blocks: field(8),
+      atimeMs: field(9),
+      mtimeMs: field(10),
+      ctimeMs: field(11),
+    };
+  });
+}
+
+/** What openConfined opened: an open fd (when nothing was read) or the bytes read (fd -1, closed). */
+export interface ConfinedFile {
+  readonly fd: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly bytes: Buffer;
+}
+
+/**
+ * Opens `path` read-only, non-blocking, and checks it (native/src/source_files.cc): a regular
+ * file of at most `maxSize` bytes and, when `root` is not '', not a final symlink and, as the
+ * kernel resolved it, inside `root`; all before a byte is read. With `readLength` > 0 it reads up
+ * to that many bytes from the start and closes the file; otherwise the caller owns the fd. One
+ * pool job: the open, fstat, readlink, read and close of src/extents/confined-open.ts, which as
+ * separate promises were most of a walk's opens. A refusal rejects with a NativeError whose errno
+ * is E_SYMLINK, E_NOT_REGULAR, E_TOO_LARGE (`size`) or E_OUTSIDE_ROOT (`actual`).
+ */
+export async function openConfined(path: string, root: string, maxSize: number, readLength: number): Promise<ConfinedFile> {
+  checkOffset('maxSize', maxSize);
+  checkOffset('readLength', readLength);
+  return call(`openConfined(${path})`, (native) => native.openConfined(path, root, maxSize, readLength));
 }

@@ -6,12 +6,11 @@
  * and SEEK_DATA/SEEK_HOLE; `memoryBackupFs` (backup-fs-memory.ts) holds a tree in memory, so the
  * grouping rule can be tested on any tree without writing one to disk.
  */
-import { closeSync, readSync } from 'node:fs';
+import { close, closeSync, read, readSync } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import {
   openSourceFdSync,
-  openSourceFileWithStat,
-  readSourceFile,
+  openSourceNative,
   readSourceFileSync,
   type Confinement,
   type ConfinedOpenOptions,
@@ -44,7 +43,31 @@ export interface BackupFs {
   openImage(path: string, confinement: Confinement | undefined, options: ConfinedOpenOptions): Promise<BackupImageFile>;
 }
 
-/** The real file system. */
+/** pread on a plain fd, as a promise (fs/promises reads only through FileHandles). */
+function readFd(fd: number, position: number, length: number): Promise<Uint8Array> {
+  return new Promise((resolvePromise, reject) => {
+    const buffer = new Uint8Array(length);
+    read(fd, buffer, 0, length, position, (error, bytesRead) => {
+      if (error === null) resolvePromise(buffer.subarray(0, bytesRead));
+      else reject(error);
+    });
+  });
+}
+
+function closeFd(fd: number): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    close(fd, (error) => {
+      if (error === null) resolvePromise();
+      else reject(error);
+    });
+  });
+}
+
+/**
+ * The real file system. The confined opens are one pool job each (openSourceNative: open, checks
+ * and, for a small file, its read and close), not a promise per system call: the mount composes
+ * a disk for every folder a walk looks at.
+ */
 export const nodeBackupFs: BackupFs = {
   realpath: (path) => realpath(path),
   readdir: (path) => readdir(path),
@@ -56,21 +79,17 @@ export const nodeBackupFs: BackupFs = {
     }
   },
   parseSmallFile: async (path, confinement, options, parse) => {
-    const { bytes, mtimeMs } = await readSourceFile(path, confinement, options);
+    const { bytes, mtimeMs } = await openSourceNative(path, confinement, { ...options, readLength: options.maxSize });
     return { value: parse(bytes), mtimeMs };
   },
   openImage: async (path, confinement, options) => {
-    const { handle, size, mtimeMs } = await openSourceFileWithStat(path, confinement, options);
+    const { fd, size, mtimeMs } = await openSourceNative(path, confinement, options);
     return {
       size,
       mtimeMs,
-      read: async (position, length) => {
-        const buffer = new Uint8Array(length);
-        const { bytesRead } = await handle.read(buffer, 0, length, position);
-        return buffer.subarray(0, bytesRead);
-      },
-      dataRanges: (start, end) => dataRanges(handle.fd, start, end),
-      close: () => handle.close(),
+      read: (position, length) => readFd(fd, position, length),
+      dataRanges: (start, end) => dataRanges(fd, start, end),
+      close: () => closeFd(fd),
     };
   },
 };
