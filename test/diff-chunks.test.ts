@@ -5,6 +5,7 @@
  * `synthvhd verify` finding a .raw.hash that disagrees with its data.
  */
 import { open, mkdtemp, rm, readFile, stat, writeFile, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -144,6 +145,27 @@ describe('changed chunks between two backups of C:', () => {
       const bound = (expectedChanged.length * 2 + 2) * CHUNK + TRUST_SAMPLE_BYTES + PROGRAM_BYTES;
       expect(bound).toBeLessThan((await allocatedBytes([join(olderDir, basename(newerRaw)), newerRaw])) / 4);
       expect(io.rchar).toBeLessThanOrEqual(bound);
+    });
+  });
+
+  it('on btrfs, a volume whose every extent is still shared is decided without reading either backup (not even the hash sample)', async () => {
+    await withLoopFs('btrfs', 1024 * 1024 * 1024, async (mountDir) => {
+      const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, mountDir);
+      const newerDir = join(mountDir, 'newer', basename(olderDir));
+      await runOk('mkdir', ['-p', join(mountDir, 'newer')]);
+      // An unchanged volume of a reflinked incremental (an ESP, most runs), .raw.hash files kept.
+      await runOk('cp', ['-a', '--reflink=always', olderDir, newerDir]);
+      const { result, io } = await compareWitnessed(olderDir, newerDir);
+      expect(result.changed).toEqual([]);
+      // Trusting the two .raw.hash files alone would read 2 × 16 chunks (16 MiB).
+      expect(2 * TRUST_SAMPLE_BYTES).toBeGreaterThan(PROGRAM_BYTES * 4);
+      expect(io.rchar).toBeLessThanOrEqual(PROGRAM_BYTES);
+      // 4 KiB written into the first chunk, whose other blocks stay shared or holes: changed.
+      const newerRaw = join(newerDir, basename(diskByName('uefi-gpt-run1').anchor.rawPath));
+      await writeFile(join(mountDir, 'block'), randomBytes(4096));
+      await runOk('dd', [`if=${join(mountDir, 'block')}`, `of=${newerRaw}`, 'bs=4096', `seek=${(524288 + 4096) / 4096}`, 'count=1', 'conv=notrunc', 'status=none']);
+      await unlink(`${newerRaw}.hash`);
+      expect((await compareWitnessed(olderDir, newerDir)).result.changed).toEqual([0]);
     });
   });
 });

@@ -11,7 +11,7 @@ import { SourceFiles } from '../extents/source-files.js';
 import type { LoadedVolume } from '../urbackup/load-volume.js';
 import { chunkCountOf, RAW_HASH_CHUNK, readRawHashes, zeroChunkHash, type RawHashes } from '../urbackup/raw-hash.js';
 import { chunkLength, chunksWithData, hashChunk, readChunk } from '../urbackup/volume-chunks.js';
-import { sharedRanges } from './shared-extents.js';
+import { sharedRanges, type SharedRanges } from './shared-extents.js';
 import { changedChunkFlags, changedSince } from '../urbackup/images/load-image-volume.js';
 
 const SAMPLE_CHUNKS = 16;
@@ -27,15 +27,38 @@ export interface ChunkComparison {
   readonly notes: readonly string[];
 }
 
-/** Chunks fully inside shared ranges. */
-function sharedChunks(ranges: readonly (readonly [number, number])[], volume: LoadedVolume, chunkCount: number): Uint8Array {
+/**
+ * Chunks decided by sharing: chunks holding data in either file, all of whose data (in either)
+ * lies in `ranges`, where both files map to the same physical blocks; the rest of such a chunk
+ * is a hole in both, zeros on both sides. A sparse `.raw` leaves holes in most chunks that hold
+ * data (an NTFS volume's first chunk: boot sector, then gaps), so "fully inside a shared range"
+ * would decide almost nothing. `ranges` are sorted file offsets.
+ */
+function sharedChunks(ranges: SharedRanges, older: LoadedVolume, newer: LoadedVolume, chunkCount: number): Uint8Array {
   const shared = new Uint8Array(chunkCount);
-  for (const [start, end] of ranges) {
-    const first = Math.ceil((start - volume.volumeOffset) / RAW_HASH_CHUNK);
-    for (let index = Math.max(0, first); index < chunkCount; index++) {
-      const chunkEnd = volume.volumeOffset + index * RAW_HASH_CHUNK + chunkLength(volume, index);
-      if (chunkEnd > end) break;
-      shared[index] = 1;
+  if (ranges.length === 0 || older.volumeOffset !== newer.volumeOffset) return shared;
+  const base = newer.volumeOffset;
+  const chunkOf = (offset: number): number => Math.floor((offset - base) / RAW_HASH_CHUNK);
+  const mark = (start: number, end: number, flag: number): void => {
+    for (let index = Math.max(0, chunkOf(start)); index <= Math.min(chunkCount - 1, chunkOf(end - 1)); index++) shared[index] = flag;
+  };
+  for (const [start, end] of ranges) mark(start, end, 1);
+  // Any byte of data, in either file, outside the shared ranges leaves its chunk to be compared.
+  for (const { offset, length } of [...older.dataRanges, ...newer.dataRanges]) {
+    let position = offset;
+    const end = offset + length;
+    // The first shared range that ends after `position` (binary search: ranges are sorted).
+    let low = 0;
+    let high = ranges.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((ranges[middle]?.[1] ?? 0) <= position) low = middle + 1;
+      else high = middle;
+    }
+    for (let index = low; position < end; index++) {
+      const [sharedStart, sharedEnd] = ranges[index] ?? [end, end];
+      if (sharedStart > position) mark(position, Math.min(sharedStart, end), 0);
+      position = Math.max(position, sharedEnd);
     }
   }
   return shared;
@@ -50,13 +73,12 @@ function sample(pick: Uint8Array, count: number): number[] {
 }
 
 /** Checks a `.raw.hash` cheaply; returns a reason when it cannot be trusted. */
-async function distrust(hashes: RawHashes, volume: LoadedVolume, withData: Uint8Array, sources: SourceFiles): Promise<string | undefined> {
+async function distrust(hashes: RawHashes, volume: LoadedVolume, withData: Uint8Array, sources: SourceFiles, scratch: Uint8Array): Promise<string | undefined> {
   for (let index = 0; index < hashes.chunkCount; index++) {
     if (withData[index] === 0 && !zeroChunkHash(chunkLength(volume, index)).equals(hashes.hash(index))) {
       return `${hashes.path}: chunk ${index} is a hole in the .raw but its hash is not that of zeros`;
     }
   }
-  const scratch = new Uint8Array(RAW_HASH_CHUNK);
   for (const index of sample(withData, SAMPLE_CHUNKS)) {
     const actual = await hashChunk(sources, volume, index, true, scratch);
     if (!actual.equals(hashes.hash(index))) return `${hashes.path}: chunk ${index} does not match its data`;
@@ -64,14 +86,21 @@ async function distrust(hashes: RawHashes, volume: LoadedVolume, withData: Uint8
   return undefined;
 }
 
-async function trustedHashes(volume: LoadedVolume, chunkCount: number, withData: Uint8Array, sources: SourceFiles, notes: string[]): Promise<RawHashes | undefined> {
+async function trustedHashes(
+  volume: LoadedVolume,
+  chunkCount: number,
+  withData: Uint8Array,
+  sources: SourceFiles,
+  notes: string[],
+  scratch: Uint8Array,
+): Promise<RawHashes | undefined> {
   const hashes = await readRawHashes(volume.backup.rawPath, volume.volumeLength, { root: volume.backup.root });
   if ('problem' in hashes) {
     notes.push(`${hashes.problem}: comparing data instead`);
     return undefined;
   }
   if (hashes.chunkCount !== chunkCount) return undefined;
-  const reason = await distrust(hashes, volume, withData, sources);
+  const reason = await distrust(hashes, volume, withData, sources, scratch);
   if (reason !== undefined) {
     notes.push(`${reason}: not trusted, comparing data instead`);
     return undefined;
@@ -126,18 +155,24 @@ export async function compareVolumes(older: LoadedVolume, newer: LoadedVolume): 
           newer.volumeOffset + Math.min(older.volumeLength, newer.volumeLength),
         )
       : [];
-    const shared = sharedChunks(ranges, newer, chunkCount);
+    const shared = sharedChunks(ranges, older, newer, chunkCount);
     const sameLength = older.volumeLength === newer.volumeLength;
     if (!sameLength) notes.push(`volume length changed (${older.volumeLength} → ${newer.volumeLength} bytes): hashes not used`);
-    const olderHashes = sameLength ? await trustedHashes(older, olderCount, olderData, sources, notes) : undefined;
-    const newerHashes = sameLength ? await trustedHashes(newer, chunkCount, newerData, sources, notes) : undefined;
+    // Only a chunk that sharing leaves open needs hashes (whose trust costs 16 chunks read per
+    // file) or reads: a volume whose every chunk is still shared, as an unchanged ESP is in a
+    // reflinked incremental, is decided without reading a byte of either backup.
+    const open = (index: number): boolean => index < olderCount && chunkLength(older, index) === chunkLength(newer, index) && shared[index] === 0;
+    let undecided = false;
+    for (let index = 0; index < chunkCount && !undecided; index++) undecided = open(index) && (olderData[index] === 1 || newerData[index] === 1);
+    const a = undecided ? new Uint8Array(RAW_HASH_CHUNK) : new Uint8Array(0);
+    const b = undecided ? new Uint8Array(RAW_HASH_CHUNK) : new Uint8Array(0);
+    const olderHashes = sameLength && undecided ? await trustedHashes(older, olderCount, olderData, sources, notes, a) : undefined;
+    const newerHashes = sameLength && undecided ? await trustedHashes(newer, chunkCount, newerData, sources, notes, a) : undefined;
     const changed: number[] = [];
     let decidedBySharing = 0;
     let decidedByHashes = 0;
     let decidedByReading = 0;
     let bytesRead = 0;
-    const a = new Uint8Array(RAW_HASH_CHUNK);
-    const b = new Uint8Array(RAW_HASH_CHUNK);
     for (let index = 0; index < chunkCount; index++) {
       if (index >= olderCount || chunkLength(older, index) !== chunkLength(newer, index)) {
         changed.push(index);
