@@ -63,6 +63,15 @@ async function backupOf(folder: string): Promise<VolumeBackup> {
 }
 
 /** compareVolumes in a child process, with what the kernel counted it reading. */
+/** The run-1 C: backup copied into `mountDir`, and a reflink copy of it in `mountDir/newer`. */
+async function reflinkCopy(mountDir: string): Promise<{ olderDir: string; newerDir: string; newerRaw: string }> {
+  const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, mountDir);
+  const newerDir = join(mountDir, 'newer', basename(olderDir));
+  await runOk('mkdir', ['-p', join(mountDir, 'newer')]);
+  await runOk('cp', ['-a', '--reflink=always', olderDir, newerDir]);
+  return { olderDir, newerDir, newerRaw: join(newerDir, basename(diskByName('uefi-gpt-run1').anchor.rawPath)) };
+}
+
 async function compareWitnessed(olderDir: string, newerDir: string): Promise<{ result: { changed: number[] }; io: KernelIo }> {
   const child = await nodeWitnessed(COMPARE_CHILD, [olderDir, newerDir]);
   expect(child.stderr).toBe('');
@@ -126,12 +135,8 @@ describe('changed chunks between two backups of C:', () => {
 
   it('on btrfs, extents a reflink copy still shares are unchanged without reading them', async () => {
     await withLoopFs('btrfs', 1024 * 1024 * 1024, async (mountDir) => {
-      const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, mountDir);
       // The way urBackup makes an incremental: a reflink copy, then the changed blocks written.
-      const newerDir = join(mountDir, 'newer', basename(olderDir));
-      await runOk('mkdir', ['-p', join(mountDir, 'newer')]);
-      await runOk('cp', ['-a', '--reflink=always', olderDir, newerDir]);
-      const newerRaw = join(newerDir, basename(diskByName('uefi-gpt-run1').anchor.rawPath));
+      const { olderDir, newerDir, newerRaw } = await reflinkCopy(mountDir);
       const run2Raw = diskByName('uefi-gpt-run2').anchor.rawPath;
       for (const index of expectedChanged) {
         const offset = 524288 + index * CHUNK;
@@ -150,18 +155,14 @@ describe('changed chunks between two backups of C:', () => {
 
   it('on btrfs, a volume whose every extent is still shared is decided without reading either backup (not even the hash sample)', async () => {
     await withLoopFs('btrfs', 1024 * 1024 * 1024, async (mountDir) => {
-      const olderDir = await copyBackup(diskByName('uefi-gpt-run1').anchor, mountDir);
-      const newerDir = join(mountDir, 'newer', basename(olderDir));
-      await runOk('mkdir', ['-p', join(mountDir, 'newer')]);
       // An unchanged volume of a reflinked incremental (an ESP, most runs), .raw.hash files kept.
-      await runOk('cp', ['-a', '--reflink=always', olderDir, newerDir]);
+      const { olderDir, newerDir, newerRaw } = await reflinkCopy(mountDir);
       const { result, io } = await compareWitnessed(olderDir, newerDir);
       expect(result.changed).toEqual([]);
       // Trusting the two .raw.hash files alone would read 2 × 16 chunks (16 MiB).
       expect(2 * TRUST_SAMPLE_BYTES).toBeGreaterThan(PROGRAM_BYTES * 4);
       expect(io.rchar).toBeLessThanOrEqual(PROGRAM_BYTES);
       // 4 KiB written into the first chunk, whose other blocks stay shared or holes: changed.
-      const newerRaw = join(newerDir, basename(diskByName('uefi-gpt-run1').anchor.rawPath));
       await writeFile(join(mountDir, 'block'), randomBytes(4096));
       await runOk('dd', [`if=${join(mountDir, 'block')}`, `of=${newerRaw}`, 'bs=4096', `seek=${(524288 + 4096) / 4096}`, 'count=1', 'conv=notrunc', 'status=none']);
       await unlink(`${newerRaw}.hash`);
